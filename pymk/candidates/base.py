@@ -1,0 +1,46 @@
+"""The Stage-1 output every candidate source and every ranker agree on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Source tags are bits, so a candidate found by several sources carries all of them.
+SOURCE_FOF = 1
+SOURCE_POPULAR = 2
+SOURCE_NAMES = {SOURCE_FOF: "fof", SOURCE_POPULAR: "popular"}
+
+
+def source_label(mask: int) -> str:
+    """'fof', 'popular' or 'fof+popular' for a source bitmask."""
+    return "+".join(name for bit, name in SOURCE_NAMES.items() if mask & bit) or "none"
+
+
+@dataclass
+class CandidateBatch:
+    """Candidates for a batch of users, padded with -1 past `count[b]` in row b.
+
+    Rows are in Stage-1 order (a source's own ranking); rankers break score ties by this order.
+
+    Shapes:
+        users: (B,) dense user indices.
+        cand: (B, C) int64 dense candidate indices.
+        count: (B,) int64 valid entries per row.
+        source: (B, C) uint8 bitmask of SOURCE_* tags.
+        features: name -> (B, C) array; at least "cn", "aa", "ra" (0 for non-2-hop candidates).
+    """
+
+    users: np.ndarray
+    cand: np.ndarray
+    count: np.ndarray
+    source: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(B, C) bool mask of real entries."""
+        return np.arange(self.cand.shape[1])[None, :] < self.count[:, None]
+
+    def row(self, b: int) -> np.ndarray:
+        return self.cand[b, : self.count[b]]

@@ -1,0 +1,242 @@
+"""The `pymk` command line. Its commands and file formats are a stable contract (see README.md)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="pymk: People You May Know recommendations on a social graph.")
+
+BATCH = 2048
+
+
+def _err(msg: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(code)
+
+
+def _user_errors():
+    from pymk.config import ConfigError
+    from pymk.graph.ingest import IngestError
+    from pymk.graph.snapshot import SnapshotError
+    from pymk.io import UsersFileError
+    from pymk.pipeline.model import ModelError
+
+    return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, FileNotFoundError,
+            FileExistsError)
+
+
+@app.command()
+def synth(
+    users: Annotated[int, typer.Option(help="number of users")],
+    out: Annotated[Path, typer.Option(help="output edge file (.csv, .csv.gz or .parquet)")],
+    avg_degree: Annotated[float, typer.Option(help="mean number of friends")] = 20.0,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same file)")] = 0,
+) -> None:
+    """Generate a synthetic social graph: power-law degrees, communities, triadic closure, timestamps."""
+    from tqdm import tqdm
+
+    from pymk.graph.synth import SynthConfig, generate, write_edges
+
+    t = time.perf_counter()
+    with tqdm(total=4, desc="synth", leave=False) as bar:
+        src, dst, ts = generate(SynthConfig(users, avg_degree, seed),
+                                progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)))
+        write_edges(out, src, dst, ts)
+    typer.echo(f"wrote {src.size:,} edges among {users:,} users to {out} ({time.perf_counter() - t:.1f}s)")
+
+
+@app.command()
+def build(
+    edges: Annotated[Path, typer.Option(help="edge list: CSV, whitespace/SNAP, .gz, or Parquet")],
+    out: Annotated[Path, typer.Option(help="model directory to write")],
+    config: Annotated[Path | None, typer.Option(help="TOML or JSON config; default: the best pipeline")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows instead of failing")] = False,
+) -> None:
+    """Run every offline stage the configuration enables into a self-describing model directory."""
+    from pymk.config import PymkConfig
+    from pymk.pipeline.build import build as run_build
+
+    try:
+        cfg = PymkConfig.from_file(config)
+        run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+
+
+def _resolve_users(model, users_file: Path, strict: bool):
+    from pymk.io import read_user_ids
+
+    ext = read_user_ids(users_file)
+    idx = model.index_of(ext)
+    unknown = ext[idx < 0]
+    for u in unknown[:20]:
+        typer.echo(f"warning: user {u} is not in the model; no rows for it", err=True)
+    if unknown.size > 20:
+        typer.echo(f"warning: {unknown.size - 20} more unknown users", err=True)
+    if strict and unknown.size:
+        raise _err(f"{unknown.size} unknown users (--strict)", 2)
+    return ext[idx >= 0], idx[idx >= 0]
+
+
+def _batched(model, users_file: Path, strict: bool, desc: str):
+    from tqdm import tqdm
+
+    ext, idx = _resolve_users(model, users_file, strict)
+    with tqdm(total=idx.size, desc=desc, unit="user", leave=False, disable=idx.size < 10 * BATCH) as bar:
+        for s in range(0, idx.size, BATCH):
+            yield ext[s:s + BATCH], idx[s:s + BATCH]
+            bar.update(min(BATCH, idx.size - s))
+
+
+@app.command()
+def recommend(
+    model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
+    users: Annotated[Path, typer.Option(help="file with one user id per line")],
+    out: Annotated[Path, typer.Option(help="CSV to write")],
+    k: Annotated[int, typer.Option(min=1, help="recommendations per user")] = 20,
+    strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
+) -> None:
+    """Top-k recommendations per user: user_id,candidate_id,rank,score,mutual_friends,source."""
+    from pymk.io import RECOMMEND_HEADER, CsvRowWriter
+    from pymk.pipeline.model import Model
+
+    try:
+        m = Model.load(model)
+        writer = CsvRowWriter(out, RECOMMEND_HEADER)
+        for ext, idx in _batched(m, users, strict, "recommend"):
+            r = m.recommend(idx, k)
+            writer.write(ext, m.graph.ids[np.maximum(r.cand, 0)], r.count, r.source, r.score, r.mutual)
+        writer.close()
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"wrote {writer.rows:,} rows to {out}", err=True)
+
+
+@app.command()
+def candidates(
+    model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
+    users: Annotated[Path, typer.Option(help="file with one user id per line")],
+    out: Annotated[Path, typer.Option(help="CSV to write")],
+    k: Annotated[int, typer.Option(min=1, help="Stage-1 candidates per user")] = 1000,
+    strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
+) -> None:
+    """Stage-1 candidates only: user_id,candidate_id,rank,source."""
+    from pymk.io import CANDIDATES_HEADER, CsvRowWriter
+    from pymk.pipeline.model import Model
+
+    try:
+        m = Model.load(model)
+        writer = CsvRowWriter(out, CANDIDATES_HEADER)
+        for ext, idx in _batched(m, users, strict, "candidates"):
+            c = m.candidates(idx, k=k)
+            writer.write(ext, m.graph.ids[np.maximum(c.cand, 0)], c.count, c.source)
+        writer.close()
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"wrote {writer.rows:,} rows to {out}", err=True)
+
+
+@app.command("eval")
+def eval_cmd(
+    edges: Annotated[Path, typer.Option(help="edge list to split and evaluate on")],
+    config: Annotated[Path | None, typer.Option(help="config for pymk's row (default: the best pipeline)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows")] = False,
+) -> None:
+    """The shared evaluation protocol: CN, AA, RA and pymk side by side, Stage-1 recall, 2-hop ceiling."""
+    from pymk.config import PymkConfig
+    from pymk.eval.runner import evaluate
+    from pymk.pipeline.build import ingest
+
+    try:
+        cfg = PymkConfig.from_file(config)
+        e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
+        report = evaluate(e, dataset=edges.name, config=cfg)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo(report.table())
+    typer.echo(report.to_json())
+    if json_out:
+        json_out.write_text(report.to_json())
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Serve GET /v1/users/{id}/recommendations?k=20 and /healthz over HTTP."""
+    import uvicorn
+
+    from pymk.pipeline.model import Model
+    from pymk.serving.app import create_app
+
+    try:
+        m = Model.load(model)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    m.recommend(np.zeros(1, np.int64), 1)  # compile/warm the kernels before the first request
+    typer.echo(f"serving {model} (model {m.version}) on http://{host}:{port}", err=True)
+    uvicorn.run(create_app(m), host=host, port=port, log_level="info")
+
+
+@app.command()
+def quickstart(
+    workdir: Annotated[Path, typer.Option(help="where the graph and model go")] = Path("pymk-quickstart"),
+    edges: Annotated[Path | None, typer.Option(help="use this edge list instead of a synthetic one")] = None,
+    users: Annotated[int, typer.Option(help="synthetic graph size")] = 40_000,
+    avg_degree: Annotated[float, typer.Option(help="synthetic mean degree")] = 15.0,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the model at the end")] = True,
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+) -> None:
+    """The main job: make (or load) a graph, build, show recommendations and evaluation, then serve."""
+    from pymk.eval.runner import evaluate
+    from pymk.graph.synth import SynthConfig, generate, write_edges
+    from pymk.pipeline.build import build_from_edges, ingest
+    from pymk.pipeline.model import Model
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if edges is None:
+        edges = workdir / "synthetic-edges.csv.gz"
+        if not edges.exists():
+            typer.echo(f"[1/5] generating a synthetic social graph: {users:,} users, mean degree {avg_degree}")
+            write_edges(edges, *generate(SynthConfig(users, avg_degree, seed=0)))
+    typer.echo(f"[2/5] ingesting {edges}")
+    try:
+        e, report = ingest(edges)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo("[3/5] building the model")
+    model_dir = build_from_edges(e, workdir / "model", report=report)
+    m = Model.load(model_dir)
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(m.graph.num_users, size=min(3, m.graph.num_users), replace=False))
+    r = m.recommend(sample, 5)
+    typer.echo("[4/5] sample recommendations")
+    for b, u in enumerate(sample):
+        typer.echo(f"  user {m.graph.ids[u]} ({int(m.graph.degree[u])} friends):")
+        for j in range(int(r.count[b])):
+            typer.echo(f"    {j + 1}. user {m.graph.ids[r.cand[b, j]]}  score {r.score[b, j]:.3f}  "
+                       f"{r.mutual[b, j]} mutual friend{'s' if r.mutual[b, j] != 1 else ''}")
+    typer.echo("[5/5] evaluation (shared protocol: 10% of edges held out)")
+    typer.echo(evaluate(e, dataset=edges.name).table())
+    if serve_after:
+        serve(model=model_dir, host="127.0.0.1", port=port)
+    else:
+        typer.echo(f"model in {model_dir}; serve it with: pymk serve --model {model_dir}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

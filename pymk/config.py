@@ -1,0 +1,118 @@
+"""One configuration object per run: every stage declares its defaults here; files override them.
+
+A config file is TOML or JSON with the same nesting as `PymkConfig`, e.g.
+
+    [candidates]
+    k = 1000
+    [candidates.fof]
+    score = "aa"
+    max_expand = 0
+    [ranker]
+    kind = "adamic_adar"
+
+Unknown keys and wrongly typed values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that pymk cannot use."""
+
+
+@dataclass
+class FofConfig:
+    """Friends-of-friends source (`pymk.candidates.fof`)."""
+
+    score: str = "aa"  # the order in which Stage 1 keeps 2-hop candidates: cn | aa | ra
+    max_expand: int = 0  # expand at most this many friends of a user (0 = all)
+
+
+@dataclass
+class CandidatesConfig:
+    """Stage 1: which sources feed the candidate set and how large it is."""
+
+    k: int = 1000
+    fof: FofConfig = field(default_factory=FofConfig)
+    popular_fill: bool = True  # top up short candidate lists with the most-connected users
+
+
+@dataclass
+class RankerConfig:
+    """Stage 2: the model that orders Stage-1 candidates."""
+
+    kind: str = "adamic_adar"  # adamic_adar | resource_allocation | common_neighbors
+
+
+@dataclass
+class PymkConfig:
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PymkConfig:
+        cfg = _from_dict(cls, data or {}, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> PymkConfig:
+        if path is None:
+            return cls()
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot parse: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def validate(self) -> None:
+        from pymk.candidates.fof import SCORES
+        from pymk.ranking import RANKERS
+
+        if self.candidates.k < 1:
+            raise ConfigError(f"candidates.k must be >= 1, got {self.candidates.k}")
+        if self.candidates.fof.score not in SCORES:
+            raise ConfigError(f"candidates.fof.score must be one of {sorted(SCORES)}, "
+                              f"got {self.candidates.fof.score!r}")
+        if self.candidates.fof.max_expand < 0:
+            raise ConfigError("candidates.fof.max_expand must be >= 0")
+        if self.ranker.kind not in RANKERS:
+            raise ConfigError(f"ranker.kind must be one of {sorted(RANKERS)}, got {self.ranker.kind!r}")
+
+
+def _from_dict(cls, data: dict[str, Any], prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!s} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _from_dict(typ, value, f"{prefix}{name}.")
+            continue
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"config key {prefix}{name} must be {typ.__name__}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)

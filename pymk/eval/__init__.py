@@ -1,0 +1,1 @@
+"""Evaluation: the shared protocol (split, users, metrics), baselines and reports."""

@@ -1,0 +1,66 @@
+"""A built model directory, loaded: the graph, the config, Stage 1 and the ranker, ready to answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pymk.candidates.base import CandidateBatch
+from pymk.candidates.stage1 import Stage1
+from pymk.config import PymkConfig
+from pymk.graph.snapshot import CSRGraph
+from pymk.ranking import RankedBatch, make_ranker
+
+MODEL_FORMAT = "pymk-model"
+MODEL_FORMAT_VERSION = 1
+
+
+class ModelError(RuntimeError):
+    """A model directory that cannot be loaded."""
+
+
+@dataclass
+class Model:
+    """Recommendations from one model directory. Users are dense indices; see `index_of`."""
+
+    path: Path | None
+    meta: dict
+    config: PymkConfig
+    graph: CSRGraph
+
+    def __post_init__(self):
+        self.stage1 = Stage1(self.graph, self.config.candidates)
+        self.ranker = make_ranker(self.config.ranker.kind)
+        digest = hashlib.sha1(json.dumps(self.meta, sort_keys=True).encode()).hexdigest()[:8]
+        self.version = f"{self.meta.get('pymk_version', '?')}-{digest}"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Model:
+        path = Path(path)
+        meta_path = path / "model.json"
+        if not meta_path.exists():
+            raise ModelError(f"{path} is not a pymk model directory (no model.json); run `pymk build` first")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != MODEL_FORMAT or meta.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ModelError(
+                f"{meta_path}: model format {meta.get('format')!r} version {meta.get('format_version')} "
+                f"is not {MODEL_FORMAT!r} version {MODEL_FORMAT_VERSION}; rebuild it with `pymk build`")
+        config = PymkConfig.from_dict(meta["config"])
+        return cls(path, meta, config, CSRGraph.load(path / "graph"))
+
+    def index_of(self, user_ids) -> np.ndarray:
+        """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""
+        return self.graph.index_of(user_ids)
+
+    def candidates(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
+        return self.stage1.generate(users, k=k, blocked=blocked)
+
+    def recommend(self, users, k: int, *, blocked=None) -> RankedBatch:
+        """Top-k recommendations for dense user indices (Stage 1 then the ranker)."""
+        ck = max(k, self.config.candidates.k)
+        return self.ranker.rank(self.candidates(users, k=ck, blocked=blocked), k)

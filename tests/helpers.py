@@ -1,0 +1,40 @@
+"""Shared test helpers: building graphs from edge lists and a networkx reference."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from pymk.graph.edges import EdgeList
+from pymk.graph.snapshot import CSRGraph
+
+
+def graph_from_pairs(pairs, n: int) -> CSRGraph:
+    """A CSRGraph on users 0..n-1 (external id == dense index) from any list of pairs."""
+    p = np.asarray(pairs, np.int64).reshape(-1, 2)
+    p = p[p[:, 0] != p[:, 1]]
+    p = np.unique(np.sort(p, axis=1), axis=0)
+    return CSRGraph.from_edges(EdgeList(np.arange(n, dtype=np.int64), p[:, 0].astype(np.int32),
+                                        p[:, 1].astype(np.int32)))
+
+
+def nx_graph(graph: CSRGraph) -> nx.Graph:
+    g = nx.Graph()
+    g.add_nodes_from(range(graph.num_users))
+    lo, hi = graph.edge_pairs()
+    g.add_edges_from(zip(lo.tolist(), hi.tolist(), strict=True))
+    return g
+
+
+def reference_fof(g: nx.Graph, u: int, blocked=()) -> dict[int, tuple[int, float, float]]:
+    """Brute force: every 2-hop non-friend c of u -> (common neighbours, Adamic-Adar, RA)."""
+    out = {}
+    excluded = set(g[u]) | {u} | set(blocked)
+    for c in g.nodes:
+        if c in excluded:
+            continue
+        common = set(g[u]) & set(g[c])
+        if common:
+            out[c] = (len(common), sum(1 / np.log(g.degree(v)) for v in common),
+                      sum(1 / g.degree(v) for v in common))
+    return out

@@ -1,0 +1,151 @@
+"""The CLI contract end to end on lastfm-asia: build -> recommend / candidates -> contract checks."""
+
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pymk.cli import app
+
+runner = CliRunner()
+
+
+def _friends(path):
+    friends = {}
+    with gzip.open(path, "rt") as fh:
+        next(fh)
+        for line in fh:
+            a, b = map(int, line.split(","))
+            friends.setdefault(a, set()).add(b)
+            friends.setdefault(b, set()).add(a)
+    return friends
+
+
+def _check_contract(csv_path, users, friends, k, header):
+    with open(csv_path) as fh:
+        first = fh.readline().strip()
+        assert first == ",".join(header)
+    rows = list(csv.DictReader(open(csv_path)))
+    by_user = {}
+    for r in rows:
+        u, c = int(r["user_id"]), int(r["candidate_id"])
+        assert u in users and c != u and c not in friends[u]
+        by_user.setdefault(u, []).append((int(r["rank"]), c, r))
+    for got in by_user.values():
+        assert sorted(x[0] for x in got) == list(range(1, len(got) + 1))
+        assert len(got) <= k and len({x[1] for x in got}) == len(got)
+    return rows, by_user
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, lastfm_path):
+    out = tmp_path_factory.mktemp("m") / "model"
+    res = runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "27,806 undirected edges" in res.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["format"] == "pymk-model" and meta["config"]["ranker"]["kind"] == "adamic_adar"
+    return out
+
+
+def test_recommend_contract(model_dir, lastfm_path, tmp_path):
+    friends = _friends(lastfm_path)
+    rng = np.random.default_rng(0)
+    users = sorted(rng.choice(sorted(friends), 200, replace=False).tolist())
+    (tmp_path / "u.txt").write_text("\n".join(map(str, users)) + "\n123456789\n")
+    out = tmp_path / "r.csv"
+    res = runner.invoke(app, ["recommend", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
+                              "--k", "20", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "user 123456789 is not in the model" in res.stderr
+    rows, by_user = _check_contract(out, set(users) | {123456789}, friends | {123456789: set()}, 20,
+                                    ("user_id", "candidate_id", "rank", "score", "mutual_friends", "source"))
+    assert 123456789 not in by_user and len(by_user) == 200
+    for u, got in by_user.items():
+        got.sort()
+        scores = [float(r["score"]) for _, _, r in got]
+        assert scores == sorted(scores, reverse=True)
+        for _, c, r in got:  # mutual-friend counts are true
+            assert int(r["mutual_friends"]) == len(friends[u] & friends[c])
+            assert r["source"] in ("fof", "popular")
+
+
+def test_recommend_strict_exits_2(model_dir, tmp_path):
+    (tmp_path / "u.txt").write_text("0\n123456789\n")
+    res = runner.invoke(app, ["recommend", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
+                              "--k", "5", "--out", str(tmp_path / "r.csv"), "--strict"])
+    assert res.exit_code == 2
+    assert "123456789" in res.stderr
+
+
+def test_bad_users_file_names_line(model_dir, tmp_path):
+    (tmp_path / "u.txt").write_text("0\nabc\n")
+    res = runner.invoke(app, ["recommend", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
+                              "--k", "5", "--out", str(tmp_path / "r.csv")])
+    assert res.exit_code == 1 and "u.txt:2: not an integer user id: 'abc'" in res.stderr
+
+
+def test_candidates_contract(model_dir, lastfm_path, tmp_path):
+    friends = _friends(lastfm_path)
+    users = [0, 1, 2, 3, 4]
+    (tmp_path / "u.txt").write_text("\n".join(map(str, users)))
+    out = tmp_path / "c.csv"
+    res = runner.invoke(app, ["candidates", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
+                              "--k", "300", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    _, by_user = _check_contract(out, set(users), friends, 300, ("user_id", "candidate_id", "rank", "source"))
+    assert all(len(v) == 300 for v in by_user.values())
+
+
+def test_build_bad_rows(tmp_path):
+    edges = tmp_path / "e.csv"
+    edges.write_text("src,dst\n1,2\n2,three\n3,4\n")
+    res = runner.invoke(app, ["build", "--edges", str(edges), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 1 and "e.csv:3: non-integer id: '2,three'" in res.stderr
+    assert not (tmp_path / "m").exists()
+    res = runner.invoke(app, ["build", "--edges", str(edges), "--out", str(tmp_path / "m"), "--skip-bad-rows"])
+    assert res.exit_code == 0 and "skipped 1 bad rows (non-integer id: 1)" in res.output
+
+
+def test_build_refuses_to_overwrite_other_directory(tmp_path, lastfm_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("x")
+    res = runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(tmp_path / "precious")])
+    assert res.exit_code == 1 and "refusing to overwrite" in res.stderr
+
+
+def test_build_with_config(tmp_path, lastfm_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[ranker]\nkind = "resource_allocation"\n[candidates]\nk = 50\n')
+    res = runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(tmp_path / "m"), "--config",
+                              str(cfg)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["config"]["ranker"]["kind"] == "resource_allocation" and meta["config"]["candidates"]["k"] == 50
+    cfg.write_text('[ranker]\nkindd = "x"\n')
+    res = runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(tmp_path / "m"), "--config",
+                              str(cfg)])
+    assert res.exit_code == 1 and "unknown config key ranker.kindd" in res.stderr
+
+
+def test_eval_prints_table_and_json(lastfm_path, tmp_path):
+    res = runner.invoke(app, ["eval", "--edges", str(lastfm_path), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "AA" in res.stdout and "pymk" in res.stdout and "2-hop ceiling 0.6943" in res.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["methods"]["AA"]["recall@20"] == pytest.approx(0.4234, abs=0.002)
+    assert set(report["stage1_recall"]) == {"@100", "@500", "@1000"}
+
+
+def test_synth_then_quickstart_no_serve(tmp_path):
+    res = runner.invoke(app, ["quickstart", "--workdir", str(tmp_path / "qs"), "--users", "3000",
+                              "--avg-degree", "10", "--no-serve"])
+    assert res.exit_code == 0, res.output
+    assert "sample recommendations" in res.output and "pymk " in res.output
+    assert (tmp_path / "qs" / "model" / "model.json").exists()
+    out = tmp_path / "s.csv"
+    res = runner.invoke(app, ["synth", "--users", "1000", "--avg-degree", "8", "--seed", "3", "--out", str(out)])
+    assert res.exit_code == 0 and out.read_text().startswith("src,dst,ts\n")
