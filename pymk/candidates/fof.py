@@ -12,6 +12,7 @@ Ties break by the smaller dense index (the evaluation protocol's rule).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,17 +39,19 @@ def _expand_order(indptr, indices, u, max_expand):
 
 
 @njit(cache=True)
-def _fof_user(indptr, indices, u, blocked, k, score_kind, max_expand,
-              count, aa, ra, mark, stamp, touched, out_c, out_cn, out_aa, out_ra):
+def _fof_user(indptr, indices, u, blocked, k, score_kind, max_expand, acc, touched,
+              out_c, out_cn, out_aa, out_ra):
     """Top-k 2-hop non-friends of u into out_*[:k]; returns how many were written.
 
-    count/aa/ra/mark/touched: (n,) workspaces; count/aa/ra must be zero on entry and are left zero.
+    acc: (n, 3) float64 [count, aa, ra] workspace, zero on entry and left zero: one row per candidate
+    keeps each path's update to one cache line. Excluded users (u, friends, blocked) hold count -1
+    while u runs, so the inner loop needs no second lookup. touched: (n,) int64 scratch.
     """
-    mark[u] = stamp
+    acc[u, 0] = -1.0
     for j in range(indptr[u], indptr[u + 1]):
-        mark[indices[j]] = stamp
+        acc[indices[j], 0] = -1.0
     for j in range(blocked.shape[0]):
-        mark[blocked[j]] = stamp
+        acc[blocked[j], 0] = -1.0
     nt = 0
     for v in _expand_order(indptr, indices, u, max_expand):
         dv = indptr[v + 1] - indptr[v]
@@ -58,37 +61,56 @@ def _fof_user(indptr, indices, u, blocked, k, score_kind, max_expand,
         w_ra = 1.0 / dv
         for j in range(indptr[v], indptr[v + 1]):
             c = indices[j]
-            if mark[c] == stamp:
+            cnt = acc[c, 0]
+            if cnt < 0.0:
                 continue
-            if count[c] == 0:
+            if cnt == 0.0:
                 touched[nt] = c
                 nt += 1
-            count[c] += 1
-            aa[c] += w_aa
-            ra[c] += w_ra
-    cand = np.sort(touched[:nt])
-    score = np.empty(nt, np.float64)
-    for i in range(nt):
-        c = cand[i]
-        if score_kind == 0:
-            score[i] = count[c]
-        elif score_kind == 1:
-            score[i] = aa[c]
-        else:
-            score[i] = ra[c]
-    order = np.argsort(-score, kind="mergesort")  # stable: equal scores keep ascending index order
-    m = min(k, nt)
+            acc[c, 0] = cnt + 1.0
+            acc[c, 1] += w_aa
+            acc[c, 2] += w_ra
+    # top-k: a linear-time partition finds the k-th best score, then only those at or above it are
+    # sorted (ascending index first, then a stable sort by score: ties keep the smaller index first)
+    if nt > k:
+        score = np.empty(nt, np.float64)
+        for i in range(nt):
+            score[i] = acc[touched[i], score_kind]
+        thr = np.partition(score, nt - k)[nt - k]
+        m_sel = 0
+        for i in range(nt):
+            if score[i] >= thr:
+                m_sel += 1
+        sel = np.empty(m_sel, np.int64)
+        m_sel = 0
+        for i in range(nt):
+            if score[i] >= thr:
+                sel[m_sel] = touched[i]
+                m_sel += 1
+        sel.sort()
+    else:
+        sel = np.sort(touched[:nt])
+    sel_score = np.empty(sel.shape[0], np.float64)
+    for i in range(sel.shape[0]):
+        sel_score[i] = -acc[sel[i], score_kind]
+    order = np.argsort(sel_score, kind="mergesort")
+    m = min(k, sel.shape[0])
     for i in range(m):
-        c = cand[order[i]]
+        c = sel[order[i]]
         out_c[i] = c
-        out_cn[i] = count[c]
-        out_aa[i] = aa[c]
-        out_ra[i] = ra[c]
+        out_cn[i] = np.int32(acc[c, 0])
+        out_aa[i] = acc[c, 1]
+        out_ra[i] = acc[c, 2]
     for i in range(nt):
         c = touched[i]
-        count[c] = 0
-        aa[c] = 0.0
-        ra[c] = 0.0
+        acc[c, 0] = 0.0
+        acc[c, 1] = 0.0
+        acc[c, 2] = 0.0
+    acc[u, 0] = 0.0
+    for j in range(indptr[u], indptr[u + 1]):
+        acc[indices[j], 0] = 0.0
+    for j in range(blocked.shape[0]):
+        acc[blocked[j], 0] = 0.0
     return m
 
 
@@ -98,19 +120,15 @@ def _fof_batch(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expa
     n = indptr.shape[0] - 1
     nb = users.shape[0]
     for ch in prange(n_chunks):
-        count = np.zeros(n, np.int32)
-        aa = np.zeros(n, np.float64)
-        ra = np.zeros(n, np.float64)
-        mark = np.zeros(n, np.int64)
+        acc = np.zeros((n, 3), np.float64)
         touched = np.empty(n, np.int64)
-        for b in range(ch * nb // n_chunks, (ch + 1) * nb // n_chunks):
+        for b in range(ch, nb, n_chunks):  # strided: one workspace per thread, balanced load
             u = users[b]
             if u < 0:
                 out_n[b] = 0
                 continue
             out_n[b] = _fof_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
-                                 max_expand, count, aa, ra, mark, b + 1, touched,
-                                 out_c[b], out_cn[b], out_aa[b], out_ra[b])
+                                 max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
 
 
 @njit(cache=True, parallel=True)
@@ -120,7 +138,7 @@ def _two_hop_hits(indptr, indices, users, t_ptr, t_idx, max_expand, n_chunks, hi
     nb = users.shape[0]
     for ch in prange(n_chunks):
         seen = np.zeros(n, np.int64)
-        for b in range(ch * nb // n_chunks, (ch + 1) * nb // n_chunks):
+        for b in range(ch, nb, n_chunks):
             u = users[b]
             stamp = 2 * b + 1
             seen[u] = stamp + 1  # stamp + 1 marks excluded (self, friends)
@@ -156,10 +174,14 @@ class FofResult:
 
 
 def _n_chunks(batch: int) -> int:
-    return max(1, min(batch, get_num_threads() * 4))
+    return max(1, min(batch, get_num_threads()))
 
 
-def _ragged(lists, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def blocked_csr(lists, batch: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user blocked lists (B sequences of dense indices, or None) in CSR form, range-checked.
+
+    Returns: ptr (B + 1,) int64, idx (total,) int64.
+    """
     if lists is None:
         return np.zeros(batch + 1, np.int64), np.empty(0, np.int64)
     if len(lists) != batch:
@@ -167,7 +189,39 @@ def _ragged(lists, batch: int) -> tuple[np.ndarray, np.ndarray]:
     arrs = [np.asarray(x if x is not None else [], np.int64).ravel() for x in lists]
     ptr = np.zeros(batch + 1, np.int64)
     np.cumsum([a.size for a in arrs], out=ptr[1:])
-    return ptr, (np.concatenate(arrs) if arrs else np.empty(0, np.int64))
+    idx = np.concatenate(arrs) if arrs else np.empty(0, np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"blocked index out of range for {n} users")
+    return ptr, idx
+
+
+_local = threading.local()
+SERIAL_BATCH = 4  # at most this many users: run on the caller's thread with a reused workspace
+
+
+def thread_workspace(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's (acc (n, 3) float64, touched (n,) int64) workspace; kernels leave acc zeroed.
+
+    Serving asks for one user at a time: re-zeroing an O(n) workspace per request would cost more
+    than the traversal itself on a large graph.
+    """
+    ws = getattr(_local, "fof", None)
+    if ws is None or ws[0].shape[0] != n:
+        ws = (np.zeros((n, 3), np.float64), np.empty(n, np.int64))
+        _local.fof = ws
+    return ws
+
+
+@njit(cache=True)
+def _fof_serial(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
+                out_c, out_cn, out_aa, out_ra, out_n):
+    for b in range(users.shape[0]):
+        u = users[b]
+        if u < 0:
+            out_n[b] = 0
+            continue
+        out_n[b] = _fof_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
+                             max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
 
 
 def friends_of_friends(graph: CSRGraph, users, k: int, *, score: str = "aa", blocked=None,
@@ -192,13 +246,17 @@ def friends_of_friends(graph: CSRGraph, users, k: int, *, score: str = "aa", blo
         raise IndexError(f"user index {int(users.max())} out of range for {graph.num_users} users")
     nb = users.size
     k = min(k, graph.num_users)
-    blk_ptr, blk_idx = _ragged(blocked, nb)
+    blk_ptr, blk_idx = blocked_csr(blocked, nb, graph.num_users)
     out_c = np.full((nb, k), -1, np.int64)
     out_cn = np.zeros((nb, k), np.int32)
     out_aa = np.zeros((nb, k), np.float64)
     out_ra = np.zeros((nb, k), np.float64)
     out_n = np.zeros(nb, np.int64)
-    if nb and k:
+    if nb and k and nb <= SERIAL_BATCH:
+        acc, touched = thread_workspace(graph.num_users)
+        _fof_serial(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
+                    acc, touched, out_c, out_cn, out_aa, out_ra, out_n)
+    elif nb and k:
         _fof_batch(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
                    _n_chunks(nb), out_c, out_cn, out_aa, out_ra, out_n)
     return FofResult(out_c, out_cn, out_aa, out_ra, out_n)

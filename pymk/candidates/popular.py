@@ -4,9 +4,12 @@ have few or no friends-of-friends; this source gives them something reasonable t
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, prange
+import threading
 
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from pymk.candidates.fof import SERIAL_BATCH
 from pymk.graph.snapshot import CSRGraph
 
 
@@ -15,33 +18,43 @@ def popularity_order(graph: CSRGraph) -> np.ndarray:
     return np.argsort(-np.asarray(graph.degree), kind="stable").astype(np.int64)
 
 
+@njit(cache=True)
+def _fill_user(indptr, indices, u, blocked, pool, row, c, mark, stamp):
+    """Appends pool entries not excluded to row[c:]; returns the new fill count."""
+    width = row.shape[0]
+    mark[u] = stamp
+    for j in range(indptr[u], indptr[u + 1]):
+        mark[indices[j]] = stamp
+    for j in range(blocked.shape[0]):
+        mark[blocked[j]] = stamp
+    for j in range(c):
+        mark[row[j]] = stamp
+    for p in range(pool.shape[0]):
+        if c >= width:
+            break
+        x = pool[p]
+        if mark[x] != stamp:
+            row[c] = x
+            c += 1
+    return c
+
+
 @njit(cache=True, parallel=True)
-def _fill(indptr, indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks):
+def _fill(indptr, indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, serial_mark, stamp0):
     n = indptr.shape[0] - 1
     nb, width = cand.shape
     for ch in prange(n_chunks):
-        mark = np.zeros(n, np.int64)
-        for b in range(ch * nb // n_chunks, (ch + 1) * nb // n_chunks):
+        # one chunk (small batches) reuses the caller's mark array with fresh stamps
+        mark = serial_mark if n_chunks == 1 else np.zeros(n, np.int64)
+        for b in range(ch, nb, n_chunks):
             u = users[b]
             if u < 0 or count[b] >= width:
                 continue
-            stamp = b + 1
-            mark[u] = stamp
-            for j in range(indptr[u], indptr[u + 1]):
-                mark[indices[j]] = stamp
-            for j in range(blk_ptr[b], blk_ptr[b + 1]):
-                mark[blk_idx[j]] = stamp
-            for j in range(count[b]):
-                mark[cand[b, j]] = stamp
-            c = count[b]
-            for p in range(pool.shape[0]):
-                if c >= width:
-                    break
-                x = pool[p]
-                if mark[x] != stamp:
-                    cand[b, c] = x
-                    c += 1
-            count[b] = c
+            count[b] = _fill_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], pool, cand[b],
+                                  count[b], mark, stamp0 + b + 1)
+
+
+_local = threading.local()
 
 
 def fill_from_pool(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, count: np.ndarray,
@@ -56,7 +69,15 @@ def fill_from_pool(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, count: 
     """
     before = count.copy()
     nb = users.shape[0]
-    if nb:
-        _fill(graph.indptr, graph.indices, users, blk_ptr, blk_idx, pool, cand, count,
-              max(1, min(nb, 64)))
+    if not nb:
+        return before
+    n = graph.num_users
+    mark = getattr(_local, "mark", None)
+    if mark is None or mark.shape[0] != n:
+        mark = _local.mark = np.zeros(n, np.int64)
+        _local.stamp = 0
+    n_chunks = 1 if nb <= SERIAL_BATCH else max(1, min(nb, get_num_threads()))
+    _fill(graph.indptr, graph.indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, mark,
+          _local.stamp)
+    _local.stamp += nb + 1
     return before

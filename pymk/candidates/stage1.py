@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pymk.candidates.base import SOURCE_FOF, SOURCE_POPULAR, CandidateBatch
-from pymk.candidates.fof import _ragged, friends_of_friends
+from pymk.candidates.fof import blocked_csr, friends_of_friends
 from pymk.candidates.popular import fill_from_pool, popularity_order
 from pymk.config import CandidatesConfig
 from pymk.graph.snapshot import CSRGraph
@@ -43,7 +43,7 @@ class Stage1:
         cand, count = fof.cand, fof.count
         source = np.where(cand >= 0, SOURCE_FOF, 0).astype(np.uint8)
         if self._pool is not None:
-            blk_ptr, blk_idx = _ragged(blocked, users.size)
+            blk_ptr, blk_idx = blocked_csr(blocked, users.size, self.graph.num_users)
             before = fill_from_pool(self.graph, users, cand, count, self._pool, blk_ptr, blk_idx)
             filled = (np.arange(cand.shape[1])[None, :] >= before[:, None]) & (cand >= 0)
             source[filled] = SOURCE_POPULAR

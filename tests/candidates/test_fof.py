@@ -77,3 +77,18 @@ def test_bad_arguments():
         friends_of_friends(g, [0], 3, score="pagerank")
     with pytest.raises(IndexError):
         friends_of_friends(g, [7], 3)
+
+
+def test_single_user_calls_reuse_workspace_and_match_batch():
+    rng = np.random.default_rng(3)
+    g = graph_from_pairs(rng.integers(0, 300, (2000, 2)), 300)
+    batch = friends_of_friends(g, np.arange(300), 25, score="ra")
+    for u in list(range(300)) + [0, 1]:  # serial path, same thread workspace over and over
+        blocked = [[int(batch.cand[u, 0])]] if batch.count[u] else None
+        one = friends_of_friends(g, [u], 25, score="ra")
+        assert one.cand[0].tolist() == batch.cand[u].tolist()
+        assert np.array_equal(one.ra[0], batch.ra[u])
+        if blocked:  # a blocked candidate disappears and the rest move up
+            b = friends_of_friends(g, [u], 25, score="ra", blocked=blocked)
+            assert b.cand[0, : b.count[0]].tolist() == [c for c in batch.cand[u, 1: batch.count[u]]] + \
+                b.cand[0, batch.count[u] - 1: b.count[0]].tolist()
