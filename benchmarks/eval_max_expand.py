@@ -36,7 +36,7 @@ def main():
     for cap in (int(c) for c in args.caps.split(",")):
         cfg = PymkConfig(candidates=CandidatesConfig(fof=FofConfig(max_expand=cap)))
         rep = evaluate(edges, dataset=args.edges, config=cfg)
-        paths = np.mean([deg[_expand_order(train.indptr, train.indices, u, cap)].sum() for u in split.users])
+        paths = np.mean([deg[_expand_order(train.indptr, train.neighbors(u), cap)].sum() for u in split.users])
         friends_of_friends(train, split.users[:4], 1000, max_expand=cap)
         t = time.perf_counter()
         friends_of_friends(train, split.users, 1000, max_expand=cap)

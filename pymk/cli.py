@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -24,12 +25,13 @@ def _err(msg: str, code: int = 1) -> typer.Exit:
 def _user_errors():
     from pymk.config import ConfigError
     from pymk.graph.ingest import IngestError
+    from pymk.graph.shard_store import ShardStoreError
     from pymk.graph.snapshot import SnapshotError
     from pymk.io import UsersFileError
     from pymk.pipeline.model import ModelError
 
-    return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, FileNotFoundError,
-            FileExistsError)
+    return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError,
+            FileNotFoundError, FileExistsError)
 
 
 @app.command()
@@ -52,12 +54,19 @@ def synth(
     typer.echo(f"wrote {src.size:,} edges among {users:,} users to {out} ({time.perf_counter() - t:.1f}s)")
 
 
+class Method(StrEnum):
+    hash = "hash"
+    community = "community"
+
+
 @app.command()
 def build(
     edges: Annotated[Path, typer.Option(help="edge list: CSV, whitespace/SNAP, .gz, or Parquet")],
     out: Annotated[Path, typer.Option(help="model directory to write")],
     config: Annotated[Path | None, typer.Option(help="TOML or JSON config; default: the best pipeline")] = None,
     skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows instead of failing")] = False,
+    shards: Annotated[int | None, typer.Option(min=1, help="shard the graph (overrides sharding.shards)")] = None,
+    partition: Annotated[Method | None, typer.Option(help="partition method (overrides sharding.method)")] = None,
 ) -> None:
     """Run every offline stage the configuration enables into a self-describing model directory."""
     from pymk.config import PymkConfig
@@ -65,9 +74,52 @@ def build(
 
     try:
         cfg = PymkConfig.from_file(config)
+        if shards is not None:
+            cfg.sharding.shards = shards
+        if partition is not None:
+            cfg.sharding.method = partition.value
         run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows)
+    except _partition_error() as exc:
+        raise _err(str(exc), 2) from None
     except _user_errors() as exc:
         raise _err(str(exc)) from None
+
+
+def _partition_error():
+    from pymk.graph.partition import PartitionError
+
+    return PartitionError
+
+
+@app.command()
+def shard(
+    edges: Annotated[Path, typer.Option(help="edge list to partition")],
+    shards: Annotated[int, typer.Option(min=1, help="number of shards S")],
+    method: Annotated[Method, typer.Option(help="hash | community")] = Method.community,
+    replication: Annotated[float, typer.Option(min=0.0, help="replica budget: extra entries / entries")] = 0.25,
+    balance: Annotated[float, typer.Option(min=1.0, help="max / mean adjacency entries per shard")] = 1.10,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows")] = False,
+) -> None:
+    """Partition a graph and report how well 2-hop traversals stay inside one shard."""
+    import json
+
+    from pymk.graph.locality import locality_report
+    from pymk.graph.partition import partition as run_partition
+    from pymk.graph.partition import plan_replicas
+    from pymk.graph.snapshot import CSRGraph
+    from pymk.pipeline.build import ingest
+
+    try:
+        e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
+        graph = CSRGraph.from_edges(e)
+        home = run_partition(graph, shards, method.value, balance=balance)
+    except _partition_error() as exc:
+        raise _err(str(exc), 2) from None
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    report = locality_report(graph, plan_replicas(graph, home, shards, method.value, replication))
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
 
 
 def _resolve_users(model, users_file: Path, strict: bool):
@@ -168,10 +220,36 @@ def eval_cmd(
 
 
 @app.command()
+def publish(
+    model: Annotated[Path, typer.Option(help="sharded model directory from `pymk build --shards S`")],
+    redis: Annotated[str, typer.Option(help="Redis URL, e.g. redis://127.0.0.1:6379/0")],
+) -> None:
+    """Load a sharded model's adjacency lists into Redis (pipelined, idempotent), keys tagged by shard."""
+    from tqdm import tqdm
+
+    from pymk.graph.shard_store import RedisShardStore
+    from pymk.pipeline.model import Model, ModelError, _redis_client, model_version
+
+    try:
+        m = Model.load(model)
+        if m.plan is None:
+            raise ModelError(f"{model} is unsharded; build it with --shards S to publish its graph shards")
+        store = RedisShardStore(_redis_client(redis), prefix=f"pymk:graph:{model_version(m.meta)}")
+        total = int(m.plan.home.size + m.plan.rep_idx.size)
+        with tqdm(total=total, desc="publishing adjacency lists", unit="list") as bar:
+            n = store.publish(m.graph, m.plan, progress=bar.update)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"published {n:,} adjacency lists of {m.plan.shards} shards under {store.prefix} on {redis}")
+
+
+@app.command()
 def serve(
     model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    shards: Annotated[int | None, typer.Option(min=1, help="refuse a model built with another shard count")] = None,
+    redis: Annotated[str | None, typer.Option(help="read a sharded model's graph from Redis at this URL")] = None,
 ) -> None:
     """Serve GET /v1/users/{id}/recommendations?k=20 and /healthz over HTTP."""
     import uvicorn
@@ -180,7 +258,7 @@ def serve(
     from pymk.serving.app import create_app
 
     try:
-        m = Model.load(model)
+        m = Model.load(model, shards=shards, redis_url=redis)
     except _user_errors() as exc:
         raise _err(str(exc)) from None
     m.recommend(np.zeros(1, np.int64), 1)  # compile/warm the kernels before the first request

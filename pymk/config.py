@@ -52,7 +52,18 @@ class RankerConfig:
 
 
 @dataclass
+class ShardingConfig:
+    """Graph sharding (`pymk.graph.partition`): 1 shard = the unsharded CSR."""
+
+    shards: int = 1
+    method: str = "community"  # hash | community
+    replication: float = 0.25  # extra adjacency entries allowed for replicas, as a share of the total
+    balance: float = 1.10  # max / mean adjacency entries per shard (community method)
+
+
+@dataclass
 class PymkConfig:
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
@@ -93,6 +104,16 @@ class PymkConfig:
                               f"got {self.candidates.fof.score!r}")
         if self.candidates.fof.max_expand < 0:
             raise ConfigError("candidates.fof.max_expand must be >= 0")
+        from pymk.graph.partition import METHODS
+
+        if self.sharding.shards < 1:
+            raise ConfigError(f"sharding.shards must be >= 1, got {self.sharding.shards}")
+        if self.sharding.method not in METHODS:
+            raise ConfigError(f"sharding.method must be one of {list(METHODS)}, got {self.sharding.method!r}")
+        if not 0 <= self.sharding.replication <= 10:
+            raise ConfigError(f"sharding.replication must be in [0, 10], got {self.sharding.replication}")
+        if self.sharding.balance < 1.0:
+            raise ConfigError(f"sharding.balance must be >= 1.0, got {self.sharding.balance}")
         if self.ranker.kind not in RANKERS:
             raise ConfigError(f"ranker.kind must be one of {sorted(RANKERS)}, got {self.ranker.kind!r}")
 
@@ -111,6 +132,8 @@ def _from_dict(cls, data: dict[str, Any], prefix: str):
         if dataclasses.is_dataclass(typ):
             kwargs[name] = _from_dict(typ, value, f"{prefix}{name}.")
             continue
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
         if not ok:
             raise ConfigError(f"config key {prefix}{name} must be {typ.__name__}, got {value!r}")

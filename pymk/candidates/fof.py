@@ -18,49 +18,58 @@ from dataclasses import dataclass
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from pymk.graph.sharded import ShardedGraph
 from pymk.graph.snapshot import CSRGraph
 
 SCORES = {"cn": 0, "aa": 1, "ra": 2}
 
 
 @njit(cache=True)
-def _expand_order(indptr, indices, u, max_expand):
-    """The friends of u to expand: all of them, or the `max_expand` of lowest degree (ties: index)."""
-    a, b = indptr[u], indptr[u + 1]
-    nbrs = indices[a:b]
-    if max_expand <= 0 or b - a <= max_expand:
-        return nbrs
-    deg = np.empty(b - a, np.int64)
-    for i in range(b - a):
-        v = nbrs[i]
-        deg[i] = indptr[v + 1] - indptr[v]
+def _expand_order(indptr, rows, max_expand):
+    """The rows (friends) to expand: all of them, or the `max_expand` of lowest degree (ties: order)."""
+    if max_expand <= 0 or rows.shape[0] <= max_expand:
+        return rows
+    deg = np.empty(rows.shape[0], np.int64)
+    for i in range(rows.shape[0]):
+        deg[i] = indptr[rows[i] + 1] - indptr[rows[i]]
     order = np.argsort(deg, kind="mergesort")[:max_expand]
-    return nbrs[np.sort(order)]
+    return rows[np.sort(order)]
 
 
 @njit(cache=True)
 def _fof_user(indptr, indices, u, blocked, k, score_kind, max_expand, acc, touched,
               out_c, out_cn, out_aa, out_ra):
+    """Top-k 2-hop non-friends of u over one CSR; see `_fof_core`."""
+    friends = indices[indptr[u]:indptr[u + 1]]
+    return _fof_core(u, friends, _expand_order(indptr, friends, max_expand), indptr, indices, blocked, k,
+                     score_kind, acc, touched, out_c, out_cn, out_aa, out_ra)
+
+
+@njit(cache=True)
+def _fof_core(u, friends, exp_rows, lptr, lidx, blocked, k, score_kind, acc, touched,
+              out_c, out_cn, out_aa, out_ra):
     """Top-k 2-hop non-friends of u into out_*[:k]; returns how many were written.
 
+    friends: u's friends (excluded); exp_rows: rows of (lptr, lidx) whose lists are expanded, i.e. the
+    friends' adjacency lists (a whole CSR, or the lists a sharded traversal gathered).
     acc: (n, 3) float64 [count, aa, ra] workspace, zero on entry and left zero: one row per candidate
     keeps each path's update to one cache line. Excluded users (u, friends, blocked) hold count -1
     while u runs, so the inner loop needs no second lookup. touched: (n,) int64 scratch.
     """
     acc[u, 0] = -1.0
-    for j in range(indptr[u], indptr[u + 1]):
-        acc[indices[j], 0] = -1.0
+    for j in range(friends.shape[0]):
+        acc[friends[j], 0] = -1.0
     for j in range(blocked.shape[0]):
         acc[blocked[j], 0] = -1.0
     nt = 0
-    for v in _expand_order(indptr, indices, u, max_expand):
-        dv = indptr[v + 1] - indptr[v]
+    for r in exp_rows:
+        dv = lptr[r + 1] - lptr[r]
         if dv < 2:
             continue  # v's only friend is u: no 2-hop path through v
         w_aa = 1.0 / np.log(dv)
         w_ra = 1.0 / dv
-        for j in range(indptr[v], indptr[v + 1]):
-            c = indices[j]
+        for j in range(lptr[r], lptr[r + 1]):
+            c = lidx[j]
             cnt = acc[c, 0]
             if cnt < 0.0:
                 continue
@@ -107,8 +116,8 @@ def _fof_user(indptr, indices, u, blocked, k, score_kind, max_expand, acc, touch
         acc[c, 1] = 0.0
         acc[c, 2] = 0.0
     acc[u, 0] = 0.0
-    for j in range(indptr[u], indptr[u + 1]):
-        acc[indices[j], 0] = 0.0
+    for j in range(friends.shape[0]):
+        acc[friends[j], 0] = 0.0
     for j in range(blocked.shape[0]):
         acc[blocked[j], 0] = 0.0
     return m
@@ -132,6 +141,22 @@ def _fof_batch(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expa
 
 
 @njit(cache=True, parallel=True)
+def _fof_gathered(users, f_ptr, f_idx, needed, m_ptr, m_idx, blk_ptr, blk_idx, k, score_kind, max_expand,
+                  n, n_chunks, out_c, out_cn, out_aa, out_ra, out_n):
+    """`_fof_batch` over lists a sharded traversal gathered: row r of (m_ptr, m_idx) is needed[r]."""
+    nb = users.shape[0]
+    for ch in prange(n_chunks):
+        acc = np.zeros((n, 3), np.float64)
+        touched = np.empty(n, np.int64)
+        for b in range(ch, nb, n_chunks):
+            friends = f_idx[f_ptr[b]:f_ptr[b + 1]]
+            rows = np.searchsorted(needed, friends)
+            out_n[b] = _fof_core(users[b], friends, _expand_order(m_ptr, rows, max_expand), m_ptr, m_idx,
+                                 blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind, acc, touched,
+                                 out_c[b], out_cn[b], out_aa[b], out_ra[b])
+
+
+@njit(cache=True, parallel=True)
 def _two_hop_hits(indptr, indices, users, t_ptr, t_idx, max_expand, n_chunks, hits, sizes):
     """For each user: how many of its truth ids are 2-hop non-friends, and how many 2-hop non-friends."""
     n = indptr.shape[0] - 1
@@ -145,7 +170,7 @@ def _two_hop_hits(indptr, indices, users, t_ptr, t_idx, max_expand, n_chunks, hi
             for j in range(indptr[u], indptr[u + 1]):
                 seen[indices[j]] = stamp + 1
             s = 0
-            for v in _expand_order(indptr, indices, u, max_expand):
+            for v in _expand_order(indptr, indices[indptr[u]:indptr[u + 1]], max_expand):
                 for j in range(indptr[v], indptr[v + 1]):
                     c = indices[j]
                     if seen[c] != stamp and seen[c] != stamp + 1:
@@ -224,12 +249,12 @@ def _fof_serial(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_exp
                              max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
 
 
-def friends_of_friends(graph: CSRGraph, users, k: int, *, score: str = "aa", blocked=None,
+def friends_of_friends(graph: CSRGraph | ShardedGraph, users, k: int, *, score: str = "aa", blocked=None,
                        max_expand: int = 0) -> FofResult:
     """Top-k friends-of-friends for each user (dense indices; -1 yields an empty row).
 
     Args:
-        graph: the train graph.
+        graph: the graph: one CSR, or a `ShardedGraph` (same answers, traversal on home shards).
         users: (B,) dense user indices.
         k: candidates per user.
         score: "cn", "aa" or "ra": the ordering (all three are returned).
@@ -242,6 +267,8 @@ def friends_of_friends(graph: CSRGraph, users, k: int, *, score: str = "aa", blo
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     users = np.asarray(users, np.int64).ravel()
+    if isinstance(graph, ShardedGraph):
+        return _sharded_fof(graph, users, k, SCORES[score], blocked, max_expand)
     if users.size and users.max() >= graph.num_users:
         raise IndexError(f"user index {int(users.max())} out of range for {graph.num_users} users")
     nb = users.size
@@ -260,6 +287,39 @@ def friends_of_friends(graph: CSRGraph, users, k: int, *, score: str = "aa", blo
         _fof_batch(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
                    _n_chunks(nb), out_c, out_cn, out_aa, out_ra, out_n)
     return FofResult(out_c, out_cn, out_aa, out_ra, out_n)
+
+
+def _sharded_fof(sg: ShardedGraph, users: np.ndarray, k: int, score_kind: int, blocked,
+                 max_expand: int) -> FofResult:
+    """Groups users by home shard; each group gathers its lists (local + one request per remote
+    shard per batch) and runs the same kernel, so results equal the unsharded engine's."""
+    n = sg.num_users
+    if users.size and users.max() >= n:
+        raise IndexError(f"user index {int(users.max())} out of range for {n} users")
+    nb = users.size
+    k = min(k, n)
+    blk_ptr, blk_idx = blocked_csr(blocked, nb, n)
+    out = FofResult(np.full((nb, k), -1, np.int64), np.zeros((nb, k), np.int32), np.zeros((nb, k)),
+                    np.zeros((nb, k)), np.zeros(nb, np.int64))
+    valid = np.flatnonzero(users >= 0)
+    if not (valid.size and k):
+        return out
+    home = sg.plan.home[users[valid]]
+    for s in np.unique(home).tolist():
+        group = valid[home == s]
+        for i in range(0, group.size, sg.batch):
+            sel = group[i:i + sg.batch]
+            f_ptr, f_idx, needed, m_ptr, m_idx = sg.gather(s, users[sel])
+            sp = np.zeros(sel.size + 1, np.int64)
+            np.cumsum(blk_ptr[sel + 1] - blk_ptr[sel], out=sp[1:])
+            sidx = np.concatenate([blk_idx[blk_ptr[b]:blk_ptr[b + 1]] for b in sel]) if blk_idx.size else blk_idx
+            o = FofResult(np.full((sel.size, k), -1, np.int64), np.zeros((sel.size, k), np.int32),
+                          np.zeros((sel.size, k)), np.zeros((sel.size, k)), np.zeros(sel.size, np.int64))
+            _fof_gathered(users[sel], f_ptr, np.asarray(f_idx, np.int64), needed, m_ptr, m_idx, sp, sidx, k,
+                          score_kind, max_expand, n, _n_chunks(sel.size), o.cand, o.cn, o.aa, o.ra, o.count)
+            out.cand[sel], out.cn[sel], out.aa[sel], out.ra[sel], out.count[sel] = o.cand, o.cn, o.aa, o.ra, o.count
+            sg.traversals += sel.size
+    return out
 
 
 def two_hop_coverage(graph: CSRGraph, users, truth_ptr, truth_idx, *, max_expand: int = 0):

@@ -21,10 +21,12 @@ class Stage1:
     Args:
         graph: the graph recommendations are made on.
         config: sizes and sources (`pymk.config.CandidatesConfig`).
+        traversal: where friends-of-friends walks: a `ShardedGraph` over the same users, or the graph.
     """
 
-    def __init__(self, graph: CSRGraph, config: CandidatesConfig):
+    def __init__(self, graph: CSRGraph, config: CandidatesConfig, *, traversal=None):
         self.graph = graph
+        self.traversal = traversal if traversal is not None else graph
         self.config = config
         self._pool = popularity_order(graph) if config.popular_fill else None
 
@@ -38,7 +40,7 @@ class Stage1:
         """
         users = np.asarray(users, np.int64).ravel()
         k = self.config.k if k is None else k
-        fof = friends_of_friends(self.graph, users, k, score=self.config.fof.score, blocked=blocked,
+        fof = friends_of_friends(self.traversal, users, k, score=self.config.fof.score, blocked=blocked,
                                  max_expand=self.config.fof.max_expand)
         cand, count = fof.cand, fof.count
         source = np.where(cand >= 0, SOURCE_FOF, 0).astype(np.uint8)

@@ -24,6 +24,18 @@ class ModelError(RuntimeError):
     """A model directory that cannot be loaded."""
 
 
+def model_version(meta: dict) -> str:
+    """pymk version + a digest of the model's metadata (config, build time, stages)."""
+    digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{meta.get('pymk_version', '?')}-{digest}"
+
+
+def _redis_client(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
 @dataclass
 class Model:
     """Recommendations from one model directory. Users are dense indices; see `index_of`."""
@@ -33,14 +45,28 @@ class Model:
     config: PymkConfig
     graph: CSRGraph
 
+    plan: object = None  # a ShardPlan when built with shards > 1
+    store: object = None  # the shard store the traversal reads (in process unless given)
+
     def __post_init__(self):
-        self.stage1 = Stage1(self.graph, self.config.candidates)
+        traversal = None
+        if self.plan is not None:
+            from pymk.graph.shard_store import InProcessShardStore
+            from pymk.graph.sharded import ShardedGraph
+
+            self.store = self.store or InProcessShardStore(self.graph, self.plan)
+            traversal = ShardedGraph(self.plan, self.store)
+        self.sharded = traversal
+        self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal)
         self.ranker = make_ranker(self.config.ranker.kind)
-        digest = hashlib.sha1(json.dumps(self.meta, sort_keys=True).encode()).hexdigest()[:8]
-        self.version = f"{self.meta.get('pymk_version', '?')}-{digest}"
+        self.version = model_version(self.meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Model:
+    def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None) -> Model:
+        """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url`:
+        read a sharded model's adjacency lists from Redis (published by `pymk publish`)."""
+        from pymk.graph.sharded import load_plan
+
         path = Path(path)
         meta_path = path / "model.json"
         if not meta_path.exists():
@@ -51,7 +77,16 @@ class Model:
                 f"{meta_path}: model format {meta.get('format')!r} version {meta.get('format_version')} "
                 f"is not {MODEL_FORMAT!r} version {MODEL_FORMAT_VERSION}; rebuild it with `pymk build`")
         config = PymkConfig.from_dict(meta["config"])
-        return cls(path, meta, config, CSRGraph.load(path / "graph"))
+        plan = load_plan(path / "graph", expect_shards=shards)
+        store = None
+        if redis_url is not None:
+            if plan is None:
+                raise ModelError(f"{path} is unsharded; the Redis graph store serves sharded models "
+                                 f"(build with --shards S)")
+            from pymk.graph.shard_store import RedisShardStore
+
+            store = RedisShardStore(_redis_client(redis_url), prefix=f"pymk:graph:{model_version(meta)}", plan=plan)
+        return cls(path, meta, config, CSRGraph.load(path / "graph"), plan, store)
 
     def index_of(self, user_ids) -> np.ndarray:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""
