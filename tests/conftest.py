@@ -13,3 +13,6 @@ def lastfm_path() -> Path:
 @pytest.fixture(scope="session")
 def facebook_path() -> Path:
     return DATA / "ego-facebook.txt.gz"
+
+
+from tests.redis_server import redis_server  # noqa: E402,F401  (fixture)

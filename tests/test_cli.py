@@ -149,3 +149,52 @@ def test_synth_then_quickstart_no_serve(tmp_path):
     out = tmp_path / "s.csv"
     res = runner.invoke(app, ["synth", "--users", "1000", "--avg-degree", "8", "--seed", "3", "--out", str(out)])
     assert res.exit_code == 0 and out.read_text().startswith("src,dst,ts\n")
+
+
+def test_shard_report_and_bad_input(lastfm_path):
+    res = runner.invoke(app, ["shard", "--edges", str(lastfm_path), "--shards", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["shards"] == 8 and rep["method"] == "community"
+    assert rep["balance"] <= 1.10 and rep["replication_overhead"] <= 1.25 and rep["two_hop_locality"] > 0.8
+    for args, msg in ((["--shards", "0"], "--shards"), (["--shards", "99999"], "more than the 7624 users"),
+                      (["--shards", "4", "--method", "metis"], "metis")):
+        res = runner.invoke(app, ["shard", "--edges", str(lastfm_path), *args])
+        assert res.exit_code == 2 and msg in res.output + res.stderr
+
+
+def test_sharded_build_gives_unsharded_answers(lastfm_path, model_dir, tmp_path):
+    from pymk.graph.snapshot import SnapshotError
+    from pymk.pipeline.model import Model
+
+    out = tmp_path / "sharded"
+    res = runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--shards", "8",
+                              "--partition", "hash"])
+    assert res.exit_code == 0, res.output
+    assert "stage shards: 8 hash shards" in res.output
+    sharded, plain = Model.load(out, shards=8), Model.load(model_dir)
+    users = np.arange(0, 7624, 37)
+    a, b = sharded.recommend(users, 20), plain.recommend(users, 20)
+    assert np.array_equal(a.cand, b.cand) and np.array_equal(a.score, b.score)
+    assert sharded.sharded.remote_requests > 0
+    with pytest.raises(SnapshotError, match="built with 8 shards; it cannot be loaded with 16"):
+        Model.load(out, shards=16)
+    res = runner.invoke(app, ["serve", "--model", str(out), "--shards", "4"])
+    assert res.exit_code == 1 and "cannot be loaded with 4" in res.stderr
+
+
+def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
+    from fastapi.testclient import TestClient
+
+    from pymk.pipeline.model import Model
+    from pymk.serving.app import create_app
+
+    out = tmp_path / "sharded"
+    assert runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--shards", "4"]).exit_code == 0
+    res = runner.invoke(app, ["publish", "--model", str(out), "--redis", redis_server.url])
+    assert res.exit_code == 0 and "published" in res.output
+    m = Model.load(out, redis_url=redis_server.url)
+    body = TestClient(create_app(m)).get("/v1/users/0/recommendations?k=5").json()
+    ref = Model.load(out).recommend(m.index_of([0]), 5)
+    assert [r["user_id"] for r in body["recommendations"]] == m.graph.ids[ref.cand[0, :5]].tolist()
+    assert m.store.stats.requests > 0

@@ -71,8 +71,8 @@ def community_partition(graph: CSRGraph, shards: int, *, balance: float = DEFAUL
     eweights = np.maximum(1, w // scale).astype(np.int64)
     vweights = np.maximum(deg, 1)  # adjacency entries; isolated users weigh 1 so they spread too
     opts = pymetis.Options(ufactor=int((balance - 1.0) * 1000 * 0.5), seed=seed, contig=False)
-    _, parts = pymetis.part_graph(shards, xadj=indptr, adjncy=indices, vweights=vweights, eweights=eweights,
-                                  options=opts)
+    _, parts = pymetis.part_graph(shards, adjacency=pymetis.CSRAdjacency(indptr, indices), vweights=vweights,
+                                  eweights=eweights, options=opts)
     home = np.asarray(parts, np.int32)
     return rebalance(graph, home, shards, balance)
 
