@@ -151,6 +151,18 @@ def _remote_reader_counts(indptr, indices, home, shards):
     return out_b[:m], out_s[:m], out_c[:m]
 
 
+@njit(cache=True)
+def _knapsack_take(cost, budget):
+    """Greedy in the given (value-per-entry) order: take each item that still fits the budget."""
+    take = np.zeros(cost.shape[0], np.bool_)
+    left = budget
+    for i in range(cost.shape[0]):
+        if cost[i] <= left:
+            take[i] = True
+            left -= cost[i]
+    return take
+
+
 @dataclass
 class ShardPlan:
     """Where every adjacency list lives.
@@ -187,8 +199,7 @@ def plan_replicas(graph: CSRGraph, home: np.ndarray, shards: int, method: str,
         bounds = np.searchsorted(s, np.arange(shards + 1))
         for t in range(shards):
             cand = b[bounds[t]: bounds[t + 1]]
-            cost = np.cumsum(deg[cand])
-            rep_lists[t] = np.sort(cand[cost <= per_shard])
+            rep_lists[t] = np.sort(cand[_knapsack_take(deg[cand], per_shard)])
     rep_ptr = np.zeros(shards + 1, np.int64)
     np.cumsum([x.size for x in rep_lists], out=rep_ptr[1:])
     return ShardPlan(shards, method, home.astype(np.int32), rep_ptr,
