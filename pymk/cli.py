@@ -24,13 +24,14 @@ def _err(msg: str, code: int = 1) -> typer.Exit:
 
 def _user_errors():
     from pymk.config import ConfigError
+    from pymk.gnn.config import CheckpointError
     from pymk.graph.ingest import IngestError
     from pymk.graph.shard_store import ShardStoreError
     from pymk.graph.snapshot import SnapshotError
     from pymk.io import UsersFileError
     from pymk.pipeline.model import ModelError
 
-    return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError,
+    return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError, CheckpointError,
             FileNotFoundError, FileExistsError)
 
 
@@ -171,6 +172,11 @@ def recommend(
     typer.echo(f"wrote {writer.rows:,} rows to {out}", err=True)
 
 
+class Source(StrEnum):
+    stage1 = "stage1"
+    embedding = "embedding"
+
+
 @app.command()
 def candidates(
     model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
@@ -178,8 +184,10 @@ def candidates(
     out: Annotated[Path, typer.Option(help="CSV to write")],
     k: Annotated[int, typer.Option(min=1, help="Stage-1 candidates per user")] = 1000,
     strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
+    source: Annotated[Source, typer.Option(help="stage1 (merged sources) | embedding (exact search)")] = Source.stage1,
 ) -> None:
     """Stage-1 candidates only: user_id,candidate_id,rank,source."""
+    from pymk.candidates.base import SOURCE_EMBEDDING
     from pymk.io import CANDIDATES_HEADER, CsvRowWriter
     from pymk.pipeline.model import Model
 
@@ -187,8 +195,14 @@ def candidates(
         m = Model.load(model)
         writer = CsvRowWriter(out, CANDIDATES_HEADER)
         for ext, idx in _batched(m, users, strict, "candidates"):
-            c = m.candidates(idx, k=k)
-            writer.write(ext, m.graph.ids[np.maximum(c.cand, 0)], c.count, c.source)
+            if source == Source.embedding:
+                _, top = m.embedding_candidates(idx, k)
+                count = (top >= 0).sum(1)
+                src = np.full(top.shape, SOURCE_EMBEDDING, np.uint8)
+                writer.write(ext, m.graph.ids[np.maximum(top, 0)], count, src)
+            else:
+                c = m.candidates(idx, k=k)
+                writer.write(ext, m.graph.ids[np.maximum(c.cand, 0)], c.count, c.source)
         writer.close()
     except _user_errors() as exc:
         raise _err(str(exc)) from None
@@ -201,6 +215,7 @@ def eval_cmd(
     config: Annotated[Path | None, typer.Option(help="config for pymk's row (default: the best pipeline)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")] = None,
     skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows")] = False,
+    gnn: Annotated[bool, typer.Option("--gnn", help="also train the GNN and add its row")] = False,
 ) -> None:
     """The shared evaluation protocol: CN, AA, RA and pymk side by side, Stage-1 recall, 2-hop ceiling."""
     from pymk.config import PymkConfig
@@ -209,6 +224,8 @@ def eval_cmd(
 
     try:
         cfg = PymkConfig.from_file(config)
+        if gnn:
+            cfg.gnn.enabled = True
         e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
         report = evaluate(e, dataset=edges.name, config=cfg)
     except _user_errors() as exc:
@@ -217,6 +234,41 @@ def eval_cmd(
     typer.echo(report.to_json())
     if json_out:
         json_out.write_text(report.to_json())
+
+
+@app.command()
+def train(
+    model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
+    workers: Annotated[int, typer.Option(min=1, help="data-parallel workers (torch.distributed)")] = 1,
+    config: Annotated[Path | None, typer.Option(help="TOML/JSON config whose [gnn] section to use")] = None,
+    from_checkpoint: Annotated[bool, typer.Option(help="fine-tune the model's checkpoint instead")] = False,
+    epochs: Annotated[int | None, typer.Option(min=1, help="override gnn.epochs")] = None,
+) -> None:
+    """Train (or fine-tune) GNN embeddings on a model's graph; writes DIR/gnn/ and updates model.json."""
+    import json
+
+    from pymk.config import PymkConfig
+    from pymk.gnn.stage import train_embeddings
+    from pymk.pipeline.model import Model, ModelError
+
+    try:
+        m = Model.load(model)
+        cfg = PymkConfig.from_file(config).gnn if config else m.config.gnn
+        if epochs:
+            cfg.epochs = epochs
+        ckpt = model / "gnn"
+        if from_checkpoint and not (ckpt / "checkpoint.json").exists():
+            raise ModelError(f"{model} has no GNN checkpoint to fine-tune; run `pymk train` without it first")
+        cfg.enabled = True
+        _, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers,
+                                      from_checkpoint=ckpt if from_checkpoint else None)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    meta = json.loads((model / "model.json").read_text())
+    meta["stages"]["gnn"] = summary
+    meta["config"]["gnn"] = cfg.to_dict()
+    (model / "model.json").write_text(json.dumps(meta, indent=2))
+    typer.echo(f"embeddings written to {ckpt}: {summary}")
 
 
 @app.command()

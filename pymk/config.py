@@ -20,7 +20,10 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+
+if TYPE_CHECKING:
+    from pymk.gnn.config import GnnConfig
 
 
 class ConfigError(ValueError):
@@ -61,9 +64,16 @@ class ShardingConfig:
     balance: float = 1.10  # max / mean adjacency entries per shard (community method)
 
 
+def _gnn_config():
+    from pymk.gnn.config import GnnConfig
+
+    return GnnConfig()
+
+
 @dataclass
 class PymkConfig:
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    gnn: GnnConfig = field(default_factory=_gnn_config)
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
@@ -114,6 +124,10 @@ class PymkConfig:
             raise ConfigError(f"sharding.replication must be in [0, 10], got {self.sharding.replication}")
         if self.sharding.balance < 1.0:
             raise ConfigError(f"sharding.balance must be >= 1.0, got {self.sharding.balance}")
+        try:
+            self.gnn.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.ranker.kind not in RANKERS:
             raise ConfigError(f"ranker.kind must be one of {sorted(RANKERS)}, got {self.ranker.kind!r}")
 
@@ -121,7 +135,9 @@ class PymkConfig:
 def _from_dict(cls, data: dict[str, Any], prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {type(data).__name__}")
-    hints = get_type_hints(cls)
+    from pymk.gnn.config import GnnConfig
+
+    hints = get_type_hints(cls, localns={"GnnConfig": GnnConfig})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -131,6 +147,11 @@ def _from_dict(cls, data: dict[str, Any], prefix: str):
         typ = hints[name]
         if dataclasses.is_dataclass(typ):
             kwargs[name] = _from_dict(typ, value, f"{prefix}{name}.")
+            continue
+        if get_origin(typ) is tuple:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, get_args(typ)[0]) for v in value):
+                raise ConfigError(f"config key {prefix}{name} must be a list of {get_args(typ)[0].__name__}")
+            kwargs[name] = tuple(value)
             continue
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

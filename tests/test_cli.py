@@ -198,3 +198,42 @@ def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
     ref = Model.load(out).recommend(m.index_of([0]), 5)
     assert [r["user_id"] for r in body["recommendations"]] == m.graph.ids[ref.cand[0, :5]].tolist()
     assert m.store.stats.requests > 0
+
+
+def test_gnn_build_train_candidates_eval(tmp_path):
+    from pymk.graph.synth import SynthConfig, generate, write_edges
+
+    edges = write_edges(tmp_path / "e.csv", *generate(SynthConfig(500, 8, seed=4)))
+    cfg = tmp_path / "gnn.toml"
+    cfg.write_text("[gnn]\nenabled = true\nepochs = 2\ndim = 16\n")
+    out = tmp_path / "m"
+    res = runner.invoke(app, ["build", "--edges", str(edges), "--out", str(out), "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "stage gnn: sage 16-d embeddings" in res.output
+    assert np.load(out / "gnn" / "embeddings.npy").shape[1] == 16
+    ids = np.unique(np.loadtxt(edges, delimiter=",", skiprows=1, dtype=np.int64)[:, 0])[:20]
+    (tmp_path / "u.txt").write_text("\n".join(map(str, ids)))
+    res = runner.invoke(app, ["candidates", "--model", str(out), "--users", str(tmp_path / "u.txt"), "--k", "50",
+                              "--out", str(tmp_path / "c.csv"), "--source", "embedding"])
+    assert res.exit_code == 0, res.output
+    friends = {}
+    for a, b in np.loadtxt(edges, delimiter=",", skiprows=1, dtype=np.int64)[:, :2].tolist():
+        friends.setdefault(a, set()).add(b)
+        friends.setdefault(b, set()).add(a)
+    _, by_user = _check_contract(tmp_path / "c.csv", set(ids.tolist()), friends, 50,
+                                 ("user_id", "candidate_id", "rank", "source"))
+    assert len(by_user) == 20 and all(len(v) == 50 for v in by_user.values())
+    res = runner.invoke(app, ["train", "--model", str(out), "--from-checkpoint", "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["stages"]["gnn"]["fine_tuned_from"].endswith("gnn") and meta["stages"]["gnn"]["epochs_run"] == 1
+    res = runner.invoke(app, ["eval", "--edges", str(edges), "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "gnn  Stage-1 recall" in res.stdout and "\ngnn " in res.stdout
+
+
+def test_candidates_embedding_without_gnn_is_clear(model_dir, tmp_path):
+    (tmp_path / "u.txt").write_text("0\n")
+    res = runner.invoke(app, ["candidates", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
+                              "--out", str(tmp_path / "c.csv"), "--source", "embedding"])
+    assert res.exit_code == 1 and "has no embeddings" in res.stderr

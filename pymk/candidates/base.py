@@ -9,7 +9,8 @@ import numpy as np
 # Source tags are bits, so a candidate found by several sources carries all of them.
 SOURCE_FOF = 1
 SOURCE_POPULAR = 2
-SOURCE_NAMES = {SOURCE_FOF: "fof", SOURCE_POPULAR: "popular"}
+SOURCE_EMBEDDING = 4
+SOURCE_NAMES = {SOURCE_FOF: "fof", SOURCE_POPULAR: "popular", SOURCE_EMBEDDING: "embedding"}
 
 
 def source_label(mask: int) -> str:

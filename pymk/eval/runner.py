@@ -37,6 +37,8 @@ class EvalReport:
     cn_top1000_recall: float
     methods: dict[str, dict[str, float]] = field(default_factory=dict)
     stage1_recall: dict[str, float] = field(default_factory=dict)
+    gnn_stage1_recall: dict[str, float] = field(default_factory=dict)
+    gnn: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -48,6 +50,8 @@ class EvalReport:
             f"dataset {self.dataset}: {self.users} eval users, {self.test_edges} test edges",
             f"2-hop ceiling {self.two_hop_ceiling:.4f}   CN top-1000 recall {self.cn_top1000_recall:.4f}",
             "pymk Stage-1 recall  " + "   ".join(f"@{k[1:]} {v:.4f}" for k, v in self.stage1_recall.items()),
+            *(["gnn  Stage-1 recall  " + "   ".join(f"@{k[1:]} {v:.4f}" for k, v in self.gnn_stage1_recall.items())]
+              if self.gnn_stage1_recall else []),
             head, "-" * len(head),
         ]
         for name, row in self.methods.items():
@@ -97,6 +101,13 @@ def evaluate(edges: EdgeList, *, dataset: str = "edges", config: PymkConfig | No
             cands = model.candidates(users, k=c)
             report.stage1_recall[f"@{c}"] = micro_recall(hits_of(cands.cand), n_truth)
         seconds["pymk_recommend"] = time.perf_counter() - t
+        if model.embeddings is not None:  # the GNN stage ran: embedding-only retrieval and ranking
+            _, top = model.embedding_candidates(users, LIST_LEN)
+            hits = hits_of(top)
+            report.methods["gnn"] = ranking_metrics(hits, n_truth)
+            for c in STAGE1_KS:
+                report.gnn_stage1_recall[f"@{c}"] = micro_recall(hits[:, :c], n_truth)
+            report.gnn = model.meta["stages"]["gnn"]
         del model
     report.seconds = {k: round(v, 3) for k, v in seconds.items()}
     return report

@@ -6,7 +6,8 @@ across hops, so a batch holds at most B * (1 + K1 + K1 K2 + ...) nodes (28,416 f
 Edges whose both ends are in `exclude` (a batch's positive training edges) are never sampled, so a
 link-prediction batch cannot read its own labels through message passing.
 
-The kernel is numba with its own seeded xorshift generator: the same seed gives the same batch.
+The kernel is numba with its own seeded xorshift generator, one stream per (batch seed, node): the
+same seed gives the same batch, and a node's sample does not depend on the rest of its batch.
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ def _next(state):
     return x * np.uint64(2685821657736338717)
 
 
+@njit(cache=True, inline="always")
+def _mix(z):
+    # splitmix64 finaliser; never returns 0 for the xorshift state below (0 maps to a fixed non-zero)
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return z if z != 0 else np.uint64(1)
+
+
 @njit(cache=True)
 def _is_excluded(excl, key):
     k = np.searchsorted(excl, key)
@@ -63,9 +74,6 @@ def _is_excluded(excl, key):
 def _sample(indptr, indices, seeds, fanouts, rng_seed, excl, excl_nodes, local, max_nodes, max_edges):
     n = indptr.shape[0] - 1
     state = np.empty(1, np.uint64)
-    state[0] = np.uint64(rng_seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019)
-    if state[0] == 0:
-        state[0] = np.uint64(1)
     nodes = np.empty(max_nodes, np.int64)
     row = np.empty(max_edges, np.int64)
     col = np.empty(max_edges, np.int64)
@@ -105,6 +113,9 @@ def _sample(indptr, indices, seeds, fanouts, rng_seed, excl, excl_nodes, local, 
                 cand = src_arr
             d = cand.shape[0]
             take = min(k, d)
+            # a stream per (batch seed, node): a node's neighbours do not depend on which other nodes
+            # share its batch, so splitting a batch across data-parallel workers samples the same
+            state[0] = _mix(np.uint64(rng_seed) ^ (np.uint64(x) * np.uint64(0x9E3779B97F4A7C15)))
             if chosen.shape[0] < take:
                 chosen = np.empty(take, np.int64)
             if take == d:

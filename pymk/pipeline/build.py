@@ -73,6 +73,12 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             f"({stages['graph']['seconds']:.1f}s)")
         if config.sharding.shards > 1:
             stages["shards"] = _shard_stage(graph, work / "graph", config, log)
+        if config.gnn.enabled:
+            from pymk.gnn.stage import train_embeddings
+
+            _, stages["gnn"] = train_embeddings(graph, config.gnn, work / "gnn", log=log)
+            log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings, best val recall@50 "
+                f"{stages['gnn']['val_recall@50']:.3f} ({stages['gnn']['seconds']:.1f}s)")
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,

@@ -92,6 +92,24 @@ class Model:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""
         return self.graph.index_of(user_ids)
 
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        """(n, d) float32 user embeddings from the GNN stage, or None if the model has none."""
+        if not hasattr(self, "_emb"):
+            p = self.path / "gnn" / "embeddings.npy" if self.path else None
+            self._emb = np.load(p, mmap_mode="r") if p is not None and p.exists() else None
+            if self._emb is not None and self._emb.shape[0] != self.graph.num_users:
+                raise ModelError(f"{p}: {self._emb.shape[0]} embeddings for {self.graph.num_users} users")
+        return self._emb
+
+    def embedding_candidates(self, users, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner-product retrieval, self and friends excluded. Returns (scores, idx), (B, k)."""
+        from pymk.candidates.embedding import exact_search
+
+        if self.embeddings is None:
+            raise ModelError(f"{self.path} has no embeddings: build with gnn.enabled = true or run `pymk train`")
+        return exact_search(np.asarray(self.embeddings), np.asarray(users, np.int64), k, self.graph)
+
     def candidates(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
         return self.stage1.generate(users, k=k, blocked=blocked)
 

@@ -60,3 +60,18 @@ def test_batch_bound_of_the_brief():
     assert sampler.max_nodes(256) == 28416 and out.node.size <= 28416
     with pytest.raises(ValueError):
         NeighborSampler(g, [])
+
+
+def test_node_sample_independent_of_batch_company():
+    rng = np.random.default_rng(4)
+    g = graph_from_pairs(rng.integers(0, 400, (6000, 2)), 400)
+    sampler = NeighborSampler(g, [4, 4])
+
+    def first_hop(out, x):
+        loc = {int(v): i for i, v in enumerate(out.node)}
+        e = out.num_sampled_edges[0]
+        return sorted(int(out.node[r]) for r, c in zip(out.row[:e], out.col[:e], strict=True) if c == loc[x])
+
+    alone = sampler.sample([7], seed=3)
+    together = sampler.sample([5, 9, 7, 11], seed=3)
+    assert first_hop(alone, 7) == first_hop(together, 7)

@@ -1,0 +1,55 @@
+"""GNN settings, importable without torch (the config file of every run can name them)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+KINDS = ("sage", "gcn", "gat")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that does not fit the graph or this version of pymk."""
+
+
+@dataclass
+class GnnConfig:
+    """Model and training settings; stored in every checkpoint (self-describing)."""
+
+    enabled: bool = False  # run the GNN stage in `pymk build`
+    kind: str = "sage"  # sage | gcn | gat
+    dim: int = 128  # 64 | 128 | 256 | 512
+    layers: int = 2
+    fanouts: tuple[int, ...] = (10, 10)
+    batch: int = 256  # seed nodes per mini-batch (positive endpoints + negatives)
+    negatives: int = 1  # per positive; hard_negatives of them are 2-hop non-friends, the rest uniform
+    hard_negatives: int = 0
+    epochs: int = 40
+    lr: float = 0.005
+    patience: int = 5  # epochs without validation improvement before stopping
+    val_fraction: float = 0.05
+    loss: str = "bpr"  # bpr (pairwise, measured better for retrieval) | bce
+    seed: int = 0
+    max_steps_per_epoch: int = 0  # 0 = one pass over the training edges
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fanouts"] = list(self.fanouts)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GnnConfig:
+        d = dict(d)
+        d["fanouts"] = tuple(d.get("fanouts", (10, 10)))
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"gnn.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.layers != len(self.fanouts):
+            raise ValueError(f"gnn.layers ({self.layers}) must equal len(gnn.fanouts) ({len(self.fanouts)})")
+        if not 0 <= self.hard_negatives <= self.negatives:
+            raise ValueError("gnn.hard_negatives must be between 0 and gnn.negatives")
+        if self.dim % 4 or self.dim < 8:
+            raise ValueError(f"gnn.dim must be a multiple of 4 and >= 8, got {self.dim}")
+        if self.loss not in ("bce", "bpr"):
+            raise ValueError(f"gnn.loss must be bce or bpr, got {self.loss!r}")

@@ -1,0 +1,49 @@
+"""The GNN stage of `pymk build` / `pymk train`: train (or fine-tune), infer, store in the model dir.
+
+    DIR/gnn/checkpoint.json, model.pt   self-describing checkpoint (config, history)
+    DIR/gnn/embeddings.npy              (n, d) float32, row i = dense user i of DIR/graph
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pymk.gnn.config import GnnConfig
+from pymk.graph.snapshot import CSRGraph
+
+
+def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = None, *, workers: int = 1,
+                     from_checkpoint: Path | None = None, progress: bool = True, log=print) -> tuple[np.ndarray, dict]:
+    """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given."""
+    import torch
+
+    from pymk.gnn.model import structural_features
+    from pymk.gnn.train import Trainer, infer, load_checkpoint, save_checkpoint
+
+    t0 = time.perf_counter()
+    model = load_checkpoint(from_checkpoint, graph) if from_checkpoint else None
+    if model is not None:
+        config = model.config if config is None else config
+    if workers > 1:
+        from pymk.gnn.distributed import train_data_parallel
+
+        model, result = train_data_parallel(graph, config, workers, model=model, log=log)
+    else:
+        trainer = Trainer(graph, config, model=model)
+        result = trainer.fit(progress=progress, log=log)
+        model = trainer.model
+    emb = infer(model, graph, torch.from_numpy(structural_features(graph.degree)))
+    summary = {"kind": config.kind, "dim": config.dim, "epochs_run": len(result.history),
+               "best_epoch": result.best_epoch, "val_recall@50": round(result.best_val, 4),
+               "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
+               "max_batch_nodes": result.max_batch_nodes, "workers": workers,
+               "fine_tuned_from": str(from_checkpoint) if from_checkpoint else None,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        save_checkpoint(out_dir, model, graph, result)
+        np.save(out_dir / "embeddings.npy", emb)
+    return emb, summary

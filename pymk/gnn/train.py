@@ -1,0 +1,275 @@
+"""Mini-batch link-prediction training, full-graph layer-wise inference, checkpoints.
+
+A step: pick positive edges, draw negatives for their sources (half uniform users, half hard ones:
+2-hop non-friends from a random walk u -> v -> w), sample the seeds' neighbourhoods with the batch's
+positive edges removed (no leakage), embed, score by dot product, BCE (or BPR) loss. Early stopping
+watches recall@50 on validation edges carved out of the train graph (the latest ones by time when
+edges have timestamps, else random), which are absent from the message-passing graph.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pymk import __version__
+from pymk.gnn.config import CheckpointError, GnnConfig
+from pymk.gnn.model import LinkEncoder, structural_features
+from pymk.gnn.sampler import NeighborSampler
+from pymk.graph.edges import EdgeList
+from pymk.graph.snapshot import CSRGraph
+
+CHECKPOINT_FORMAT = "pymk-gnn-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def carve_validation(graph: CSRGraph, fraction: float, seed: int) -> tuple[CSRGraph, np.ndarray, np.ndarray]:
+    """Removes `fraction` of edges (latest by ts, else random) from the graph. Returns (mp graph, lo, hi)."""
+    lo, hi = graph.edge_pairs()
+    m = lo.size
+    n_val = int(fraction * m)
+    if graph.ts is not None:
+        ts = np.asarray(graph.ts)[np.asarray(graph.indices) > np.repeat(np.arange(graph.num_users), graph.degree)]
+        order = np.argsort(ts, kind="stable")
+        val = order[m - n_val:]
+    else:
+        val = np.random.default_rng(seed).permutation(m)[:n_val]
+    keep = np.ones(m, bool)
+    keep[val] = False
+    mp = CSRGraph.from_edges(EdgeList(np.asarray(graph.ids), lo[keep], hi[keep]))
+    return mp, lo[val].astype(np.int64), hi[val].astype(np.int64)
+
+
+def hard_negatives(graph: CSRGraph, src: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 2-hop non-friend per source via u -> v -> w; a uniform user where the walk fails."""
+    indptr, indices = np.asarray(graph.indptr), np.asarray(graph.indices)
+    deg = np.diff(indptr)
+    n = graph.num_users
+    out = rng.integers(0, n, src.size)
+    ok = deg[src] > 0
+    v = indices[indptr[src[ok]] + (rng.random(ok.sum()) * deg[src[ok]]).astype(np.int64)]
+    dv = deg[v]
+    w = indices[indptr[v] + (rng.random(v.size) * dv).astype(np.int64)]
+    s = src[ok]
+    # reject w == u and friends of u (binary search in u's sorted row)
+    pos = np.array([np.searchsorted(indices[indptr[a]:indptr[a + 1]], b) for a, b in zip(s, w, strict=True)])
+    is_friend = np.array([p < deg[a] and indices[indptr[a] + p] == b for a, b, p in zip(s, w, pos, strict=True)],
+                         bool) if s.size else np.zeros(0, bool)
+    good = (w != s) & ~is_friend
+    idx = np.flatnonzero(ok)[good]
+    out[idx] = w[good]
+    return out
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = -1.0
+    sample_seconds: float = 0.0
+    step_seconds: float = 0.0
+    steps: int = 0
+    sampled_nodes: int = 0
+    max_batch_nodes: int = 0
+
+
+class Trainer:
+    """Trains a `LinkEncoder` on one graph (optionally one rank of a data-parallel group).
+
+    Args:
+        graph: the train graph (validation edges are carved out of it here).
+        config: `GnnConfig`.
+        rank, world: data-parallel position; each rank takes its slice of every global batch.
+    """
+
+    def __init__(self, graph: CSRGraph, config: GnnConfig, *, rank: int = 0, world: int = 1,
+                 model: LinkEncoder | None = None):
+        config.validate()
+        self.config, self.rank, self.world = config, rank, world
+        self.full = graph
+        self.graph, self.val_lo, self.val_hi = carve_validation(graph, config.val_fraction, config.seed)
+        self.struct = torch.from_numpy(structural_features(self.graph.degree))
+        torch.manual_seed(config.seed)
+        self.model = model or LinkEncoder(graph.num_users, config, self.struct.shape[1])
+        self.ddp = None
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.sampler = NeighborSampler(self.graph, config.fanouts)
+        self.lo, self.hi = self.graph.edge_pairs()
+
+    def _batch(self, pos_idx: np.ndarray, rng: np.random.Generator):
+        src = self.lo[pos_idx].astype(np.int64)
+        dst = self.hi[pos_idx].astype(np.int64)
+        k = self.config.negatives
+        n_hard = self.config.hard_negatives
+        negs = [rng.integers(0, self.graph.num_users, src.size) for _ in range(k - n_hard)]
+        negs += [hard_negatives(self.graph, src, rng) for _ in range(n_hard)]
+        return src, dst, np.stack(negs, 1) if negs else np.empty((src.size, 0), np.int64)
+
+    def step(self, src, dst, neg, batch_seed: int, exclude=None) -> tuple[float, float]:
+        """One optimisation step on this rank's slice. Returns (loss, seconds spent sampling).
+
+        exclude: the positive edges of the whole global batch (default: this slice's).
+        """
+        t0 = time.perf_counter()
+        seeds = np.concatenate([src, dst, neg.ravel()])
+        out = self.sampler.sample(seeds, seed=batch_seed, exclude=exclude if exclude is not None else (src, dst))
+        t_sample = time.perf_counter() - t0
+        seeds_sorted = np.sort(out.node[: out.num_sampled_nodes[0]])
+        seed_pos = np.argsort(out.node[: out.num_sampled_nodes[0]])
+
+        def li(a):  # global ids -> rows of the sampled subgraph (seeds are its first rows)
+            return torch.from_numpy(seed_pos[np.searchsorted(seeds_sorted, a)])
+        nodes = torch.from_numpy(out.node)
+        module = self.ddp or self.model
+        h = module(nodes, self.struct[nodes], out.edge_index())
+        hs, hd, hn = h[li(src)], h[li(dst)], h[li(neg)]
+        pos = (hs * hd).sum(-1)
+        negs = (hs[:, None, :] * hn).sum(-1)
+        if self.config.loss == "bpr":
+            loss = -torch.nn.functional.logsigmoid(pos[:, None] - negs).mean()
+        else:
+            loss = -(torch.nn.functional.logsigmoid(pos).mean() + torch.nn.functional.logsigmoid(-negs).mean())
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.result.sampled_nodes += out.node.size
+        self.result.max_batch_nodes = max(self.result.max_batch_nodes, out.node.size)
+        return float(loss.detach()), t_sample
+
+    def fit(self, *, progress: bool = True, log=print) -> TrainResult:
+        from tqdm import tqdm
+
+        c = self.config
+        self.result = TrainResult()
+        per_pos = 2 + c.negatives
+        global_pos = max(1, c.batch // per_pos) * self.world  # each rank: batch seed nodes
+        m = self.lo.size
+        best_state = None
+        bad = 0
+        for epoch in range(c.epochs):
+            rng = np.random.default_rng([c.seed, epoch])
+            order = rng.permutation(m)
+            steps = -(-m // global_pos)
+            if c.max_steps_per_epoch:
+                steps = min(steps, c.max_steps_per_epoch)
+            losses = []
+            t_epoch = time.perf_counter()
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
+                       disable=not progress or self.rank != 0)
+            for s in bar:
+                pos = order[s * global_pos:(s + 1) * global_pos]
+                src, dst, neg = self._batch(pos, np.random.default_rng([c.seed, epoch, s]))
+                part = slice(self.rank * len(src) // self.world, (self.rank + 1) * len(src) // self.world)
+                t = time.perf_counter()
+                loss, t_sample = self.step(src[part], dst[part], neg[part], batch_seed=c.seed * 1_000_003 + s,
+                                           exclude=(src, dst))
+                self.result.step_seconds += time.perf_counter() - t
+                self.result.sample_seconds += t_sample
+                self.result.steps += 1
+                losses.append(loss)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            val = self.validate()
+            epoch_loss = float(np.mean(losses))
+            if self.world > 1:  # the global batch's loss: the mean of the ranks' slice losses
+                import torch.distributed as dist
+
+                t = torch.tensor([epoch_loss], dtype=torch.float64)
+                dist.all_reduce(t)
+                epoch_loss = float(t[0]) / self.world
+            rec = {"epoch": epoch + 1, "loss": epoch_loss, "val_recall@50": val,
+                   "seconds": round(time.perf_counter() - t_epoch, 2)}
+            self.result.history.append(rec)
+            if self.rank == 0:
+                log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  val recall@50 {val:.4f}  ({rec['seconds']}s)")
+            if val > self.result.best_val:
+                self.result.best_val, self.result.best_epoch, bad = val, epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= c.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return self.result
+
+    @torch.no_grad()
+    def validate(self, max_users: int = 1000) -> float:
+        """Recall@50 of validation edges by exact search over full-graph embeddings (train friends excluded)."""
+        from pymk.candidates.embedding import exact_search
+
+        if self.val_lo.size == 0:
+            return 0.0
+        emb = infer(self.model, self.graph, self.struct)
+        users, inv = np.unique(np.concatenate([self.val_lo, self.val_hi]), return_inverse=True)
+        partners = np.concatenate([self.val_hi, self.val_lo])
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(users.size, min(max_users, users.size), replace=False))
+        _, top = exact_search(emb, users[pick], 50, self.graph)
+        hit = total = 0
+        for row, b in enumerate(pick):
+            truth = partners[inv == b]
+            hit += np.isin(truth, top[row]).sum()
+            total += truth.size
+        return float(hit / max(total, 1))
+
+
+@torch.no_grad()
+def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int = 8192) -> np.ndarray:
+    """Embeddings of every user, layer by layer over full neighbourhoods (no sampling), in chunks.
+
+    Shapes: -> (n, d) float32.
+    """
+    model.eval()
+    n = graph.num_users
+    indptr = torch.from_numpy(np.array(graph.indptr, np.int64))  # copies: mmapped snapshots are read-only
+    indices = torch.from_numpy(np.array(graph.indices, np.int64))
+    x = torch.cat([model.features(torch.arange(s, min(n, s + chunk)), struct[s:s + chunk])
+                   for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim)
+    for i in range(len(model.convs)):
+        out = torch.empty(n, model.config.dim)
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            a, b = int(indptr[s]), int(indptr[e])
+            src = indices[a:b]
+            dst = torch.repeat_interleave(torch.arange(e - s), indptr[s + 1:e + 1] - indptr[s:e])
+            out[s:e] = model.layer(i, x, x[s:e], torch.stack([src, dst]))
+        x = out
+    model.train()
+    return x.numpy().astype(np.float32)
+
+
+def save_checkpoint(path: str | Path, model: LinkEncoder, graph: CSRGraph, result: TrainResult | None) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path / "model.pt")
+    meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "pymk_version": __version__,
+            "config": model.config.to_dict(), "num_users": graph.num_users,
+            "history": result.history if result else [], "best_epoch": result.best_epoch if result else None}
+    (path / "checkpoint.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_checkpoint(path: str | Path, graph: CSRGraph) -> LinkEncoder:
+    """Rebuilds the model from its stored config; refuses another format or user count."""
+    path = Path(path)
+    meta_path = path / "checkpoint.json"
+    if not meta_path.exists():
+        raise CheckpointError(f"{path} holds no GNN checkpoint (checkpoint.json missing)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{meta_path}: checkpoint format {meta.get('format_version')} is not "
+                              f"{CHECKPOINT_VERSION}; retrain with `pymk train`")
+    if meta["num_users"] != graph.num_users:
+        raise CheckpointError(f"{meta_path}: trained on {meta['num_users']} users, the graph has "
+                              f"{graph.num_users}")
+    model = LinkEncoder(graph.num_users, GnnConfig.from_dict(meta["config"]))
+    model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
+    return model

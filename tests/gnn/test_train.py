@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from pymk.gnn.config import CheckpointError, GnnConfig
+from pymk.gnn.model import LinkEncoder, structural_features
+from pymk.gnn.sampler import NeighborSampler
+from pymk.gnn.train import Trainer, carve_validation, infer, load_checkpoint, save_checkpoint
+from pymk.graph.edges import normalize_edges
+from pymk.graph.ingest import RawEdges
+from pymk.graph.snapshot import CSRGraph
+from pymk.graph.synth import SynthConfig, generate
+from tests.helpers import graph_from_pairs
+
+
+@pytest.fixture(scope="module")
+def small_graph():
+    src, dst, ts = generate(SynthConfig(600, 10, seed=5))
+    edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
+    return CSRGraph.from_edges(edges)
+
+
+@pytest.mark.parametrize("kind", ["sage", "gcn", "gat"])
+def test_layerwise_inference_equals_forward_on_full_neighbourhoods(kind):
+    rng = np.random.default_rng(0)
+    g = graph_from_pairs(rng.integers(0, 60, (300, 2)), 60)
+    cfg = GnnConfig(kind=kind, dim=16, fanouts=(100, 100))
+    model = LinkEncoder(60, cfg).eval()
+    struct = torch.from_numpy(structural_features(g.degree))
+    full = infer(model, g, struct, chunk=7)
+    out = NeighborSampler(g, cfg.fanouts).sample([3, 11, 42])  # fan-out > max degree: nothing dropped
+    nodes = torch.from_numpy(out.node)
+    with torch.no_grad():
+        h = model(nodes, struct[nodes], out.edge_index())
+    np.testing.assert_allclose(h[:3].numpy(), full[[3, 11, 42]], rtol=1e-4, atol=1e-5)
+
+
+def test_training_learns_and_beats_random(small_graph):
+    cfg = GnnConfig(dim=32, epochs=4, patience=10, seed=1)
+    trainer = Trainer(small_graph, cfg)
+    untrained = trainer.validate()
+    result = trainer.fit(progress=False, log=lambda s: None)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.best_val > max(2 * untrained, 0.1)
+    assert result.max_batch_nodes <= NeighborSampler(small_graph, cfg.fanouts).max_nodes(cfg.batch)
+    assert 0 < result.sample_seconds < result.step_seconds
+
+
+def test_validation_edges_are_the_latest_and_absent(small_graph):
+    mp, lo, hi = carve_validation(small_graph, 0.1, 0)
+    assert mp.num_edges + lo.size == small_graph.num_edges
+    for a, b in zip(lo[:50], hi[:50], strict=True):
+        assert b not in set(mp.neighbors(a).tolist())
+    # by time: every validation edge is at least as late as every kept edge
+    ts_all = {(min(a, b), max(a, b)): t for a in range(small_graph.num_users)
+              for b, t in zip(small_graph.neighbors(a).tolist(),
+                              small_graph.ts[small_graph.indptr[a]:small_graph.indptr[a + 1]].tolist(), strict=True)}
+    val_ts = [ts_all[(int(a), int(b))] for a, b in zip(lo, hi, strict=True)]
+    kept_lo, kept_hi = mp.edge_pairs()
+    kept_ts = [ts_all[(int(a), int(b))] for a, b in zip(kept_lo, kept_hi, strict=True)]
+    assert min(val_ts) >= max(kept_ts)
+
+
+def test_checkpoint_roundtrip_and_mismatch(small_graph, tmp_path):
+    cfg = GnnConfig(dim=16, kind="gat")
+    model = LinkEncoder(small_graph.num_users, cfg)
+    save_checkpoint(tmp_path, model, small_graph, None)
+    back = load_checkpoint(tmp_path, small_graph)
+    assert back.config == cfg
+    for a, b in zip(model.state_dict().values(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = graph_from_pairs([(0, 1)], 2)
+    with pytest.raises(CheckpointError, match=f"trained on {small_graph.num_users} users, the graph has 2"):
+        load_checkpoint(tmp_path, other)
+    with pytest.raises(CheckpointError, match="no GNN checkpoint"):
+        load_checkpoint(tmp_path / "none", small_graph)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="layers"):
+        GnnConfig(layers=3).validate()
+    with pytest.raises(ValueError, match="kind"):
+        GnnConfig(kind="gin").validate()
