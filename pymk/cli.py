@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from enum import StrEnum
@@ -260,6 +261,10 @@ def train(
         if from_checkpoint and not (ckpt / "checkpoint.json").exists():
             raise ModelError(f"{model} has no GNN checkpoint to fine-tune; run `pymk train` without it first")
         cfg.enabled = True
+        cores = os.cpu_count() or 1
+        if workers > cores:
+            typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}", err=True)
+            workers = cores
         _, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers,
                                       from_checkpoint=ckpt if from_checkpoint else None)
     except _user_errors() as exc:

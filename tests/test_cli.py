@@ -3,6 +3,7 @@
 import csv
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -223,10 +224,12 @@ def test_gnn_build_train_candidates_eval(tmp_path):
     _, by_user = _check_contract(tmp_path / "c.csv", set(ids.tolist()), friends, 50,
                                  ("user_id", "candidate_id", "rank", "source"))
     assert len(by_user) == 20 and all(len(v) == 50 for v in by_user.values())
-    res = runner.invoke(app, ["train", "--model", str(out), "--from-checkpoint", "--epochs", "1"])
+    res = runner.invoke(app, ["train", "--model", str(out), "--from-checkpoint", "--epochs", "1", "--workers", "64"])
     assert res.exit_code == 0, res.output
+    assert "--workers 64 is more than the" in res.stderr
     meta = json.loads((out / "model.json").read_text())
     assert meta["stages"]["gnn"]["fine_tuned_from"].endswith("gnn") and meta["stages"]["gnn"]["epochs_run"] == 1
+    assert meta["stages"]["gnn"]["workers"] == min(64, os.cpu_count() or 1)
     res = runner.invoke(app, ["eval", "--edges", str(edges), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "gnn  Stage-1 recall" in res.stdout and "\ngnn " in res.stdout

@@ -322,6 +322,29 @@ def _sharded_fof(sg: ShardedGraph, users: np.ndarray, k: int, score_kind: int, b
     return out
 
 
+@njit(cache=True)
+def _share_a_friend(indptr, indices, a, b):
+    out = np.zeros(a.shape[0], np.bool_)
+    for i in range(a.shape[0]):
+        x, y = indptr[a[i]], indptr[b[i]]
+        xe, ye = indptr[a[i] + 1], indptr[b[i] + 1]
+        while x < xe and y < ye:  # rows are sorted: merge until a common friend appears
+            if indices[x] == indices[y]:
+                out[i] = True
+                break
+            if indices[x] < indices[y]:
+                x += 1
+            else:
+                y += 1
+    return out
+
+
+def within_two_hops(graph: CSRGraph, a, b) -> np.ndarray:
+    """Whether each pair (a[i], b[i]) has a common friend. Shapes: (P,), (P,) -> (P,) bool."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    return _share_a_friend(graph.indptr, graph.indices, a, b)
+
+
 def two_hop_coverage(graph: CSRGraph, users, truth_ptr, truth_idx, *, max_expand: int = 0):
     """Per user: (hits, sizes) = truth ids among the 2-hop non-friends, and the 2-hop set size."""
     users = np.asarray(users, np.int64)

@@ -19,6 +19,7 @@ class GnnConfig:
     kind: str = "sage"  # sage | gcn | gat
     dim: int = 128  # 64 | 128 | 256 | 512
     layers: int = 2
+    skip: bool = False  # final embedding = last layer + input features: sharper top-20, lower recall@1000
     fanouts: tuple[int, ...] = (10, 10)
     batch: int = 256  # seed nodes per mini-batch (positive endpoints + negatives)
     negatives: int = 1  # per positive; hard_negatives of them are 2-hop non-friends, the rest uniform

@@ -39,7 +39,8 @@ class LinkEncoder(nn.Module):
         super().__init__()
         self.config = config
         d = config.dim
-        self.emb = nn.Embedding(num_users, d)
+        # sparse gradients: a step touches only the batch's rows, not all n x d of them
+        self.emb = nn.Embedding(num_users, d, sparse=True)
         nn.init.normal_(self.emb.weight, std=0.1)
         self.struct = nn.Linear(n_struct, d)
         self.convs = nn.ModuleList(_conv(config.kind, d, d) for _ in range(config.layers))
@@ -61,10 +62,10 @@ class LinkEncoder(nn.Module):
 
         Shapes: nodes (N,), struct (N, s), edge_index (2, E) local -> (N, d).
         """
-        x = self.features(nodes, struct)
+        x0 = x = self.features(nodes, struct)
         for i in range(len(self.convs)):
             x = self.layer(i, x, x, edge_index)
-        return x
+        return x + x0 if self.config.skip else x
 
 
 def structural_features(degree: np.ndarray) -> np.ndarray:

@@ -26,7 +26,14 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
     t0 = time.perf_counter()
     model = load_checkpoint(from_checkpoint, graph) if from_checkpoint else None
     if model is not None:
-        config = model.config if config is None else config
+        from pymk.gnn.config import CheckpointError
+
+        arch = ("kind", "dim", "layers")
+        diff = [f"{k}: checkpoint {getattr(model.config, k)} vs config {getattr(config, k)}" for k in arch
+                if getattr(model.config, k) != getattr(config, k)]
+        if diff:
+            raise CheckpointError(f"{from_checkpoint}: the checkpoint's model differs from the config ("
+                                  + "; ".join(diff) + "); train from scratch or use the checkpoint's settings")
     if workers > 1:
         from pymk.gnn.distributed import train_data_parallel
 

@@ -101,7 +101,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(self.model)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        dense = [p for name, p in self.model.named_parameters() if not name.startswith("emb.")]
+        self.opts = [torch.optim.SparseAdam(list(self.model.emb.parameters()), lr=config.lr),
+                     torch.optim.Adam(dense, lr=config.lr)]
         self.sampler = NeighborSampler(self.graph, config.fanouts)
         self.lo, self.hi = self.graph.edge_pairs()
 
@@ -138,9 +140,11 @@ class Trainer:
             loss = -torch.nn.functional.logsigmoid(pos[:, None] - negs).mean()
         else:
             loss = -(torch.nn.functional.logsigmoid(pos).mean() + torch.nn.functional.logsigmoid(-negs).mean())
-        self.opt.zero_grad()
+        for opt in self.opts:
+            opt.zero_grad()
         loss.backward()
-        self.opt.step()
+        for opt in self.opts:
+            opt.step()
         self.result.sampled_nodes += out.node.size
         self.result.max_batch_nodes = max(self.result.max_batch_nodes, out.node.size)
         return float(loss.detach()), t_sample
@@ -232,8 +236,8 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     n = graph.num_users
     indptr = torch.from_numpy(np.array(graph.indptr, np.int64))  # copies: mmapped snapshots are read-only
     indices = torch.from_numpy(np.array(graph.indices, np.int64))
-    x = torch.cat([model.features(torch.arange(s, min(n, s + chunk)), struct[s:s + chunk])
-                   for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim)
+    x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk)), struct[s:s + chunk])
+                        for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim)
     for i in range(len(model.convs)):
         out = torch.empty(n, model.config.dim)
         for s in range(0, n, chunk):
@@ -243,6 +247,8 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
             dst = torch.repeat_interleave(torch.arange(e - s), indptr[s + 1:e + 1] - indptr[s:e])
             out[s:e] = model.layer(i, x, x[s:e], torch.stack([src, dst]))
         x = out
+    if model.config.skip:
+        x = x + x0
     model.train()
     return x.numpy().astype(np.float32)
 

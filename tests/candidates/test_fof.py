@@ -92,3 +92,10 @@ def test_single_user_calls_reuse_workspace_and_match_batch():
             b = friends_of_friends(g, [u], 25, score="ra", blocked=blocked)
             assert b.cand[0, : b.count[0]].tolist() == [c for c in batch.cand[u, 1: batch.count[u]]] + \
                 b.cand[0, batch.count[u] - 1: b.count[0]].tolist()
+
+
+def test_within_two_hops():
+    from pymk.candidates.fof import within_two_hops
+
+    g = graph_from_pairs([(0, 1), (1, 2), (2, 3)], 5)
+    assert within_two_hops(g, [0, 0, 1, 4], [2, 3, 3, 0]).tolist() == [True, False, True, False]

@@ -42,7 +42,7 @@ def test_training_learns_and_beats_random(small_graph):
     result = trainer.fit(progress=False, log=lambda s: None)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
-    assert result.best_val > max(2 * untrained, 0.1)
+    assert result.best_val > max(untrained + 0.05, 0.15)
     assert result.max_batch_nodes <= NeighborSampler(small_graph, cfg.fanouts).max_nodes(cfg.batch)
     assert 0 < result.sample_seconds < result.step_seconds
 
@@ -82,3 +82,22 @@ def test_bad_config():
         GnnConfig(layers=3).validate()
     with pytest.raises(ValueError, match="kind"):
         GnnConfig(kind="gin").validate()
+
+
+def test_isolated_users_get_embeddings():
+    from pymk.graph.edges import EdgeList
+
+    # users 5 and 6 have no friends at all (e.g. every edge of theirs was held out)
+    g = CSRGraph.from_edges(EdgeList(np.arange(7, dtype=np.int64), np.array([0, 1, 2], np.int32),
+                                     np.array([1, 2, 3], np.int32)))
+    model = LinkEncoder(7, GnnConfig(dim=8))
+    emb = infer(model, g, torch.from_numpy(structural_features(g.degree)))
+    assert emb.shape == (7, 8) and np.isfinite(emb).all() and np.abs(emb[5]).sum() > 0
+
+
+def test_fine_tune_refuses_another_architecture(small_graph, tmp_path):
+    from pymk.gnn.stage import train_embeddings
+
+    save_checkpoint(tmp_path, LinkEncoder(small_graph.num_users, GnnConfig(dim=16)), small_graph, None)
+    with pytest.raises(CheckpointError, match="dim: checkpoint 16 vs config 32"):
+        train_embeddings(small_graph, GnnConfig(dim=32), from_checkpoint=tmp_path, progress=False)
