@@ -17,20 +17,20 @@ class GnnConfig:
 
     enabled: bool = False  # run the GNN stage in `pymk build`
     kind: str = "sage"  # sage | gcn | gat
-    dim: int = 128  # 64 | 128 | 256 | 512
+    dim: int = 64  # 64 | 128 | 256 | 512; 64 measured better than 128 for recall@1000 (docs/RESULTS.md)
     layers: int = 2
     skip: bool = False  # final embedding = last layer + input features: sharper top-20, lower recall@1000
     fanouts: tuple[int, ...] = (10, 10)
     batch: int = 256  # seed nodes per mini-batch (positive endpoints + negatives)
-    negatives: int = 1  # per positive; hard_negatives of them are 2-hop non-friends, the rest uniform
+    negatives: int = 4  # per positive; hard_negatives of them are 2-hop non-friends, the rest uniform
     hard_negatives: int = 0
-    epochs: int = 40
+    epochs: int = 30
     lr: float = 0.005
     patience: int = 5  # epochs without validation improvement before stopping
     val_fraction: float = 0.05
     loss: str = "bpr"  # bpr (pairwise, measured better for retrieval) | bce
     seed: int = 0
-    max_steps_per_epoch: int = 0  # 0 = one pass over the training edges
+    max_steps_per_epoch: int = 600  # bounds an epoch on large graphs (0 = one full pass over the edges)
 
     def to_dict(self) -> dict:
         d = asdict(self)

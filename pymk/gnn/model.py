@@ -57,15 +57,26 @@ class LinkEncoder(nn.Module):
             h = torch.relu(self.norms[i](h))
         return h
 
-    def forward(self, nodes: torch.Tensor, struct: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """Embeddings of every node of a sampled subgraph (the seeds are its first rows).
+    def forward(self, nodes: torch.Tensor, struct: torch.Tensor, edge_index: torch.Tensor,
+                num_sampled_nodes: list[int] | None = None, num_sampled_edges: list[int] | None = None
+                ) -> torch.Tensor:
+        """Embeddings of the nodes of a sampled subgraph (the seeds are its first rows).
 
-        Shapes: nodes (N,), struct (N, s), edge_index (2, E) local -> (N, d).
+        With the per-hop counts of a `SamplerOutput`, layer i only computes the nodes within
+        L - 1 - i hops of the seeds (the rest are never read again), and the output has the seeds'
+        rows only; without them every node is computed.
+        Shapes: nodes (N,), struct (N, s), edge_index (2, E) local -> (N or B, d).
         """
         x0 = x = self.features(nodes, struct)
-        for i in range(len(self.convs)):
-            x = self.layer(i, x, x, edge_index)
-        return x + x0 if self.config.skip else x
+        n_layers = len(self.convs)
+        for i in range(n_layers):
+            if num_sampled_nodes is None:
+                x = self.layer(i, x, x, edge_index)
+                continue
+            keep_n = sum(num_sampled_nodes[: n_layers - i])
+            keep_e = sum(num_sampled_edges[: n_layers - i])
+            x = self.layer(i, x, x[:keep_n], edge_index[:, :keep_e])
+        return x + x0[: x.shape[0]] if self.config.skip else x
 
 
 def structural_features(degree: np.ndarray) -> np.ndarray:

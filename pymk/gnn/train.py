@@ -132,7 +132,7 @@ class Trainer:
             return torch.from_numpy(seed_pos[np.searchsorted(seeds_sorted, a)])
         nodes = torch.from_numpy(out.node)
         module = self.ddp or self.model
-        h = module(nodes, self.struct[nodes], out.edge_index())
+        h = module(nodes, self.struct[nodes], out.edge_index(), out.num_sampled_nodes, out.num_sampled_edges)
         hs, hd, hn = h[li(src)], h[li(dst)], h[li(neg)]
         pos = (hs * hd).sum(-1)
         negs = (hs[:, None, :] * hn).sum(-1)
@@ -168,7 +168,7 @@ class Trainer:
             losses = []
             t_epoch = time.perf_counter()
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
-                       disable=not progress or self.rank != 0)
+                       disable=None if progress and self.rank == 0 else True, mininterval=2.0)
             for s in bar:
                 pos = order[s * global_pos:(s + 1) * global_pos]
                 src, dst, neg = self._batch(pos, np.random.default_rng([c.seed, epoch, s]))

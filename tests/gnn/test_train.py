@@ -101,3 +101,18 @@ def test_fine_tune_refuses_another_architecture(small_graph, tmp_path):
     save_checkpoint(tmp_path, LinkEncoder(small_graph.num_users, GnnConfig(dim=16)), small_graph, None)
     with pytest.raises(CheckpointError, match="dim: checkpoint 16 vs config 32"):
         train_embeddings(small_graph, GnnConfig(dim=32), from_checkpoint=tmp_path, progress=False)
+
+
+def test_trimmed_forward_equals_full_forward_for_seeds():
+    rng = np.random.default_rng(1)
+    g = graph_from_pairs(rng.integers(0, 80, (500, 2)), 80)
+    for skip in (False, True):
+        model = LinkEncoder(80, GnnConfig(dim=16, skip=skip)).eval()
+        out = NeighborSampler(g, [3, 3]).sample([1, 2, 3, 50], seed=5)
+        nodes = torch.from_numpy(out.node)
+        struct = torch.from_numpy(structural_features(g.degree))[nodes]
+        with torch.no_grad():
+            full = model(nodes, struct, out.edge_index())
+            trim = model(nodes, struct, out.edge_index(), out.num_sampled_nodes, out.num_sampled_edges)
+        assert trim.shape[0] == out.num_sampled_nodes[0]
+        np.testing.assert_allclose(trim.numpy(), full[: trim.shape[0]].numpy(), rtol=1e-5, atol=1e-6)
