@@ -26,7 +26,8 @@ class GnnConfig:
     hard_negatives: int = 0
     epochs: int = 30
     lr: float = 0.005
-    patience: int = 5  # epochs without validation improvement before stopping
+    patience: int = 8  # epochs without validation improvement before stopping
+    val_k: int = 500  # early stopping watches validation recall@val_k: Stage 1 retrieves ~1,000
     val_fraction: float = 0.05
     loss: str = "bpr"  # bpr (pairwise, measured better for retrieval) | bce
     seed: int = 0

@@ -44,7 +44,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         model = trainer.model
     emb = infer(model, graph, torch.from_numpy(structural_features(graph.degree)))
     summary = {"kind": config.kind, "dim": config.dim, "epochs_run": len(result.history),
-               "best_epoch": result.best_epoch, "val_recall@50": round(result.best_val, 4),
+               "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
                "max_batch_nodes": result.max_batch_nodes, "workers": workers,
                "fine_tuned_from": str(from_checkpoint) if from_checkpoint else None,

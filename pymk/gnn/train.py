@@ -3,7 +3,7 @@
 A step: pick positive edges, draw negatives for their sources (half uniform users, half hard ones:
 2-hop non-friends from a random walk u -> v -> w), sample the seeds' neighbourhoods with the batch's
 positive edges removed (no leakage), embed, score by dot product, BCE (or BPR) loss. Early stopping
-watches recall@50 on validation edges carved out of the train graph (the latest ones by time when
+watches recall@val_k (500) on validation edges carved out of the train graph (the latest ones by time when
 edges have timestamps, else random), which are absent from the message-passing graph.
 """
 
@@ -189,11 +189,11 @@ class Trainer:
                 t = torch.tensor([epoch_loss], dtype=torch.float64)
                 dist.all_reduce(t)
                 epoch_loss = float(t[0]) / self.world
-            rec = {"epoch": epoch + 1, "loss": epoch_loss, "val_recall@50": val,
+            rec = {"epoch": epoch + 1, "loss": epoch_loss, "val_recall": val,
                    "seconds": round(time.perf_counter() - t_epoch, 2)}
             self.result.history.append(rec)
             if self.rank == 0:
-                log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  val recall@50 {val:.4f}  ({rec['seconds']}s)")
+                log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  val recall@{c.val_k} {val:.4f}  ({rec['seconds']}s)")
             if val > self.result.best_val:
                 self.result.best_val, self.result.best_epoch, bad = val, epoch + 1, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -207,7 +207,7 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, max_users: int = 1000) -> float:
-        """Recall@50 of validation edges by exact search over full-graph embeddings (train friends excluded)."""
+        """Recall@val_k of validation edges by exact search over full-graph embeddings (train friends excluded)."""
         from pymk.candidates.embedding import exact_search
 
         if self.val_lo.size == 0:
@@ -217,7 +217,7 @@ class Trainer:
         partners = np.concatenate([self.val_hi, self.val_lo])
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(users.size, min(max_users, users.size), replace=False))
-        _, top = exact_search(emb, users[pick], 50, self.graph)
+        _, top = exact_search(emb, users[pick], self.config.val_k, self.graph)
         hit = total = 0
         for row, b in enumerate(pick):
             truth = partners[inv == b]

@@ -77,8 +77,8 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             from pymk.gnn.stage import train_embeddings
 
             _, stages["gnn"] = train_embeddings(graph, config.gnn, work / "gnn", log=log)
-            log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings, best val recall@50 "
-                f"{stages['gnn']['val_recall@50']:.3f} ({stages['gnn']['seconds']:.1f}s)")
+            log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings, best val recall@{config.gnn.val_k} "
+                f"{stages['gnn']['val_recall']:.3f} ({stages['gnn']['seconds']:.1f}s)")
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,

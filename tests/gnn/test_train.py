@@ -36,7 +36,7 @@ def test_layerwise_inference_equals_forward_on_full_neighbourhoods(kind):
 
 
 def test_training_learns_and_beats_random(small_graph):
-    cfg = GnnConfig(dim=32, epochs=4, patience=10, seed=1)
+    cfg = GnnConfig(dim=32, epochs=4, patience=10, seed=1, val_k=50)
     trainer = Trainer(small_graph, cfg)
     untrained = trainer.validate()
     result = trainer.fit(progress=False, log=lambda s: None)
