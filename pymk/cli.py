@@ -244,6 +244,7 @@ def train(
     config: Annotated[Path | None, typer.Option(help="TOML/JSON config whose [gnn] section to use")] = None,
     from_checkpoint: Annotated[bool, typer.Option(help="fine-tune the model's checkpoint instead")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="override gnn.epochs")] = None,
+    delta: Annotated[Path | None, typer.Option(help="new edges: add them to the graph and fine-tune on them")] = None,
 ) -> None:
     """Train (or fine-tune) GNN embeddings on a model's graph; writes DIR/gnn/ and updates model.json."""
     import json
@@ -261,12 +262,25 @@ def train(
         if from_checkpoint and not (ckpt / "checkpoint.json").exists():
             raise ModelError(f"{model} has no GNN checkpoint to fine-tune; run `pymk train` without it first")
         cfg.enabled = True
+        positives = None
+        if delta is not None:
+            from pymk.pipeline.delta import merge_delta
+
+            if not from_checkpoint:
+                raise ModelError("--delta fine-tunes an existing checkpoint: add --from-checkpoint")
+            graph, d_lo, d_hi = merge_delta(m, delta, log=lambda s: typer.echo(s, err=True))
+            positives = (d_lo, d_hi)
+            m.graph = graph
         cores = os.cpu_count() or 1
         if workers > cores:
             typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}", err=True)
             workers = cores
-        _, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers,
+        _, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers, positives=positives,
                                       from_checkpoint=ckpt if from_checkpoint else None)
+        if delta is not None:  # the model now recommends on the graph with the new friendships
+            from pymk.pipeline.delta import replace_snapshot
+
+            replace_snapshot(model, m.graph)
     except _user_errors() as exc:
         raise _err(str(exc)) from None
     meta = json.loads((model / "model.json").read_text())

@@ -240,3 +240,34 @@ def test_candidates_embedding_without_gnn_is_clear(model_dir, tmp_path):
     res = runner.invoke(app, ["candidates", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
                               "--out", str(tmp_path / "c.csv"), "--source", "embedding"])
     assert res.exit_code == 1 and "has no embeddings" in res.stderr
+
+
+def test_fine_tune_on_a_delta_of_new_edges(tmp_path):
+    from pymk.graph.synth import SynthConfig, generate, write_edges
+    from pymk.pipeline.model import Model
+
+    src, dst, ts = generate(SynthConfig(400, 8, seed=6))
+    order = np.argsort(ts)
+    old, new = order[: int(0.9 * order.size)], order[int(0.9 * order.size):]
+    base = write_edges(tmp_path / "base.csv", src[old], dst[old], ts[old])
+    delta = write_edges(tmp_path / "delta.csv", src[new], dst[new], ts[new])
+    cfg = tmp_path / "gnn.toml"
+    cfg.write_text("[gnn]\nenabled = true\nepochs = 1\ndim = 16\nval_k = 20\n")
+    out = tmp_path / "m"
+    assert runner.invoke(app, ["build", "--edges", str(base), "--out", str(out), "--config", str(cfg)]).exit_code == 0
+    known = set(Model.load(out).graph.ids.tolist())
+    keep = np.array([a in known and b in known for a, b in zip(src[new], dst[new], strict=True)])
+    write_edges(delta, src[new][keep], dst[new][keep], ts[new][keep])
+    before = Model.load(out).graph.num_edges
+    res = runner.invoke(app, ["train", "--model", str(out), "--delta", str(delta)])
+    assert res.exit_code == 1 and "add --from-checkpoint" in res.stderr
+    res = runner.invoke(app, ["train", "--model", str(out), "--from-checkpoint", "--delta", str(delta)])
+    assert res.exit_code == 0, res.output
+    m = Model.load(out)
+    assert m.graph.num_edges > before
+    assert json.loads((out / "model.json").read_text())["stages"]["gnn"]["delta_edges"] == m.graph.num_edges - before
+    a, b = m.index_of([src[new][keep][0]])[0], m.index_of([dst[new][keep][0]])[0]
+    assert b in set(m.graph.neighbors(a).tolist())  # the new friendship is part of the graph now
+    (tmp_path / "bad.csv").write_text("src,dst\n999999,1\n")
+    res = runner.invoke(app, ["train", "--model", str(out), "--from-checkpoint", "--delta", str(tmp_path / "bad.csv")])
+    assert res.exit_code == 1 and "not in the model" in res.stderr

@@ -16,7 +16,8 @@ from pymk.graph.snapshot import CSRGraph
 
 
 def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = None, *, workers: int = 1,
-                     from_checkpoint: Path | None = None, progress: bool = True, log=print) -> tuple[np.ndarray, dict]:
+                     from_checkpoint: Path | None = None, positives=None, progress: bool = True,
+                     log=print) -> tuple[np.ndarray, dict]:
     """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given."""
     import torch
 
@@ -34,12 +35,14 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         if diff:
             raise CheckpointError(f"{from_checkpoint}: the checkpoint's model differs from the config ("
                                   + "; ".join(diff) + "); train from scratch or use the checkpoint's settings")
+    if workers > 1 and positives is not None:
+        raise ValueError("fine-tuning on a delta runs on one worker")
     if workers > 1:
         from pymk.gnn.distributed import train_data_parallel
 
         model, result = train_data_parallel(graph, config, workers, model=model, log=log)
     else:
-        trainer = Trainer(graph, config, model=model)
+        trainer = Trainer(graph, config, model=model, positives=positives)
         result = trainer.fit(progress=progress, log=log)
         model = trainer.model
     emb = infer(model, graph, torch.from_numpy(structural_features(graph.degree)))
@@ -48,6 +51,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
                "max_batch_nodes": result.max_batch_nodes, "workers": workers,
                "fine_tuned_from": str(from_checkpoint) if from_checkpoint else None,
+               "delta_edges": None if positives is None else int(len(positives[0])),
                "seconds": round(time.perf_counter() - t0, 2)}
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -85,10 +85,12 @@ class Trainer:
         graph: the train graph (validation edges are carved out of it here).
         config: `GnnConfig`.
         rank, world: data-parallel position; each rank takes its slice of every global batch.
+        model: start from these weights (fine-tuning). positives: train on these edges only (a delta of
+            new friendships, already part of `graph`), e.g. `pymk train --from-checkpoint --delta`.
     """
 
     def __init__(self, graph: CSRGraph, config: GnnConfig, *, rank: int = 0, world: int = 1,
-                 model: LinkEncoder | None = None):
+                 model: LinkEncoder | None = None, positives: tuple[np.ndarray, np.ndarray] | None = None):
         config.validate()
         self.config, self.rank, self.world = config, rank, world
         self.full = graph
@@ -105,7 +107,9 @@ class Trainer:
         self.opts = [torch.optim.SparseAdam(list(self.model.emb.parameters()), lr=config.lr),
                      torch.optim.Adam(dense, lr=config.lr)]
         self.sampler = NeighborSampler(self.graph, config.fanouts)
-        self.lo, self.hi = self.graph.edge_pairs()
+        # supervision edges: every message-passing edge, or only the given ones (fine-tuning on a delta)
+        self.lo, self.hi = self.graph.edge_pairs() if positives is None else (
+            np.asarray(positives[0], np.int64), np.asarray(positives[1], np.int64))
 
     def _batch(self, pos_idx: np.ndarray, rng: np.random.Generator):
         src = self.lo[pos_idx].astype(np.int64)
