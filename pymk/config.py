@@ -45,6 +45,7 @@ class CandidatesConfig:
     k: int = 1000
     fof: FofConfig = field(default_factory=FofConfig)
     popular_fill: bool = True  # top up short candidate lists with the most-connected users
+    embedding_share: float = 0.3  # with GNN embeddings: slots kept for embedding neighbours (0 = off)
 
 
 @dataclass
@@ -112,6 +113,8 @@ class PymkConfig:
         if self.candidates.fof.score not in SCORES:
             raise ConfigError(f"candidates.fof.score must be one of {sorted(SCORES)}, "
                               f"got {self.candidates.fof.score!r}")
+        if not 0.0 <= self.candidates.embedding_share <= 1.0:
+            raise ConfigError("candidates.embedding_share must be in [0, 1]")
         if self.candidates.fof.max_expand < 0:
             raise ConfigError("candidates.fof.max_expand must be >= 0")
         from pymk.graph.partition import METHODS

@@ -123,21 +123,28 @@ def _fof_core(u, friends, exp_rows, lptr, lidx, blocked, k, score_kind, acc, tou
     return m
 
 
+@njit(cache=True)
+def _fof_rows(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
+              out_c, out_cn, out_aa, out_ra, out_n, start, step):
+    """Users start, start + step, ... of the batch on one workspace (-1 users get empty rows)."""
+    for b in range(start, users.shape[0], step):
+        u = users[b]
+        if u < 0:
+            out_n[b] = 0
+            continue
+        out_n[b] = _fof_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
+                             max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
+
+
 @njit(cache=True, parallel=True)
 def _fof_batch(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, n_chunks,
                out_c, out_cn, out_aa, out_ra, out_n):
     n = indptr.shape[0] - 1
-    nb = users.shape[0]
-    for ch in prange(n_chunks):
+    for ch in prange(n_chunks):  # strided chunks: one workspace per thread, balanced load
         acc = np.zeros((n, 3), np.float64)
         touched = np.empty(n, np.int64)
-        for b in range(ch, nb, n_chunks):  # strided: one workspace per thread, balanced load
-            u = users[b]
-            if u < 0:
-                out_n[b] = 0
-                continue
-            out_n[b] = _fof_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
-                                 max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
+        _fof_rows(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
+                  out_c, out_cn, out_aa, out_ra, out_n, ch, n_chunks)
 
 
 @njit(cache=True, parallel=True)
@@ -237,18 +244,6 @@ def thread_workspace(n: int) -> tuple[np.ndarray, np.ndarray]:
     return ws
 
 
-@njit(cache=True)
-def _fof_serial(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
-                out_c, out_cn, out_aa, out_ra, out_n):
-    for b in range(users.shape[0]):
-        u = users[b]
-        if u < 0:
-            out_n[b] = 0
-            continue
-        out_n[b] = _fof_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
-                             max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
-
-
 def friends_of_friends(graph: CSRGraph | ShardedGraph, users, k: int, *, score: str = "aa", blocked=None,
                        max_expand: int = 0) -> FofResult:
     """Top-k friends-of-friends for each user (dense indices; -1 yields an empty row).
@@ -281,8 +276,8 @@ def friends_of_friends(graph: CSRGraph | ShardedGraph, users, k: int, *, score: 
     out_n = np.zeros(nb, np.int64)
     if nb and k and nb <= SERIAL_BATCH:
         acc, touched = thread_workspace(graph.num_users)
-        _fof_serial(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
-                    acc, touched, out_c, out_cn, out_aa, out_ra, out_n)
+        _fof_rows(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
+                  acc, touched, out_c, out_cn, out_aa, out_ra, out_n, 0, 1)
     elif nb and k:
         _fof_batch(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
                    _n_chunks(nb), out_c, out_cn, out_aa, out_ra, out_n)

@@ -57,7 +57,7 @@ class Model:
             self.store = self.store or InProcessShardStore(self.graph, self.plan)
             traversal = ShardedGraph(self.plan, self.store)
         self.sharded = traversal
-        self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal)
+        self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal, embeddings=self.embeddings)
         self.ranker = make_ranker(self.config.ranker.kind)
         self.version = model_version(self.meta)
 
@@ -97,7 +97,7 @@ class Model:
         """(n, d) float32 user embeddings from the GNN stage, or None if the model has none."""
         if not hasattr(self, "_emb"):
             p = self.path / "gnn" / "embeddings.npy" if self.path else None
-            self._emb = np.load(p, mmap_mode="r") if p is not None and p.exists() else None
+            self._emb = np.load(p) if p is not None and p.exists() else None  # in memory: searched per request
             if self._emb is not None and self._emb.shape[0] != self.graph.num_users:
                 raise ModelError(f"{p}: {self._emb.shape[0]} embeddings for {self.graph.num_users} users")
         return self._emb

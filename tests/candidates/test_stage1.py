@@ -34,3 +34,36 @@ def test_no_fill_when_disabled():
 
 def test_source_label():
     assert source_label(SOURCE_FOF | SOURCE_POPULAR) == "fof+popular"
+
+
+def test_embedding_source_merges_within_its_share():
+    from pymk.candidates.base import SOURCE_EMBEDDING
+
+    g = _graph()
+    emb = np.zeros((12, 2), np.float32)
+    emb[:, 0] = np.arange(12)  # inner product with user 0's vector: larger index, larger score
+    emb[0] = [1.0, 0.0]
+    st1 = Stage1(g, CandidatesConfig(k=6, embedding_share=0.5, popular_fill=False), embeddings=emb)
+    batch = st1.generate([0], blocked=[[11]])
+    row = batch.row(0).tolist()
+    # friends-of-friends first (9), then embedding neighbours by score: 11 is blocked, 1 is a friend
+    assert row == [9, 10, 8, 7, 6, 5]
+    assert batch.source[0, 0] == SOURCE_FOF | SOURCE_EMBEDDING  # 9 is found by both sources
+    assert (batch.source[0, 1:6] == SOURCE_EMBEDDING).all()
+    assert batch.features["aa"][0, 1] == 0 and batch.features["cn"][0, 0] == 1
+
+
+def test_embedding_share_caps_embedding_slots_when_fof_is_rich():
+    rng = np.random.default_rng(0)
+    g = graph_from_pairs(rng.integers(0, 60, (900, 2)), 60)
+    emb = rng.normal(size=(60, 8)).astype(np.float32)
+    st1 = Stage1(g, CandidatesConfig(k=20, embedding_share=0.25, popular_fill=False), embeddings=emb)
+    batch = st1.generate(np.arange(60))
+    for b in range(60):
+        only_emb = (batch.source[b, : batch.count[b]] == 4).sum()
+        fof_n = (batch.source[b, : batch.count[b]] & 1).sum()
+        assert only_emb <= 5 or fof_n == np.count_nonzero(Stage1(g, CandidatesConfig(
+            k=20, embedding_share=0.0, popular_fill=False)).generate([b]).cand[0] >= 0)
+        row = batch.row(b)
+        assert len(set(row.tolist())) == row.size and b not in row
+        assert not set(row.tolist()) & set(g.neighbors(b).tolist())
