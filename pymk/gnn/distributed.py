@@ -51,7 +51,7 @@ def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig
 
 def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, model=None, log=print):
     """Runs `workers` processes; returns (model with rank 0's final weights, TrainResult)."""
-    from pymk.gnn.model import LinkEncoder
+    from pymk.gnn.model import LinkEncoder, input_features
     from pymk.gnn.train import TrainResult
 
     graph = CSRGraph(np.asarray(graph.indptr), np.asarray(graph.indices), np.asarray(graph.ids),
@@ -60,7 +60,7 @@ def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, mod
     with tempfile.TemporaryDirectory(prefix="pymk-ddp-") as tmp:
         log(f"data-parallel training on {workers} workers ({'nccl' if torch.cuda.is_available() else 'gloo'})")
         mp.spawn(_worker, args=(workers, _free_port(), graph, config, state, tmp), nprocs=workers, join=True)
-        out = LinkEncoder(graph.num_users, config)
+        out = LinkEncoder(graph.num_users, config, input_features(graph, config).shape[1])
         out.load_state_dict(torch.load(Path(tmp) / "model.pt", weights_only=True))
         result = TrainResult(**json.loads((Path(tmp) / "result.json").read_text()))
     return out, result

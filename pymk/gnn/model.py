@@ -68,6 +68,8 @@ class LinkEncoder(nn.Module):
         Shapes: nodes (N,), struct (N, s), edge_index (2, E) local -> (N or B, d).
         """
         x0 = x = self.features(nodes, struct)
+        if self.config.dropout > 0:
+            x = torch.nn.functional.dropout(x, self.config.dropout, self.training)
         n_layers = len(self.convs)
         for i in range(n_layers):
             if num_sampled_nodes is None:
@@ -77,6 +79,41 @@ class LinkEncoder(nn.Module):
             keep_e = sum(num_sampled_edges[: n_layers - i])
             x = self.layer(i, x, x[:keep_n], edge_index[:, :keep_e])
         return x + x0[: x.shape[0]] if self.config.skip else x
+
+
+def input_features(graph, config: GnnConfig) -> np.ndarray:
+    """Per-user inputs besides the id embedding: log degree, plus the columns of `config.features`.
+
+    Feature-file columns are standardised; users absent from the file get 0 and a 0 in an extra
+    "has features" column. Shapes: -> (n, s) float32.
+    """
+    cols = [structural_features(graph.degree)]
+    if config.features:
+        cols.append(_feature_file(config.features, graph))
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def _feature_file(path: str, graph) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path) if path.endswith((".parquet", ".pq")) else pcsv.read_csv(path)
+    if "user_id" not in table.column_names:
+        raise ValueError(f"{path}: feature file needs a user_id column (has {table.column_names})")
+    idx = graph.index_of(table.column("user_id").to_numpy())
+    names = [c for c in table.column_names if c != "user_id"]
+    out = np.zeros((graph.num_users, len(names) + 1), np.float32)
+    known = idx >= 0
+    for j, name in enumerate(names):
+        col = table.column(name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            raise ValueError(f"{path}: feature column {name!r} is {col.type}, not numeric")
+        v = pc.fill_null(col, 0).to_numpy(zero_copy_only=False).astype(np.float32)[known]
+        out[idx[known], j] = (v - v.mean()) / max(float(v.std()), 1e-6)
+    out[idx[known], -1] = 1.0
+    return out
 
 
 def structural_features(degree: np.ndarray) -> np.ndarray:

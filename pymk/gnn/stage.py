@@ -21,7 +21,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
     """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given."""
     import torch
 
-    from pymk.gnn.model import structural_features
+    from pymk.gnn.model import input_features
     from pymk.gnn.train import Trainer, infer, load_checkpoint, save_checkpoint
 
     t0 = time.perf_counter()
@@ -45,7 +45,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         trainer = Trainer(graph, config, model=model, positives=positives)
         result = trainer.fit(progress=progress, log=log)
         model = trainer.model
-    emb = infer(model, graph, torch.from_numpy(structural_features(graph.degree)))
+    emb = infer(model, graph, torch.from_numpy(input_features(graph, model.config)))
     summary = {"kind": config.kind, "dim": config.dim, "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),

@@ -19,7 +19,7 @@ import torch
 
 from pymk import __version__
 from pymk.gnn.config import CheckpointError, GnnConfig
-from pymk.gnn.model import LinkEncoder, structural_features
+from pymk.gnn.model import LinkEncoder, input_features
 from pymk.gnn.sampler import NeighborSampler
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
@@ -95,7 +95,7 @@ class Trainer:
         self.config, self.rank, self.world = config, rank, world
         self.full = graph
         self.graph, self.val_lo, self.val_hi = carve_validation(graph, config.val_fraction, config.seed)
-        self.struct = torch.from_numpy(structural_features(self.graph.degree))
+        self.struct = torch.from_numpy(input_features(self.graph, config))
         torch.manual_seed(config.seed)
         self.model = model or LinkEncoder(graph.num_users, config, self.struct.shape[1])
         self.ddp = None
@@ -262,7 +262,7 @@ def save_checkpoint(path: str | Path, model: LinkEncoder, graph: CSRGraph, resul
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path / "model.pt")
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "pymk_version": __version__,
-            "config": model.config.to_dict(), "num_users": graph.num_users,
+            "config": model.config.to_dict(), "num_users": graph.num_users, "n_struct": model.struct.in_features,
             "history": result.history if result else [], "best_epoch": result.best_epoch if result else None}
     (path / "checkpoint.json").write_text(json.dumps(meta, indent=2))
 
@@ -280,6 +280,6 @@ def load_checkpoint(path: str | Path, graph: CSRGraph) -> LinkEncoder:
     if meta["num_users"] != graph.num_users:
         raise CheckpointError(f"{meta_path}: trained on {meta['num_users']} users, the graph has "
                               f"{graph.num_users}")
-    model = LinkEncoder(graph.num_users, GnnConfig.from_dict(meta["config"]))
+    model = LinkEncoder(graph.num_users, GnnConfig.from_dict(meta["config"]), meta.get("n_struct", 1))
     model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
     return model

@@ -116,3 +116,23 @@ def test_trimmed_forward_equals_full_forward_for_seeds():
             trim = model(nodes, struct, out.edge_index(), out.num_sampled_nodes, out.num_sampled_edges)
         assert trim.shape[0] == out.num_sampled_nodes[0]
         np.testing.assert_allclose(trim.numpy(), full[: trim.shape[0]].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_feature_file_columns_become_inputs(small_graph, tmp_path):
+    from pymk.gnn.model import input_features
+
+    ids = small_graph.ids[:5]
+    (tmp_path / "f.csv").write_text("user_id,age,score\n" + "".join(f"{u},{20 + i},{i * 0.5}\n" for i, u in
+                                                                    enumerate(ids.tolist())) + "999999999,1,1\n")
+    cfg = GnnConfig(dim=16, features=str(tmp_path / "f.csv"), epochs=1, val_k=20)
+    x = input_features(small_graph, cfg)
+    assert x.shape == (small_graph.num_users, 1 + 2 + 1)
+    assert x[:5, 3].tolist() == [1.0] * 5 and x[5:, 3].sum() == 0  # "has features" column
+    assert np.isclose(x[:5, 1].mean(), 0, atol=1e-6) and x[0, 1] < x[4, 1]
+    trainer = Trainer(small_graph, cfg)
+    trainer.fit(progress=False, log=lambda s: None)
+    save_checkpoint(tmp_path / "ck", trainer.model, small_graph, None)
+    assert load_checkpoint(tmp_path / "ck", small_graph).struct.in_features == 4
+    (tmp_path / "bad.csv").write_text("user_id,city\n1,paris\n")
+    with pytest.raises(ValueError, match="'city' is string, not numeric"):
+        input_features(small_graph, GnnConfig(features=str(tmp_path / "bad.csv")))
