@@ -33,9 +33,10 @@ class LinkEncoder(nn.Module):
         num_users: rows of the id embedding.
         config: `GnnConfig`.
         n_struct: number of structural feature columns.
+        community: (num_users,) community label per user when `config.communities` > 0.
     """
 
-    def __init__(self, num_users: int, config: GnnConfig, n_struct: int = 1):
+    def __init__(self, num_users: int, config: GnnConfig, n_struct: int = 1, community: np.ndarray | None = None):
         super().__init__()
         self.config = config
         d = config.dim
@@ -43,12 +44,19 @@ class LinkEncoder(nn.Module):
         self.emb = nn.Embedding(num_users, d, sparse=True)
         nn.init.normal_(self.emb.weight, std=0.1)
         self.struct = nn.Linear(n_struct, d)
+        self.comm = None
+        if config.communities > 0:
+            labels = np.zeros(num_users, np.int64) if community is None else np.asarray(community, np.int64)
+            self.register_buffer("community", torch.from_numpy(labels))  # saved in checkpoints
+            self.comm = nn.Embedding(config.communities, d)
+            nn.init.normal_(self.comm.weight, std=0.1)
         self.convs = nn.ModuleList(_conv(config.kind, d, d) for _ in range(config.layers))
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(config.layers - 1))
 
     def features(self, nodes: torch.Tensor, struct: torch.Tensor) -> torch.Tensor:
         """Layer-0 input. Shapes: nodes (N,), struct (N, s) -> (N, d)."""
-        return self.emb(nodes) + self.struct(struct)
+        x = self.emb(nodes) + self.struct(struct)
+        return x + self.comm(self.community[nodes]) if self.comm is not None else x
 
     def layer(self, i: int, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """One message-passing layer on a bipartite block (sources -> destinations)."""
@@ -79,6 +87,15 @@ class LinkEncoder(nn.Module):
             keep_e = sum(num_sampled_edges[: n_layers - i])
             x = self.layer(i, x, x[:keep_n], edge_index[:, :keep_e])
         return x + x0[: x.shape[0]] if self.config.skip else x
+
+
+def community_labels(graph, config: GnnConfig) -> np.ndarray | None:
+    """METIS communities (balanced on adjacency entries) as a structural input, or None when off."""
+    if config.communities <= 0:
+        return None
+    from pymk.graph.partition import community_partition
+
+    return community_partition(graph, min(config.communities, graph.num_users)).astype(np.int64)
 
 
 def input_features(graph, config: GnnConfig) -> np.ndarray:

@@ -97,7 +97,11 @@ class Trainer:
         self.graph, self.val_lo, self.val_hi = carve_validation(graph, config.val_fraction, config.seed)
         self.struct = torch.from_numpy(input_features(self.graph, config))
         torch.manual_seed(config.seed)
-        self.model = model or LinkEncoder(graph.num_users, config, self.struct.shape[1])
+        if model is None:
+            from pymk.gnn.model import community_labels
+
+            model = LinkEncoder(graph.num_users, config, self.struct.shape[1], community_labels(graph, config))
+        self.model = model
         self.ddp = None
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -236,6 +240,7 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
 
     Shapes: -> (n, d) float32.
     """
+    was_training = model.training
     model.eval()
     n = graph.num_users
     indptr = torch.from_numpy(np.array(graph.indptr, np.int64))  # copies: mmapped snapshots are read-only
@@ -253,7 +258,7 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
         x = out
     if model.config.skip:
         x = x + x0
-    model.train()
+    model.train(was_training)
     return x.numpy().astype(np.float32)
 
 

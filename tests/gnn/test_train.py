@@ -136,3 +136,16 @@ def test_feature_file_columns_become_inputs(small_graph, tmp_path):
     (tmp_path / "bad.csv").write_text("user_id,city\n1,paris\n")
     with pytest.raises(ValueError, match="'city' is string, not numeric"):
         input_features(small_graph, GnnConfig(features=str(tmp_path / "bad.csv")))
+
+
+def test_community_feature_trains_and_roundtrips(small_graph, tmp_path):
+    cfg = GnnConfig(dim=16, communities=4, epochs=1, val_k=20)
+    trainer = Trainer(small_graph, cfg)
+    labels = trainer.model.community.numpy()
+    assert labels.min() == 0 and labels.max() == 3  # METIS parts of the message-passing graph
+    trainer.fit(progress=False, log=lambda s: None)
+    save_checkpoint(tmp_path, trainer.model, small_graph, None)
+    back = load_checkpoint(tmp_path, small_graph)
+    assert np.array_equal(back.community.numpy(), labels)
+    struct = torch.from_numpy(structural_features(small_graph.degree))
+    np.testing.assert_allclose(infer(back, small_graph, struct), infer(trainer.model, small_graph, struct), rtol=1e-6)
