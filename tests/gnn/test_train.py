@@ -149,3 +149,17 @@ def test_community_feature_trains_and_roundtrips(small_graph, tmp_path):
     assert np.array_equal(back.community.numpy(), labels)
     struct = torch.from_numpy(structural_features(small_graph.degree))
     np.testing.assert_allclose(infer(back, small_graph, struct), infer(trainer.model, small_graph, struct), rtol=1e-6)
+
+
+def test_hard_negatives_are_two_hop_non_friends(small_graph):
+    from pymk.candidates.fof import within_two_hops
+    from pymk.gnn.train import hard_negatives
+
+    rng = np.random.default_rng(0)
+    src = rng.choice(np.flatnonzero(small_graph.degree > 1), 500)
+    neg = hard_negatives(small_graph, src, rng)
+    friends = np.array([n in set(small_graph.neighbors(s).tolist()) for s, n in zip(src, neg, strict=True)])
+    two_hop = within_two_hops(small_graph, src, neg)
+    # most walks succeed: 2-hop non-friends; a failed walk falls back to a uniform user
+    assert two_hop.mean() > 0.6
+    assert friends.mean() < 0.05
