@@ -49,10 +49,8 @@ class ShardedGraph:
         f_ptr, f_idx = self.store.lists(shard, users)
         self.local_requests += 1
         needed = np.unique(f_idx).astype(np.int64)
-        reps = self.plan.replicas(shard)
         home = self.plan.home[needed]
-        pos = np.minimum(np.searchsorted(reps, needed), max(reps.size - 1, 0))
-        local = (home == shard) | ((reps.size > 0) & (reps[pos] == needed) if reps.size else False)
+        local = (home == shard) | np.isin(needed, self.plan.replicas(shard), assume_unique=True)
         parts = []  # (ids, ptr, idx) pieces; local first, then one request per remote shard
         if local.any():
             parts.append((needed[local], *self.store.lists(shard, needed[local])))
