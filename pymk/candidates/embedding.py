@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pymk.graph.shard_store import gather_rows
 from pymk.graph.snapshot import CSRGraph
 
 
@@ -34,11 +35,9 @@ def exact_search(emb: np.ndarray, queries: np.ndarray, k: int, graph: CSRGraph |
         rows = np.arange(q.size)
         sc[rows, q] = -torch.inf
         if graph is not None:
-            deg = np.asarray(graph.indptr[q + 1] - graph.indptr[q])
-            r = np.repeat(rows, deg)
-            c = np.concatenate([np.asarray(graph.neighbors(u), np.int64) for u in q]) if deg.sum() else \
-                np.empty(0, np.int64)
-            sc[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
+            ptr, friends = gather_rows(graph.indptr, graph.indices, q)
+            r = np.repeat(rows, np.diff(ptr))
+            sc[torch.from_numpy(r), torch.from_numpy(friends.astype(np.int64))] = -torch.inf
         top = torch.topk(sc, k, dim=1)
         v, i = top.values.numpy(), top.indices.numpy()
         scores[s:s + chunk] = v
