@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,8 +46,15 @@ def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig
         if rank == 0:
             torch.save(trainer.model.state_dict(), Path(out) / "model.pt")
             (Path(out) / "result.json").write_text(json.dumps(result.__dict__))
+        # No rank tears its connections down while another may still be sending.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Skip interpreter finalisation: torch/gloo background threads torn down by static destructors at exit
+    # have aborted a worker ("terminate called without an active exception") after training had succeeded.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, model=None, log=print):
