@@ -275,8 +275,11 @@ def train(
         if workers > cores:
             typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}", err=True)
             workers = cores
-        _, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers, positives=positives,
-                                      from_checkpoint=ckpt if from_checkpoint else None)
+        emb, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers, positives=positives,
+                                        from_checkpoint=ckpt if from_checkpoint else None)
+        from pymk.pipeline.build import ann_stage
+
+        ann_summary = ann_stage(emb, model, m.config, lambda s: typer.echo(s, err=True))  # new vectors: new index
         if delta is not None:  # the model now recommends on the graph with the new friendships
             from pymk.pipeline.delta import replace_snapshot
 
@@ -285,6 +288,7 @@ def train(
         raise _err(str(exc)) from None
     meta = json.loads((model / "model.json").read_text())
     meta["stages"]["gnn"] = summary
+    meta["stages"]["ann"] = ann_summary
     meta["config"]["gnn"] = cfg.to_dict()
     (model / "model.json").write_text(json.dumps(meta, indent=2))
     typer.echo(f"embeddings written to {ckpt}: {summary}")

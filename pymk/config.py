@@ -39,6 +39,25 @@ class FofConfig:
 
 
 @dataclass
+class AnnConfig:
+    """Embedding retrieval index (`pymk.candidates.ann`); see its docstring for the kinds' trade-offs."""
+
+    kind: str = "auto"  # auto | exact | hnsw | ivf_flat | ivf_sq8 | ivf_pq (auto: exact below exact_below users)
+    exact_below: int = 50_000
+    hnsw_m: int = 32  # graph degree: memory and build time vs recall
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 64  # starting point of calibration; raised to k per search when k is larger
+    nlist: int = 0  # IVF cells (0 = about 4 sqrt(n))
+    nprobe: int = 0  # IVF cells probed, starting point of calibration (0 = nlist / 16)
+    pq_m: int = 0  # ivf_pq bytes per vector (0 = d / 4)
+    target_recall: float = 0.97  # calibration target: recall@calibrate_k against exact search
+    calibrate_k: int = 100
+    calibrate_queries: int = 500
+    rebuild_dead_share: float = 0.2  # compact an HNSW / exact index once this share of its slots are dead
+    seed: int = 0
+
+
+@dataclass
 class CandidatesConfig:
     """Stage 1: which sources feed the candidate set and how large it is."""
 
@@ -46,6 +65,7 @@ class CandidatesConfig:
     fof: FofConfig = field(default_factory=FofConfig)
     popular_fill: bool = True  # top up short candidate lists with the most-connected users
     embedding_share: float = 0.3  # with GNN embeddings: slots kept for embedding neighbours (0 = off)
+    ann: AnnConfig = field(default_factory=AnnConfig)
 
 
 @dataclass
@@ -115,6 +135,21 @@ class PymkConfig:
                               f"got {self.candidates.fof.score!r}")
         if not 0.0 <= self.candidates.embedding_share <= 1.0:
             raise ConfigError("candidates.embedding_share must be in [0, 1]")
+        ann = self.candidates.ann
+        from pymk.candidates.ann import KINDS
+
+        if ann.kind not in ("auto", *KINDS):
+            raise ConfigError(f"candidates.ann.kind must be one of {['auto', *KINDS]}, got {ann.kind!r}")
+        if not 0.0 < ann.target_recall <= 1.0:
+            raise ConfigError(f"candidates.ann.target_recall must be in (0, 1], got {ann.target_recall}")
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "calibrate_k", "calibrate_queries"):
+            if getattr(ann, name) < 1:
+                raise ConfigError(f"candidates.ann.{name} must be >= 1, got {getattr(ann, name)}")
+        for name in ("nlist", "nprobe", "pq_m", "exact_below"):
+            if getattr(ann, name) < 0:
+                raise ConfigError(f"candidates.ann.{name} must be >= 0, got {getattr(ann, name)}")
+        if not 0.0 < ann.rebuild_dead_share <= 1.0:
+            raise ConfigError("candidates.ann.rebuild_dead_share must be in (0, 1]")
         if self.candidates.fof.max_expand < 0:
             raise ConfigError("candidates.fof.max_expand must be >= 0")
         from pymk.graph.partition import METHODS

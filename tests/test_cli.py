@@ -4,6 +4,7 @@ import csv
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -206,11 +207,13 @@ def test_gnn_build_train_candidates_eval(tmp_path):
 
     edges = write_edges(tmp_path / "e.csv", *generate(SynthConfig(500, 8, seed=4)))
     cfg = tmp_path / "gnn.toml"
-    cfg.write_text("[gnn]\nenabled = true\nepochs = 2\ndim = 16\n")
+    cfg.write_text("[gnn]\nenabled = true\nepochs = 2\ndim = 16\n[candidates.ann]\nkind = \"hnsw\"\n")
     out = tmp_path / "m"
     res = runner.invoke(app, ["build", "--edges", str(edges), "--out", str(out), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "stage gnn: sage 16-d embeddings" in res.output
+    assert re.search(r"stage ann: hnsw index over \d+ users in 1 shard", res.output)
+    assert json.loads((out / "ann" / "ann.json").read_text())["calibration"]["recall"] >= 0.95
     assert np.load(out / "gnn" / "embeddings.npy").shape[1] == 16
     ids = np.unique(np.loadtxt(edges, delimiter=",", skiprows=1, dtype=np.int64)[:, 0])[:20]
     (tmp_path / "u.txt").write_text("\n".join(map(str, ids)))
@@ -230,6 +233,15 @@ def test_gnn_build_train_candidates_eval(tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["stages"]["gnn"]["fine_tuned_from"].endswith("gnn") and meta["stages"]["gnn"]["epochs_run"] == 1
     assert meta["stages"]["gnn"]["workers"] == min(64, os.cpu_count() or 1)
+    assert meta["stages"]["ann"]["kind"] == "hnsw"  # new embeddings, new index: the model still loads
+    res = runner.invoke(app, ["candidates", "--model", str(out), "--users", str(tmp_path / "u.txt"), "--k", "50",
+                              "--out", str(tmp_path / "c.csv"), "--source", "embedding"])
+    assert res.exit_code == 0, res.output
+    emb = np.load(out / "gnn" / "embeddings.npy")
+    np.save(out / "gnn" / "embeddings.npy", emb[:, :8].copy())  # the index no longer fits the embeddings
+    res = runner.invoke(app, ["candidates", "--model", str(out), "--users", str(tmp_path / "u.txt"),
+                              "--out", str(tmp_path / "c.csv")])
+    assert res.exit_code == 1 and "16-d vectors" in res.stderr and "rebuild the index" in res.stderr
     res = runner.invoke(app, ["eval", "--edges", str(edges), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "gnn  Stage-1 recall" in res.stdout and "\ngnn " in res.stdout

@@ -37,6 +37,8 @@ def exact_search(emb: np.ndarray, queries: np.ndarray, k: int, graph: CSRGraph |
         if graph is not None:
             ptr, friends = gather_rows(graph.indptr, graph.indices, q)
             r = np.repeat(rows, np.diff(ptr))
+            has = friends < n  # friends who joined after the embeddings were made have no column
+            r, friends = r[has], friends[has]
             sc[torch.from_numpy(r), torch.from_numpy(friends.astype(np.int64))] = -torch.inf
         top = torch.topk(sc, k, dim=1)
         v, i = top.values.numpy(), top.indices.numpy()

@@ -1,12 +1,16 @@
 """Stage 1: merges the candidate sources into one candidate set per user (default 1,000).
 
 Sources, in order: friends-of-friends (top-k by the configured heuristic); when the model has GNN
-embeddings, their nearest users by inner product (at most `embedding_share` of the slots while
-friends-of-friends has more to give, every free slot otherwise); then a popularity fill for users whose
-set is still short. A candidate found by several sources carries all their tags.
+embeddings, their nearest users by inner product through the ANN index (exact search without one)
+(at most `embedding_share` of the slots while friends-of-friends has more to give, every free slot
+otherwise); then a popularity fill for users whose set is still short. A candidate found by several
+sources carries all their tags. A user without an embedding (joined after the build, or removed from
+the index) is served from the other sources and counted in `missing_embedding`.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -16,6 +20,8 @@ from pymk.candidates.popular import fill_from_pool, popularity_order
 from pymk.config import CandidatesConfig
 from pymk.graph.snapshot import CSRGraph
 
+log = logging.getLogger("pymk.candidates")
+
 
 class Stage1:
     """Candidate generation over one graph.
@@ -24,12 +30,16 @@ class Stage1:
         graph: the graph recommendations are made on.
         config: sizes and sources (`pymk.config.CandidatesConfig`).
         traversal: where friends-of-friends walks: a `ShardedGraph` over the same users, or the graph.
-        embeddings: (n, d) user embeddings for the embedding source, or None.
+        embeddings: (m, d) user embeddings for the embedding source (row i = user i; m may be below the
+            user count when users joined after the build), or None.
+        ann: an `AnnIndex` / `ShardedAnnIndex` over the embeddings; None = exact search.
     """
 
-    def __init__(self, graph: CSRGraph, config: CandidatesConfig, *, traversal=None, embeddings=None):
+    def __init__(self, graph: CSRGraph, config: CandidatesConfig, *, traversal=None, embeddings=None, ann=None):
         self.graph = graph
         self.embeddings = embeddings
+        self.ann = ann
+        self.missing_embedding = 0  # users asked for whom the embedding source had nothing
         self.traversal = traversal if traversal is not None else graph
         self.config = config
         self._pool = popularity_order(graph) if config.popular_fill else None
@@ -58,18 +68,34 @@ class Stage1:
             source[filled] = SOURCE_POPULAR
         return CandidateBatch(users, cand, count, source, feats)
 
-    def _merge_embeddings(self, users, k, cand, count, source, feats, blocked):
-        """Friends-of-friends first, then embedding neighbours, within the embedding share of slots."""
+    def embedding_search(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest users by embedding (self and friends excluded): (scores, idx), (B, <= k), -1 padded."""
+        from pymk.candidates.ann import search_users
         from pymk.candidates.embedding import exact_search
 
+        if self.ann is None:
+            return exact_search(np.asarray(self.embeddings), users, k, self.graph)
+        return search_users(self.ann, self.embeddings, users, k, self.graph)
+
+    def _merge_embeddings(self, users, k, cand, count, source, feats, blocked):
+        """Friends-of-friends first, then embedding neighbours, within the embedding share of slots."""
         valid = users >= 0
+        valid[valid] = users[valid] < self.embeddings.shape[0]
+        if self.ann is not None:
+            valid[valid] = self.ann.contains(users[valid])
+        missing = int(((users >= 0) & ~valid).sum())
+        if missing:
+            if self.missing_embedding == 0:
+                log.warning("%d users have no embedding; served from the other sources", missing)
+            self.missing_embedding += missing
         # ask for enough that k remain after dropping friends-of-friends duplicates and blocked users
         extra = int(count.max(initial=0)) + max((len(x) for x in blocked if x is not None), default=0) \
             if blocked is not None else int(count.max(initial=0))
         want = min(k + extra, self.graph.num_users)
         emb_idx = np.full((users.size, want), -1, np.int64)
         if valid.any():
-            _, emb_idx[valid] = exact_search(np.asarray(self.embeddings), users[valid], want, self.graph)
+            _, got = self.embedding_search(users[valid], want)
+            emb_idx[np.flatnonzero(valid)[:, None], np.arange(got.shape[1])[None, :]] = got
         quota = int(round(self.config.embedding_share * k))
         out_c = np.full_like(cand, -1)
         out_s = np.zeros_like(source)

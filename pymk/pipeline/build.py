@@ -2,6 +2,9 @@
 
 Stages (each writes a named artifact under the model dir):
     graph    ingest + normalise + CSR snapshot        -> DIR/graph/
+    shards   partition + replica plan (shards > 1)    -> DIR/graph/partition.npy, shards.json, ...
+    gnn      GNN embeddings (gnn.enabled)              -> DIR/gnn/
+    ann      ANN index over the embeddings             -> DIR/ann/
     model    config, versions, stage summaries         -> DIR/model.json
 The directory is assembled beside its final place and moved in at the end, so a failed build never
 leaves a half-written model where a good one was.
@@ -76,9 +79,10 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
         if config.gnn.enabled:
             from pymk.gnn.stage import train_embeddings
 
-            _, stages["gnn"] = train_embeddings(graph, config.gnn, work / "gnn", log=log)
+            emb, stages["gnn"] = train_embeddings(graph, config.gnn, work / "gnn", log=log)
             log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings, best val recall@{config.gnn.val_k} "
                 f"{stages['gnn']['val_recall']:.3f} ({stages['gnn']['seconds']:.1f}s)")
+            stages["ann"] = ann_stage(emb, work, config, log)
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -97,6 +101,20 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
         raise
     log(f"model written to {out}")
     return out
+
+
+def ann_stage(emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
+    """Indexes the embeddings under model_dir/ann/, sharded like the graph when it is."""
+    from pymk.candidates.ann import build_ann
+    from pymk.graph.sharded import load_plan
+
+    plan = load_plan(model_dir / "graph") if config.sharding.shards > 1 else None
+    summary = build_ann(emb, config.candidates.ann, model_dir / "ann", shard_of=None if plan is None else plan.home,
+                        log=log)
+    log(f"stage ann: {summary['kind']} index over {summary['users']:,} users in {summary['shards']} shard(s), "
+        f"search parameter {summary['search_param']}, recall@{config.candidates.ann.calibrate_k} vs exact "
+        f"{summary['calibrated_recall']:.3f} ({summary['seconds']:.1f}s)")
+    return summary
 
 
 def _shard_stage(graph: CSRGraph, snapshot_dir: Path, config: PymkConfig, log: Log) -> dict:

@@ -57,7 +57,8 @@ class Model:
             self.store = self.store or InProcessShardStore(self.graph, self.plan)
             traversal = ShardedGraph(self.plan, self.store)
         self.sharded = traversal
-        self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal, embeddings=self.embeddings)
+        self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal, embeddings=self.embeddings,
+                             ann=self.ann)
         self.ranker = make_ranker(self.config.ranker.kind)
         self.version = model_version(self.meta)
 
@@ -98,17 +99,45 @@ class Model:
         if not hasattr(self, "_emb"):
             p = self.path / "gnn" / "embeddings.npy" if self.path else None
             self._emb = np.load(p) if p is not None and p.exists() else None  # in memory: searched per request
-            if self._emb is not None and self._emb.shape[0] != self.graph.num_users:
+            # fewer rows than users is allowed: users who joined since have no embedding yet
+            if self._emb is not None and self._emb.shape[0] > self.graph.num_users:
                 raise ModelError(f"{p}: {self._emb.shape[0]} embeddings for {self.graph.num_users} users")
         return self._emb
 
-    def embedding_candidates(self, users, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner-product retrieval, self and friends excluded. Returns (scores, idx), (B, k)."""
-        from pymk.candidates.embedding import exact_search
+    @property
+    def ann(self):
+        """The ANN index over the embeddings (DIR/ann/), or None (exact search)."""
+        if not hasattr(self, "_ann"):
+            p = self.path / "ann" if self.path else None
+            self._ann = None
+            if p is not None and (p / "ann.json").exists() and self.embeddings is not None:
+                from pymk.candidates.ann import AnnError, load_ann
 
+                try:
+                    self._ann = load_ann(p, self.embeddings)
+                except AnnError as exc:
+                    raise ModelError(str(exc)) from None
+        return self._ann
+
+    def embedding_candidates(self, users, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Embedding retrieval (the ANN index, else exact), self and friends excluded.
+
+        Users without an embedding get an empty row. Returns (scores, idx), (B, k), -inf / -1 padded.
+        """
         if self.embeddings is None:
             raise ModelError(f"{self.path} has no embeddings: build with gnn.enabled = true or run `pymk train`")
-        return exact_search(np.asarray(self.embeddings), np.asarray(users, np.int64), k, self.graph)
+        users = np.asarray(users, np.int64)
+        scores = np.full((users.size, k), -np.inf, np.float32)
+        idx = np.full((users.size, k), -1, np.int64)
+        ok = (users >= 0) & (users < self.embeddings.shape[0])
+        if self.ann is not None:
+            ok[ok] = self.ann.contains(users[ok])
+        if ok.any():
+            s, i = self.stage1.embedding_search(users[ok], k)
+            rows = np.flatnonzero(ok)[:, None]
+            scores[rows, np.arange(s.shape[1])] = s
+            idx[rows, np.arange(i.shape[1])] = i
+        return scores, idx
 
     def candidates(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
         return self.stage1.generate(users, k=k, blocked=blocked)

@@ -67,3 +67,38 @@ def test_embedding_share_caps_embedding_slots_when_fof_is_rich():
         row = batch.row(b)
         assert len(set(row.tolist())) == row.size and b not in row
         assert not set(row.tolist()) & set(g.neighbors(b).tolist())
+
+
+def test_ann_index_serves_the_embedding_source_like_exact_search():
+    from pymk.candidates.ann import AnnIndex
+    from pymk.config import AnnConfig
+
+    rng = np.random.default_rng(1)
+    g = graph_from_pairs(rng.integers(0, 200, (700, 2)), 200)
+    emb = rng.normal(size=(200, 8)).astype(np.float32)
+    cfg = CandidatesConfig(k=30, embedding_share=0.5, popular_fill=False)
+    exact = Stage1(g, cfg, embeddings=emb).generate(np.arange(200))
+    ann = Stage1(g, cfg, embeddings=emb, ann=AnnIndex.build(emb, None, AnnConfig(), kind="exact")).generate(
+        np.arange(200))
+    assert (exact.count == ann.count).all()
+    same = [set(exact.row(b).tolist()) == set(ann.row(b).tolist()) for b in range(200)]
+    assert np.mean(same) > 0.97  # float ties at a row's boundary may differ
+
+
+def test_user_without_embedding_is_served_from_other_sources(caplog):
+    from pymk.candidates.ann import AnnIndex
+    from pymk.candidates.base import SOURCE_EMBEDDING
+    from pymk.config import AnnConfig
+
+    g = _graph()
+    emb = np.random.default_rng(0).normal(size=(11, 4)).astype(np.float32)  # user 11 joined after the build
+    index = AnnIndex.build(emb, None, AnnConfig(), kind="exact")
+    index.remove([0])  # and user 0 was taken out of the index
+    st1 = Stage1(g, CandidatesConfig(k=6, embedding_share=0.5), embeddings=emb, ann=index)
+    with caplog.at_level("WARNING", logger="pymk.candidates"):
+        batch = st1.generate([0, 11, 3])
+    assert st1.missing_embedding == 2 and "2 users have no embedding" in caplog.text
+    for b in (0, 1):
+        assert batch.count[b] == 6 and not (batch.source[b, :6] & SOURCE_EMBEDDING).any()
+    assert 0 not in batch.row(2)  # removed users are not returned as candidates either
+    assert (batch.source[2] & SOURCE_EMBEDDING).any()
