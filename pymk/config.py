@@ -39,6 +39,17 @@ class FofConfig:
 
 
 @dataclass
+class PprConfig:
+    """Personalized-PageRank source (`pymk.candidates.ppr`): reaches past two hops without training."""
+
+    enabled: bool = True
+    share: float = 0.2  # slots kept for PPR candidates that friends-of-friends did not find
+    alpha: float = 0.15  # restart probability of the walk
+    beta: float = 0.5  # rank by ppr / degree^beta (0: raw PPR, hub-biased; 1: degree-normalised)
+    eps: float = 1e-5  # push threshold: work per user ~ 1 / (alpha * eps)
+
+
+@dataclass
 class AnnConfig:
     """Embedding retrieval index (`pymk.candidates.ann`); see its docstring for the kinds' trade-offs."""
 
@@ -65,6 +76,7 @@ class CandidatesConfig:
     fof: FofConfig = field(default_factory=FofConfig)
     popular_fill: bool = True  # top up short candidate lists with the most-connected users
     embedding_share: float = 0.3  # with GNN embeddings: slots kept for embedding neighbours (0 = off)
+    ppr: PprConfig = field(default_factory=PprConfig)
     ann: AnnConfig = field(default_factory=AnnConfig)
 
 
@@ -135,6 +147,16 @@ class PymkConfig:
                               f"got {self.candidates.fof.score!r}")
         if not 0.0 <= self.candidates.embedding_share <= 1.0:
             raise ConfigError("candidates.embedding_share must be in [0, 1]")
+        ppr = self.candidates.ppr
+        if not 0.0 <= ppr.share <= 1.0 or not 0.0 <= self.candidates.embedding_share <= 1.0 \
+                or ppr.share + self.candidates.embedding_share > 1.0:
+            raise ConfigError("candidates.ppr.share and candidates.embedding_share must be in [0, 1] and sum to <= 1")
+        if not 0.0 < ppr.alpha < 1.0:
+            raise ConfigError(f"candidates.ppr.alpha must be in (0, 1), got {ppr.alpha}")
+        if not 0.0 < ppr.eps < 1.0:
+            raise ConfigError(f"candidates.ppr.eps must be in (0, 1), got {ppr.eps}")
+        if not 0.0 <= ppr.beta <= 2.0:
+            raise ConfigError(f"candidates.ppr.beta must be in [0, 2], got {ppr.beta}")
         ann = self.candidates.ann
         from pymk.candidates.ann import KINDS
 

@@ -10,7 +10,8 @@ import numpy as np
 SOURCE_FOF = 1
 SOURCE_POPULAR = 2
 SOURCE_EMBEDDING = 4
-SOURCE_NAMES = {SOURCE_FOF: "fof", SOURCE_POPULAR: "popular", SOURCE_EMBEDDING: "embedding"}
+SOURCE_PPR = 8
+SOURCE_NAMES = {SOURCE_FOF: "fof", SOURCE_PPR: "ppr", SOURCE_EMBEDDING: "embedding", SOURCE_POPULAR: "popular"}
 
 
 def source_label(mask: int) -> str:
@@ -29,7 +30,8 @@ class CandidateBatch:
         cand: (B, C) int64 dense candidate indices.
         count: (B,) int64 valid entries per row.
         source: (B, C) uint8 bitmask of SOURCE_* tags.
-        features: name -> (B, C) array; at least "cn", "aa", "ra" (0 for non-2-hop candidates).
+        features: name -> (B, C) array; at least "cn", "aa", "ra" (0 for non-2-hop candidates), and
+            "ppr" (the PPR source's score, 0 where it did not score the candidate) when that source ran.
     """
 
     users: np.ndarray

@@ -1,11 +1,16 @@
 """Stage 1: merges the candidate sources into one candidate set per user (default 1,000).
 
-Sources, in order: friends-of-friends (top-k by the configured heuristic); when the model has GNN
-embeddings, their nearest users by inner product through the ANN index (exact search without one)
-(at most `embedding_share` of the slots while friends-of-friends has more to give, every free slot
-otherwise); then a popularity fill for users whose set is still short. A candidate found by several
-sources carries all their tags. A user without an embedding (joined after the build, or removed from
-the index) is served from the other sources and counted in `missing_embedding`.
+Sources, in order:
+    fof        friends-of-friends, top-k by the configured heuristic (Adamic-Adar);
+    ppr        personalized PageRank from the user (`candidates.ppr`), reaching past two hops;
+    embedding  with GNN embeddings, the nearest users by inner product through the ANN index (exact
+               search without one);
+    popular    a popularity fill for users whose set is still short.
+Per-source quotas: each extra source (ppr, embedding) keeps up to `share * k` slots for candidates the
+sources before it did not find, while friends-of-friends has more to give; slots a source cannot fill
+go to the others. A candidate found by several sources carries all their tags. A user without an
+embedding (joined after the build, or removed from the index) is served from the other sources and
+counted in `missing_embedding`.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import logging
 
 import numpy as np
 
-from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, CandidateBatch
+from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
 from pymk.candidates.fof import blocked_csr, friends_of_friends
 from pymk.candidates.popular import fill_from_pool, popularity_order
+from pymk.candidates.ppr import personalized_pagerank
 from pymk.config import CandidatesConfig
 from pymk.graph.snapshot import CSRGraph
 
@@ -44,24 +50,45 @@ class Stage1:
         self.config = config
         self._pool = popularity_order(graph) if config.popular_fill else None
 
-    def generate(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
+    def generate(self, users, *, k: int | None = None, blocked=None, sources: tuple[str, ...] | None = None
+                 ) -> CandidateBatch:
         """Candidates for each user (dense indices, -1 = unknown user -> empty row).
 
         Args:
             users: (B,) dense indices.
             k: candidate-set size; defaults to the configured one.
             blocked: optional B arrays of dense indices never to return.
+            sources: restrict to these of ("fof", "ppr", "embedding", "popular") (default: all enabled);
+                a lone source gets every slot (per-source recall in `pymk eval`).
         """
         users = np.asarray(users, np.int64).ravel()
         k = self.config.k if k is None else k
-        fof = friends_of_friends(self.traversal, users, k, score=self.config.fof.score, blocked=blocked,
-                                 max_expand=self.config.fof.max_expand)
-        cand, count = fof.cand, fof.count
+        use = set(sources) if sources is not None else {"fof", "ppr", "embedding", "popular"}
+        if "fof" in use:
+            fof = friends_of_friends(self.traversal, users, k, score=self.config.fof.score, blocked=blocked,
+                                     max_expand=self.config.fof.max_expand)
+            cand, count = fof.cand, fof.count
+            feats = {"cn": fof.cn, "aa": fof.aa, "ra": fof.ra}
+        else:
+            cand, count = np.full((users.size, k), -1, np.int64), np.zeros(users.size, np.int64)
+            feats = {"cn": np.zeros((users.size, k), np.int32), "aa": np.zeros((users.size, k)),
+                     "ra": np.zeros((users.size, k))}
         source = np.where(cand >= 0, SOURCE_FOF, 0).astype(np.uint8)
-        feats = {"cn": fof.cn, "aa": fof.aa, "ra": fof.ra}
-        if self.embeddings is not None and self.config.embedding_share > 0 and k > 0:
-            cand, count, source, feats = self._merge_embeddings(users, k, cand, count, source, feats, blocked)
-        if self._pool is not None:
+        extras = []  # (tag, share, (B, m) ranked candidates, (B, m) scores or None, feature name)
+        lone = len(use - {"popular"}) == 1
+        want = min(k + int(count.max(initial=0)), self.graph.num_users)
+        if "ppr" in use and self.config.ppr.enabled and k > 0:
+            pc = self.config.ppr
+            c, sc, _ = personalized_pagerank(self.graph, users, want, alpha=pc.alpha, eps=pc.eps, beta=pc.beta,
+                                             blocked=blocked)
+            extras.append((SOURCE_PPR, 1.0 if lone else pc.share, c, sc, "ppr"))
+        if "embedding" in use and self.embeddings is not None and self.config.embedding_share > 0 and k > 0:
+            extra_blk = max((len(x) for x in blocked if x is not None), default=0) if blocked is not None else 0
+            c = self._embedding_rows(users, min(want + extra_blk, self.graph.num_users))
+            extras.append((SOURCE_EMBEDDING, 1.0 if lone else self.config.embedding_share, c, None, None))
+        if extras:
+            cand, count, source, feats = _merge(k, cand, count, source, feats, extras, blocked)
+        if self._pool is not None and "popular" in use:
             blk_ptr, blk_idx = blocked_csr(blocked, users.size, self.graph.num_users)
             before = fill_from_pool(self.graph, users, cand, count, self._pool, blk_ptr, blk_idx)
             filled = (np.arange(cand.shape[1])[None, :] >= before[:, None]) & (cand >= 0)
@@ -77,8 +104,8 @@ class Stage1:
             return exact_search(np.asarray(self.embeddings), users, k, self.graph)
         return search_users(self.ann, self.embeddings, users, k, self.graph)
 
-    def _merge_embeddings(self, users, k, cand, count, source, feats, blocked):
-        """Friends-of-friends first, then embedding neighbours, within the embedding share of slots."""
+    def _embedding_rows(self, users: np.ndarray, want: int) -> np.ndarray:
+        """(B, want) embedding neighbours, -1 padded; users without an embedding get an empty row."""
         valid = users >= 0
         valid[valid] = users[valid] < self.embeddings.shape[0]
         if self.ann is not None:
@@ -88,33 +115,66 @@ class Stage1:
             if self.missing_embedding == 0:
                 log.warning("%d users have no embedding; served from the other sources", missing)
             self.missing_embedding += missing
-        # ask for enough that k remain after dropping friends-of-friends duplicates and blocked users
-        extra = int(count.max(initial=0)) + max((len(x) for x in blocked if x is not None), default=0) \
-            if blocked is not None else int(count.max(initial=0))
-        want = min(k + extra, self.graph.num_users)
-        emb_idx = np.full((users.size, want), -1, np.int64)
+        out = np.full((users.size, want), -1, np.int64)
         if valid.any():
             _, got = self.embedding_search(users[valid], want)
-            emb_idx[np.flatnonzero(valid)[:, None], np.arange(got.shape[1])[None, :]] = got
-        quota = int(round(self.config.embedding_share * k))
-        out_c = np.full_like(cand, -1)
-        out_s = np.zeros_like(source)
-        out_f = {name: np.zeros_like(v) for name, v in feats.items()}
-        out_n = np.zeros_like(count)
-        for b in range(users.size):
-            f = cand[b, : count[b]]
-            e = emb_idx[b][emb_idx[b] >= 0]
-            in_emb = np.isin(f, e)
-            e = e[~np.isin(e, f)]
-            if blocked is not None and blocked[b] is not None and len(blocked[b]):
-                e = e[~np.isin(e, np.asarray(blocked[b], np.int64))]
-            n_f = min(f.size, max(k - quota, k - e.size))
-            n_e = min(e.size, k - n_f)
-            out_c[b, :n_f] = f[:n_f]
-            out_s[b, :n_f] = SOURCE_FOF | np.where(in_emb[:n_f], SOURCE_EMBEDDING, 0)
-            for name in feats:
-                out_f[name][b, :n_f] = feats[name][b, :n_f]
-            out_c[b, n_f:n_f + n_e] = e[:n_e]
-            out_s[b, n_f:n_f + n_e] = SOURCE_EMBEDDING
-            out_n[b] = n_f + n_e
-        return out_c, out_n, out_s, out_f
+            out[np.flatnonzero(valid)[:, None], np.arange(got.shape[1])[None, :]] = got
+        return out
+
+
+def _merge(k, cand, count, source, feats, extras, blocked):
+    """Friends-of-friends first, then each extra source's new candidates within its quota, then any
+    slots left to the extra sources in order. Candidates found by several sources get every tag.
+
+    Shapes: cand (B, C) -> (B, k); extras: (tag, share, (B, m) candidates, (B, m) scores | None, name).
+    """
+    B = cand.shape[0]
+    out_c = np.full((B, k), -1, np.int64)
+    out_s = np.zeros((B, k), np.uint8)
+    out_f = {name: np.zeros((B, k), v.dtype) for name, v in feats.items()}
+    for *_, name in extras:
+        if name is not None:
+            out_f[name] = np.zeros((B, k), np.float64)
+    out_n = np.zeros(B, np.int64)
+    quotas = [int(round(share * k)) for _, share, _, _, _ in extras]
+    for b in range(B):
+        f = cand[b, : count[b]]
+        seen = f
+        news = []
+        blk = np.asarray(blocked[b], np.int64) if blocked is not None and blocked[b] is not None else None
+        for _, _, c, _, _ in extras:
+            e = c[b][c[b] >= 0]
+            if blk is not None and blk.size:
+                e = e[~np.isin(e, blk)]
+            new = e[~np.isin(e, seen)]
+            news.append(new)
+            seen = np.concatenate([seen, new])
+        # each extra source keeps min(quota, what it has); fof takes the rest; leftovers go to extras in order
+        keep = [min(q, n.size) for q, n in zip(quotas, news, strict=True)]
+        n_f = min(f.size, k - sum(keep))
+        free = k - n_f - sum(keep)
+        for j, n in enumerate(news):
+            more = min(free, n.size - keep[j])
+            keep[j] += more
+            free -= more
+        row = [f[:n_f]] + [n[:m] for n, m in zip(news, keep, strict=True)]
+        merged = np.concatenate(row)
+        w = merged.size
+        out_c[b, :w] = merged
+        out_s[b, :n_f] = source[b, :n_f]
+        for name in feats:
+            out_f[name][b, :n_f] = feats[name][b, :n_f]
+        pos = n_f
+        for (tag, _, c, sc, name), m in zip(extras, keep, strict=True):
+            out_s[b, pos:pos + m] = tag
+            pos += m
+            row_c = c[b]
+            hit = np.isin(merged, row_c[row_c >= 0])
+            out_s[b, :w][hit] |= tag  # found by this source as well
+            if name is not None:  # its score as a feature for every candidate it scored
+                order = np.argsort(row_c[row_c >= 0])
+                sorted_c = row_c[row_c >= 0][order]
+                at = np.searchsorted(sorted_c, merged[hit])
+                out_f[name][b, :w][hit] = sc[b][row_c >= 0][order][at]
+        out_n[b] = w
+    return out_c, out_n, out_s, out_f

@@ -24,7 +24,8 @@ from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
 
 LIST_LEN = 1000
-STAGE1_KS = (100, 500, 1000)
+STAGE1_KS = (100, 500, 1000, 3000)
+SOURCES = ("fof", "ppr", "embedding")
 METRIC_COLS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "mrr")
 
 
@@ -37,6 +38,8 @@ class EvalReport:
     cn_top1000_recall: float
     methods: dict[str, dict[str, float]] = field(default_factory=dict)
     stage1_recall: dict[str, float] = field(default_factory=dict)
+    source_recall: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> @k -> recall, alone
+    beyond_two_hops: dict[str, int] = field(default_factory=dict)  # test pairs past 2 hops found in top 1000
     gnn_stage1_recall: dict[str, float] = field(default_factory=dict)
     gnn: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -54,8 +57,15 @@ class EvalReport:
                + f"   (top-1000 finds {self.gnn.get('found_beyond_two_hops@1000', 0)} of the "
                f"{self.gnn.get('test_edges_beyond_two_hops', 0)} test edges beyond two hops)"]
               if self.gnn_stage1_recall else []),
-            head, "-" * len(head),
         ]
+        if self.source_recall:
+            lines.append(f"{'Stage-1 recall':<16}" + "".join(f"{'@' + str(c):>9}" for c in STAGE1_KS)
+                         + "   beyond 2 hops found @1000")
+            rows = {**self.source_recall, "merged": self.stage1_recall}
+            for name, rec in rows.items():
+                lines.append(f"  {name:<14}" + "".join(f"{rec.get(f'@{c}', float('nan')):>9.4f}" for c in STAGE1_KS)
+                             + f"   {self.beyond_two_hops.get(name, 0)} of {self.beyond_two_hops.get('total', 0)}")
+        lines += [head, "-" * len(head)]
         for name, row in self.methods.items():
             lines.append(f"{name:<8}" + "".join(f"{row[c]:>11.4f}" for c in METRIC_COLS))
         return "\n".join(lines)
@@ -99,16 +109,35 @@ def evaluate(edges: EdgeList, *, dataset: str = "edges", config: PymkConfig | No
         t = time.perf_counter()
         ranked = model.recommend(users, LIST_LEN)
         report.methods["pymk"] = ranking_metrics(hits_of(ranked.cand), n_truth)
+        report.beyond_two_hops["total"] = int(n_truth.sum() - ceil_hits.sum())
+
+        def beyond(lists):
+            h = hits_of(lists[:, :LIST_LEN])
+            rows, cols = np.nonzero(h)
+            return int((~within_two_hops(train, users[rows], lists[rows, cols])).sum())
+
         for c in STAGE1_KS:
             cands = model.candidates(users, k=c)
             report.stage1_recall[f"@{c}"] = micro_recall(hits_of(cands.cand), n_truth)
+            if c == LIST_LEN:
+                report.beyond_two_hops["merged"] = beyond(cands.cand)
         seconds["pymk_recommend"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for src in SOURCES:
+            if src == "embedding" and model.embeddings is None:
+                continue
+            lists = model.stage1.generate(users, k=max(STAGE1_KS), sources=(src,)).cand
+            hits = hits_of(lists)
+            report.source_recall[src] = {f"@{c}": micro_recall(hits[:, :c], n_truth) for c in STAGE1_KS}
+            report.beyond_two_hops[src] = beyond(lists)
+        seconds["per_source"] = time.perf_counter() - t
         if model.embeddings is not None:  # the GNN stage ran: embedding-only retrieval and ranking
             _, top = model.embedding_candidates(users, LIST_LEN)
             hits = hits_of(top)
             report.methods["gnn"] = ranking_metrics(hits, n_truth)
             for c in STAGE1_KS:
-                report.gnn_stage1_recall[f"@{c}"] = micro_recall(hits[:, :c], n_truth)
+                if c <= LIST_LEN:
+                    report.gnn_stage1_recall[f"@{c}"] = micro_recall(hits[:, :c], n_truth)
             report.gnn = dict(model.meta["stages"]["gnn"])
             rows, cols = np.nonzero(hits)
             beyond = ~within_two_hops(train, users[rows], top[rows, cols])

@@ -25,7 +25,7 @@ def test_recommendations(client):
     assert body["user_id"] == 100 and body["k"] == 3 and body["model_version"]
     recs = body["recommendations"]
     assert [x["user_id"] for x in recs[:2]] == [120, 140]
-    assert recs[0]["mutual_friends"] == 2 and recs[0]["source"] == "fof" and recs[0]["rank"] == 1
+    assert recs[0]["mutual_friends"] == 2 and recs[0]["source"] == "fof+ppr" and recs[0]["rank"] == 1
     assert len(recs) == 3 and recs[2]["source"] == "popular"
     assert all(x["user_id"] not in (100, 110, 130) for x in recs)
 
