@@ -59,7 +59,7 @@ class AnnConfig:
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 64  # starting point of calibration; raised to k per search when k is larger
     nlist: int = 0  # IVF cells (0 = about 4 sqrt(n))
-    nprobe: int = 0  # IVF cells probed, starting point of calibration (0 = nlist / 16)
+    nprobe: int = 0  # IVF cells probed: where calibration starts doubling (0 = from 1)
     pq_m: int = 0  # ivf_pq bytes per vector (0 = d / 4)
     target_recall: float = 0.97  # calibration target: recall@calibrate_k against exact search
     calibrate_k: int = 100

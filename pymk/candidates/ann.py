@@ -116,8 +116,10 @@ def _train(index, emb: np.ndarray, seed: int) -> None:
 class AnnIndex:
     """One FAISS index over (a subset of) users; answers `search(queries, k)` with user labels.
 
-    Internal slots are FAISS ids in insertion order; `labels[slot]` is the user, `alive[slot]` whether
-    the slot is current (False after remove/replace), `slot_of[user]` the user's live slot or -1.
+    Internal slots count insertions; `labels[slot]` is the user, `alive[slot]` whether the slot is
+    current (False after remove/replace), `slot_of[user]` the user's live slot or -1. FAISS ids are
+    the slots for exact / hnsw (sequential ids) and the users themselves for IVF (which deletes by id,
+    so a user has one entry; shards of one `faiss.IndexShardsIVF` then answer with users directly).
     """
 
     def __init__(self, kind: str, dim: int, index, config: AnnConfig, labels=None, alive=None,
@@ -232,7 +234,10 @@ class AnnIndex:
             scores = 0.5 * (np.einsum("ij,ij->i", queries, queries)[:, None] + self.max_norm ** 2 - dist)
         else:
             scores, slots = self.index.search(queries, k, params=params)
-        labels = np.where(slots >= 0, self.labels[np.maximum(slots, 0)], -1)
+        if self.kind.startswith("ivf"):
+            labels = slots  # IVF ids are users
+        else:
+            labels = np.where(slots >= 0, self.labels[np.maximum(slots, 0)], -1)
         scores = np.where(slots >= 0, scores, -np.inf).astype(np.float32)
         return scores, labels
 
@@ -270,7 +275,7 @@ class AnnIndex:
         start = self.labels.size
         slots = np.arange(start, start + users.size, dtype=np.int64)
         if self.kind.startswith("ivf"):
-            self.index.add_with_ids(vectors, slots)
+            self.index.add_with_ids(vectors, users)
         else:
             self.index.add(self._lift(vectors))
         self.labels = np.concatenate([self.labels, users])
@@ -289,7 +294,7 @@ class AnnIndex:
             return 0
         slots = self.slot_of[users]
         if self.kind.startswith("ivf"):
-            self.index.remove_ids(slots)
+            self.index.remove_ids(users)
         self.alive[slots] = False
         self.slot_of[users] = -1
         self._selector = None
@@ -340,17 +345,34 @@ class AnnIndex:
 class ShardedAnnIndex:
     """S `AnnIndex` shards searched in parallel and merged; the interface of one `AnnIndex`.
 
+    IVF shards share one coarse quantizer: a query picks its cells once and every shard scans them
+    (`faiss.IndexShardsIVF`, threads and merge in C++), so S shards do the work of one index and return
+    its answers. Other kinds search every shard whole in a thread pool and merge here.
+
     Args:
         shards: one index per shard. shard_of: (n,) int home shard per user (new users: label mod S).
+        workers: threads searching shards at once (default: min(S, cores)); FAISS releases the GIL.
     """
 
-    def __init__(self, shards: list[AnnIndex], shard_of: np.ndarray):
+    def __init__(self, shards: list[AnnIndex], shard_of: np.ndarray, workers: int | None = None):
         self.shards = shards
         self.shard_of = np.asarray(shard_of, np.int32)
         self.kind = shards[0].kind
         self.dim = shards[0].dim
         self.config = shards[0].config
-        self._pool = ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="pymk-ann")
+        if self.kind.startswith("ivf"):  # cells are chosen once for all shards: their quantizers must agree
+            first = shards[0].index.quantizer.reconstruct_n(0, shards[0].index.nlist)
+            for i, sh in enumerate(shards[1:], 1):
+                if sh.index.nlist != shards[0].index.nlist or not np.array_equal(
+                        sh.index.quantizer.reconstruct_n(0, sh.index.nlist), first):
+                    raise AnnError(f"IVF shard {i} was trained apart from shard 0; build shards with "
+                                   f"ShardedAnnIndex.build (one shared quantizer)")
+            faiss = _faiss()
+            self._ivf = faiss.IndexShardsIVF(shards[0].index.quantizer, shards[0].index.nlist, True, False)
+            for sh in shards:
+                self._ivf.add_shard(sh.index)  # self.shards keeps the Python objects (and so the indexes) alive
+        self.workers = workers or max(1, min(len(shards), os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pymk-ann")
 
     @classmethod
     def build(cls, emb: np.ndarray, shard_of: np.ndarray, config: AnnConfig | None = None, *,
@@ -396,8 +418,16 @@ class ShardedAnnIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Same contract as `AnnIndex.search`: every shard's top k, merged."""
         queries = np.ascontiguousarray(queries, np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise AnnError(f"queries must be (B, {self.dim}), got shape {queries.shape}")
         k = int(min(max(k, 0), self.ntotal))
-        parts = list(self._pool.map(lambda s: s.search(queries, k), self.shards))
+        if self.kind.startswith("ivf"):
+            if k == 0 or queries.shape[0] == 0:
+                return np.zeros((queries.shape[0], k), np.float32), np.zeros((queries.shape[0], k), np.int64)
+            scores, labels = self._ivf.search(queries, k, params=_faiss().SearchParametersIVF(nprobe=self.search_param))
+            return np.where(labels >= 0, scores, -np.inf).astype(np.float32), labels
+        else:
+            parts = list(self._pool.map(lambda s: s.search(queries, k), self.shards))
         scores = np.concatenate([p[0] for p in parts], axis=1)
         labels = np.concatenate([p[1] for p in parts], axis=1)
         if scores.shape[1] > k:
@@ -503,7 +533,8 @@ def calibrate(index, emb: np.ndarray, config: AnnConfig) -> dict:
     _, exact = exact_search(emb, queries, k)
     first = index.shards[0] if isinstance(index, ShardedAnnIndex) else index
     limit = first.index.nlist if index.kind.startswith("ivf") else 4096
-    param = index.search_param
+    # the smallest setting that meets the target, by doubling from the configured start (or 1 cell)
+    param = (config.nprobe or 1) if index.kind.startswith("ivf") else config.hnsw_ef_search
     while True:
         index.set_search_param(param)
         rec = recall_against_exact(index, emb, queries, k, exact)

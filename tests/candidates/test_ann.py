@@ -189,3 +189,11 @@ def test_bad_vectors_are_refused():
         index.search(np.zeros((2, 5), np.float32), 3)
     with pytest.raises(AnnError, match=">= 0"):
         index.add([-1], np.zeros((1, 8), np.float32))
+
+
+def test_ivf_shards_trained_apart_are_refused():
+    emb = clustered(2000, 16)
+    a = AnnIndex.build(emb[:1000], np.arange(1000), AnnConfig(seed=1), kind="ivf_flat")
+    b = AnnIndex.build(emb[1000:], np.arange(1000, 2000), AnnConfig(seed=2), kind="ivf_flat")
+    with pytest.raises(AnnError, match="trained apart"):
+        ShardedAnnIndex([a, b], np.arange(2000) // 1000)
