@@ -175,6 +175,8 @@ def recommend(
 
 class Source(StrEnum):
     stage1 = "stage1"
+    fof = "fof"
+    ppr = "ppr"
     embedding = "embedding"
 
 
@@ -185,7 +187,8 @@ def candidates(
     out: Annotated[Path, typer.Option(help="CSV to write")],
     k: Annotated[int, typer.Option(min=1, help="Stage-1 candidates per user")] = 1000,
     strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
-    source: Annotated[Source, typer.Option(help="stage1 (merged sources) | embedding (exact search)")] = Source.stage1,
+    source: Annotated[Source, typer.Option(help="stage1 (merged sources) | one source alone: fof | ppr | "
+                                                "embedding (ANN index over the GNN embeddings)")] = Source.stage1,
 ) -> None:
     """Stage-1 candidates only: user_id,candidate_id,rank,source."""
     from pymk.candidates.base import SOURCE_EMBEDDING
@@ -202,7 +205,8 @@ def candidates(
                 src = np.full(top.shape, SOURCE_EMBEDDING, np.uint8)
                 writer.write(ext, m.graph.ids[np.maximum(top, 0)], count, src)
             else:
-                c = m.candidates(idx, k=k)
+                only = None if source == Source.stage1 else (str(source),)
+                c = m.stage1.generate(idx, k=k, sources=only)
                 writer.write(ext, m.graph.ids[np.maximum(c.cand, 0)], c.count, c.source)
         writer.close()
     except _user_errors() as exc:

@@ -75,7 +75,7 @@ class CandidatesConfig:
     k: int = 1000
     fof: FofConfig = field(default_factory=FofConfig)
     popular_fill: bool = True  # top up short candidate lists with the most-connected users
-    embedding_share: float = 0.3  # with GNN embeddings: slots kept for embedding neighbours (0 = off)
+    embedding_share: float = 0.1  # with GNN embeddings: slots kept for embedding neighbours (0 = off)
     ppr: PprConfig = field(default_factory=PprConfig)
     ann: AnnConfig = field(default_factory=AnnConfig)
 

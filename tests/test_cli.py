@@ -100,6 +100,14 @@ def test_candidates_contract(model_dir, lastfm_path, tmp_path):
     assert res.exit_code == 0, res.output
     _, by_user = _check_contract(out, set(users), friends, 300, ("user_id", "candidate_id", "rank", "source"))
     assert all(len(v) == 300 for v in by_user.values())
+    sources = {r["source"] for rows in by_user.values() for _, _, r in rows}
+    assert {"fof+ppr", "ppr"} <= sources  # both sources feed the merged set; ppr alone reaches past 2 hops
+    for only in ("fof", "ppr"):
+        res = runner.invoke(app, ["candidates", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
+                                  "--k", "50", "--out", str(out), "--source", only])
+        assert res.exit_code == 0, res.output
+        _, by_user = _check_contract(out, set(users), friends, 50, ("user_id", "candidate_id", "rank", "source"))
+        assert {r["source"] for rows in by_user.values() for _, _, r in rows} == {only}
 
 
 def test_build_bad_rows(tmp_path):

@@ -58,8 +58,8 @@ class Stage1:
             users: (B,) dense indices.
             k: candidate-set size; defaults to the configured one.
             blocked: optional B arrays of dense indices never to return.
-            sources: restrict to these of ("fof", "ppr", "embedding", "popular") (default: all enabled);
-                a lone source gets every slot (per-source recall in `pymk eval`).
+            sources: restrict to these of ("fof", "ppr", "embedding", "popular") (default: all enabled;
+                named ones run even if disabled in the config); a lone source gets every slot.
         """
         users = np.asarray(users, np.int64).ravel()
         k = self.config.k if k is None else k
@@ -77,7 +77,7 @@ class Stage1:
         extras = []  # (tag, share, (B, m) ranked candidates, (B, m) scores or None, feature name)
         lone = len(use - {"popular"}) == 1
         want = min(k + int(count.max(initial=0)), self.graph.num_users)
-        if "ppr" in use and self.config.ppr.enabled and k > 0:
+        if "ppr" in use and (self.config.ppr.enabled or sources is not None) and k > 0:
             pc = self.config.ppr
             c, sc, _ = personalized_pagerank(self.graph, users, want, alpha=pc.alpha, eps=pc.eps, beta=pc.beta,
                                              blocked=blocked)
