@@ -157,16 +157,20 @@ def recommend(
     k: Annotated[int, typer.Option(min=1, help="recommendations per user")] = 20,
     strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
 ) -> None:
-    """Top-k recommendations per user: user_id,candidate_id,rank,score,mutual_friends,source."""
+    """Top-k recommendations per user: user_id,candidate_id,rank,score,mutual_friends,source,mutual_sample."""
     from pymk.io import RECOMMEND_HEADER, CsvRowWriter
     from pymk.pipeline.model import Model
+    from pymk.ranking.explain import format_sample, mutual_sample
 
     try:
         m = Model.load(model)
         writer = CsvRowWriter(out, RECOMMEND_HEADER)
         for ext, idx in _batched(m, users, strict, "recommend"):
             r = m.recommend(idx, k)
-            writer.write(ext, m.graph.ids[np.maximum(r.cand, 0)], r.count, r.source, r.score, r.mutual)
+            sample = mutual_sample(m.graph, r.users, r.cand, r.count)
+            keep = np.arange(r.cand.shape[1])[None, :] < r.count[:, None]
+            writer.write(ext, m.graph.ids[np.maximum(r.cand, 0)], r.count, r.source, r.score, r.mutual,
+                         format_sample(m.graph.ids, sample[keep]))
         writer.close()
     except _user_errors() as exc:
         raise _err(str(exc)) from None

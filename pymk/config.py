@@ -57,7 +57,7 @@ class AnnConfig:
     exact_below: int = 50_000
     hnsw_m: int = 32  # graph degree: memory and build time vs recall
     hnsw_ef_construction: int = 200
-    hnsw_ef_search: int = 64  # starting point of calibration; raised to k per search when k is larger
+    hnsw_ef_search: int = 64  # for k = calibrate_k (scaled with k); where calibration starts doubling
     nlist: int = 0  # IVF cells (0 = about 4 sqrt(n))
     nprobe: int = 0  # IVF cells probed: where calibration starts doubling (0 = from 1)
     pq_m: int = 0  # ivf_pq bytes per vector (0 = d / 4)
@@ -84,7 +84,15 @@ class CandidatesConfig:
 class RankerConfig:
     """Stage 2: the model that orders Stage-1 candidates."""
 
-    kind: str = "adamic_adar"  # adamic_adar | resource_allocation | common_neighbors
+    kind: str = "adamic_adar"  # lightgbm | adamic_adar | resource_allocation | common_neighbors
+    objective: str = "auto"  # lightgbm: lambdarank | binary | auto (both, keep the better on validation)
+    holdout: float = 0.1  # lightgbm training labels: this share of the build graph's edges held out
+    train_users: int = 2000  # lightgbm: users per internal split whose Stage-1 lists make the training data
+    splits: int = 1  # lightgbm: internal splits stacked (by time: the same split each time)
+    rounds: int = 300  # boosting rounds at most (early stopping on validation)
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    seed: int = 0
 
 
 @dataclass
@@ -188,8 +196,16 @@ class PymkConfig:
             self.gnn.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if self.ranker.kind not in RANKERS:
-            raise ConfigError(f"ranker.kind must be one of {sorted(RANKERS)}, got {self.ranker.kind!r}")
+        if self.ranker.kind not in (*RANKERS, "lightgbm"):
+            raise ConfigError(f"ranker.kind must be one of {sorted([*RANKERS, 'lightgbm'])}, "
+                              f"got {self.ranker.kind!r}")
+        if self.ranker.objective not in ("auto", "lambdarank", "binary"):
+            raise ConfigError(f"ranker.objective must be auto | lambdarank | binary, got {self.ranker.objective!r}")
+        if not 0.0 < self.ranker.holdout < 0.5:
+            raise ConfigError(f"ranker.holdout must be in (0, 0.5), got {self.ranker.holdout}")
+        for name in ("train_users", "rounds", "num_leaves", "splits"):
+            if getattr(self.ranker, name) < 1:
+                raise ConfigError(f"ranker.{name} must be >= 1, got {getattr(self.ranker, name)}")
 
 
 def _from_dict(cls, data: dict[str, Any], prefix: str):

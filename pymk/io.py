@@ -9,7 +9,7 @@ import numpy as np
 
 from pymk.candidates.base import source_label
 
-RECOMMEND_HEADER = ("user_id", "candidate_id", "rank", "score", "mutual_friends", "source")
+RECOMMEND_HEADER = ("user_id", "candidate_id", "rank", "score", "mutual_friends", "source", "mutual_sample")
 CANDIDATES_HEADER = ("user_id", "candidate_id", "rank", "source")
 _LABELS = np.array([source_label(i) for i in range(256)], dtype=object)
 
@@ -58,10 +58,12 @@ class CsvRowWriter:
         self.rows = 0
 
     def write(self, user_ext: np.ndarray, cand_ext: np.ndarray, count: np.ndarray, source: np.ndarray,
-              score: np.ndarray | None = None, mutual: np.ndarray | None = None) -> None:
+              score: np.ndarray | None = None, mutual: np.ndarray | None = None,
+              sample: list[str] | None = None) -> None:
         """Appends rows for a batch: user b gets its first count[b] candidates, ranked 1..count[b].
 
-        Shapes: user_ext (B,) external ids; cand_ext, source, score, mutual: (B, k).
+        Shapes: user_ext (B,) external ids; cand_ext, source, score, mutual: (B, k); sample: one
+        'id;id;id' string per written row (mutual friends shown as the explanation).
         """
         import pyarrow as pa
 
@@ -75,6 +77,8 @@ class CsvRowWriter:
             cols["score"] = np.round(score[keep], 6)
             cols["mutual_friends"] = mutual[keep].astype(np.int64)
         cols["source"] = pa.array(_LABELS[source[keep]].tolist(), pa.string())
+        if "mutual_sample" in self.header:
+            cols["mutual_sample"] = pa.array(sample, pa.string())
         table = pa.table({name: cols[name] for name in self.header})
         if self._writer is None:
             # pyarrow quotes header names whatever the quoting style, so the header is written here

@@ -64,7 +64,8 @@ def test_recommend_contract(model_dir, lastfm_path, tmp_path):
     assert res.exit_code == 0, res.output
     assert "user 123456789 is not in the model" in res.stderr
     rows, by_user = _check_contract(out, set(users) | {123456789}, friends | {123456789: set()}, 20,
-                                    ("user_id", "candidate_id", "rank", "score", "mutual_friends", "source"))
+                                    ("user_id", "candidate_id", "rank", "score", "mutual_friends", "source",
+                                     "mutual_sample"))
     assert 123456789 not in by_user and len(by_user) == 200
     for u, got in by_user.items():
         got.sort()
@@ -72,6 +73,8 @@ def test_recommend_contract(model_dir, lastfm_path, tmp_path):
         assert scores == sorted(scores, reverse=True)
         for _, c, r in got:  # mutual-friend counts are true
             assert int(r["mutual_friends"]) == len(friends[u] & friends[c])
+            sample = [int(x) for x in r["mutual_sample"].split(";") if x]
+            assert len(sample) == min(3, int(r["mutual_friends"])) and set(sample) <= friends[u] & friends[c]
             assert r["source"] in ("fof", "fof+ppr", "ppr", "popular")
 
 

@@ -13,7 +13,8 @@ Kinds (`candidates.ann.kind`), all by inner product:
               above `exact_below` users; real deletes.
     ivf_pq    product-quantised codes (pq_m bytes a user): smallest, lowest recall at a given nprobe.
 IVF query cost grows with nprobe, HNSW's with efSearch; `build` calibrates either on a sample of
-users until recall@`calibrate_k` against exact search reaches `target_recall` (recorded in ann.json).
+users until recall against exact search reaches `target_recall` both at `calibrate_k` (100) and at
+the depth Stage 1 reads (its k), recorded in ann.json.
 
 Labels are dense user indices. Updates: `add`, `replace`, `remove` one or many users without a
 rebuild. IVF removes for real; HNSW and exact indexes mark the slot dead (a tombstone, skipped by the
@@ -96,7 +97,8 @@ def _new_faiss_index(kind: str, dim: int, n: int, config: AnnConfig):
         m = config.pq_m or max(1, dim // 4)
         if dim % m:
             raise AnnError(f"candidates.ann.pq_m = {m} must divide the embedding dimension {dim}")
-        idx = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, ip)
+        nbits = int(min(8, max(4, np.log2(max(n, 1) / 39))))  # FAISS wants ~39 training points a code
+        idx = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, ip)
     else:
         raise AnnError(f"unknown ANN kind {kind!r} (known: {', '.join(KINDS)})")
     idx.own_fields = True
@@ -222,7 +224,9 @@ class AnnIndex:
         sel = self._dead_selector()
         if self.kind == "hnsw":
             kw = {"sel": sel} if sel is not None else {}
-            params = faiss.SearchParametersHNSW(efSearch=max(self.search_param, k), **kw)
+            # efSearch is set for k = calibrate_k; deeper searches keep the same ef / k ratio
+            ef = int(np.ceil(self.search_param * max(1.0, k / self.config.calibrate_k)))
+            params = faiss.SearchParametersHNSW(efSearch=max(ef, k), **kw)
         elif self.kind.startswith("ivf"):
             params = faiss.SearchParametersIVF(nprobe=self.search_param)
         else:
@@ -520,33 +524,34 @@ def recall_against_exact(index, emb: np.ndarray, queries: np.ndarray, k: int, ex
     return hits / max(int((exact >= 0).sum()), 1)
 
 
-def calibrate(index, emb: np.ndarray, config: AnnConfig) -> dict:
-    """Raises nprobe / efSearch (doubling) until recall@calibrate_k on sampled users meets the target."""
+def calibrate(index, emb: np.ndarray, config: AnnConfig, depth: int = 0) -> dict:
+    """Raises nprobe / efSearch (doubling) until recall on sampled users meets the target at k =
+    `config.calibrate_k` and at k = `depth` (how deep Stage 1 reads; 0: only calibrate_k)."""
     from pymk.candidates.embedding import exact_search
 
     if index.kind == "exact":
-        return {"param": 0, "recall": 1.0}
+        return {"param": 0, "recall": 1.0, "recall_at": {}}
     n = emb.shape[0]
     rng = np.random.default_rng(config.seed)
     queries = np.sort(rng.choice(n, min(config.calibrate_queries, n), replace=False))
-    k = min(config.calibrate_k, n - 1)
-    _, exact = exact_search(emb, queries, k)
+    ks = sorted({min(k, n - 1) for k in (config.calibrate_k, depth) if k > 0})
+    _, exact = exact_search(emb, queries, ks[-1])
     first = index.shards[0] if isinstance(index, ShardedAnnIndex) else index
     limit = first.index.nlist if index.kind.startswith("ivf") else 4096
     # the smallest setting that meets the target, by doubling from the configured start (or 1 cell)
     param = (config.nprobe or 1) if index.kind.startswith("ivf") else config.hnsw_ef_search
     while True:
         index.set_search_param(param)
-        rec = recall_against_exact(index, emb, queries, k, exact)
+        at = {f"@{k}": round(recall_against_exact(index, emb, queries, k, exact[:, :k]), 4) for k in ks}
+        rec = min(at.values())
         if rec >= config.target_recall or param >= limit:
-            return {"param": int(index.search_param), "recall": round(rec, 4), "k": int(k),
-                    "queries": int(queries.size)}
+            return {"param": int(index.search_param), "recall": rec, "recall_at": at, "queries": int(queries.size)}
         param = min(limit, param * 2)
 
 
 # -- artifact ----------------------------------------------------------------------------------------------------
 def build_ann(emb: np.ndarray, config: AnnConfig, out_dir: Path, *, shard_of: np.ndarray | None = None,
-              log=print) -> dict:
+              depth: int = 0, log=print) -> dict:
     """Builds, calibrates and saves the index of `emb` under out_dir; returns the stage summary."""
     t0 = time.perf_counter()
     kind = resolve_kind(config, emb.shape[0])
@@ -556,9 +561,9 @@ def build_ann(emb: np.ndarray, config: AnnConfig, out_dir: Path, *, shard_of: np
     else:
         index = AnnIndex.build(emb, None, config, kind=kind)
     built = time.perf_counter() - t0
-    cal = calibrate(index, emb, config)
+    cal = calibrate(index, emb, config, depth)
     if cal["recall"] < config.target_recall:
-        log(f"warning: ANN index {kind} reaches recall@{cal['k']} {cal['recall']:.3f} at most, below the target "
+        log(f"warning: ANN index {kind} reaches recall {cal['recall_at']} at most, below the target "
             f"{config.target_recall}; use another kind (candidates.ann.kind)")
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".new")
@@ -567,7 +572,7 @@ def build_ann(emb: np.ndarray, config: AnnConfig, out_dir: Path, *, shard_of: np
     shutil.rmtree(out_dir, ignore_errors=True)  # a rebuilt index replaces the old one whole
     os.replace(tmp, out_dir)
     return {"kind": kind, "shards": shards, "users": int(index.ntotal), "search_param": cal["param"],
-            "calibrated_recall": cal["recall"], "build_seconds": round(built, 2),
+            "calibrated_recall": cal["recall"], "recall_at": cal["recall_at"], "build_seconds": round(built, 2),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

@@ -349,3 +349,46 @@ def two_hop_coverage(graph: CSRGraph, users, truth_ptr, truth_idx, *, max_expand
         _two_hop_hits(graph.indptr, graph.indices, users, np.asarray(truth_ptr, np.int64),
                       np.asarray(truth_idx, np.int64), max_expand, _n_chunks(users.size), hits, sizes)
     return hits, sizes
+
+
+@njit(parallel=True, cache=True)
+def _pair_scores(indptr, indices, users, cand, rows, cols, cn, aa, ra):
+    """cn / aa / ra of the (users[rows[i]], cand[rows[i], cols[i]]) pairs, by merging sorted lists."""
+    for i in prange(rows.shape[0]):
+        u = users[rows[i]]
+        c = cand[rows[i], cols[i]]
+        x = indptr[u]
+        y = indptr[c]
+        n_c = 0.0
+        s_aa = 0.0
+        s_ra = 0.0
+        while x < indptr[u + 1] and y < indptr[c + 1]:
+            a = indices[x]
+            b = indices[y]
+            if a < b:
+                x += 1
+            elif a > b:
+                y += 1
+            else:
+                d = indptr[a + 1] - indptr[a]
+                n_c += 1.0
+                s_aa += 1.0 / np.log(d)  # d >= 2: a is a friend of both
+                s_ra += 1.0 / d
+                x += 1
+                y += 1
+        cn[i] = n_c
+        aa[i] = s_aa
+        ra[i] = s_ra
+
+
+def pair_scores(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, mask: np.ndarray):
+    """Common neighbours, Adamic-Adar and RA for the slots of `cand` where `mask` is set.
+
+    Shapes: users (B,), cand (B, C), mask (B, C) bool -> three (m,) float64 arrays, row-major order.
+    """
+    rows, cols = np.nonzero(mask)
+    out = [np.zeros(rows.size) for _ in range(3)]
+    if rows.size:
+        _pair_scores(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), np.asarray(users, np.int64),
+                     np.asarray(cand, np.int64), rows, cols, *out)
+    return out

@@ -20,7 +20,7 @@ import logging
 import numpy as np
 
 from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
-from pymk.candidates.fof import blocked_csr, friends_of_friends
+from pymk.candidates.fof import blocked_csr, friends_of_friends, pair_scores
 from pymk.candidates.popular import fill_from_pool, popularity_order
 from pymk.candidates.ppr import personalized_pagerank
 from pymk.config import CandidatesConfig
@@ -93,6 +93,12 @@ class Stage1:
             before = fill_from_pool(self.graph, users, cand, count, self._pool, blk_ptr, blk_idx)
             filled = (np.arange(cand.shape[1])[None, :] >= before[:, None]) & (cand >= 0)
             source[filled] = SOURCE_POPULAR
+        # candidates the other sources added may still share friends with the user (2-hop ones past
+        # friends-of-friends' top k): their mutual counts and scores are computed, not assumed 0
+        todo = (np.arange(cand.shape[1])[None, :] < count[:, None]) & ((source & SOURCE_FOF) == 0)
+        if todo.any() and "fof" in use:
+            cn, aa, ra = pair_scores(self.graph, users, cand, todo)
+            feats["cn"][todo], feats["aa"][todo], feats["ra"][todo] = cn, aa, ra
         return CandidateBatch(users, cand, count, source, feats)
 
     def embedding_search(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ Stages (each writes a named artifact under the model dir):
     shards   partition + replica plan (shards > 1)    -> DIR/graph/partition.npy, shards.json, ...
     gnn      GNN embeddings (gnn.enabled)              -> DIR/gnn/
     ann      ANN index over the embeddings             -> DIR/ann/
+    ranker   feature table + LightGBM ranker            -> DIR/features/, DIR/ranker/
     model    config, versions, stage summaries         -> DIR/model.json
 The directory is assembled beside its final place and moved in at the end, so a failed build never
 leaves a half-written model where a good one was.
@@ -83,6 +84,10 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings, best val recall@{config.gnn.val_k} "
                 f"{stages['gnn']['val_recall']:.3f} ({stages['gnn']['seconds']:.1f}s)")
             stages["ann"] = ann_stage(emb, work, config, log)
+        else:
+            emb = None
+        if config.ranker.kind == "lightgbm":
+            stages["ranker"] = ranker_stage(graph, emb, work, config, log)
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -110,10 +115,37 @@ def ann_stage(emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
 
     plan = load_plan(model_dir / "graph") if config.sharding.shards > 1 else None
     summary = build_ann(emb, config.candidates.ann, model_dir / "ann", shard_of=None if plan is None else plan.home,
-                        log=log)
+                        depth=config.candidates.k, log=log)
+    at = ", ".join(f"{k} {v:.3f}" for k, v in summary["recall_at"].items()) or "exact"
     log(f"stage ann: {summary['kind']} index over {summary['users']:,} users in {summary['shards']} shard(s), "
-        f"search parameter {summary['search_param']}, recall@{config.candidates.ann.calibrate_k} vs exact "
-        f"{summary['calibrated_recall']:.3f} ({summary['seconds']:.1f}s)")
+        f"search parameter {summary['search_param']}, recall vs exact {at} ({summary['seconds']:.1f}s)")
+    return summary
+
+
+def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
+    """Trains the learned ranker on an internal split (pymk.ranking.learned) and stores the serving
+    feature table (features of the full graph)."""
+    from pymk.features.store import InProcessFeatureStore, user_feature_table
+    from pymk.ranking.learned import LearnedRanker, train_ranker, training_data
+
+    t0 = time.perf_counter()
+    embeddings_fn = None
+    if config.gnn.enabled:  # embedding features for training come from a GNN that never saw the labels
+        from pymk.gnn.stage import train_embeddings
+
+        def embeddings_fn(sub):
+            return train_embeddings(sub, config.gnn, None, progress=False, log=lambda s: None)[0]
+
+    data = training_data(graph, config, embeddings_fn=embeddings_fn, log=log)
+    booster, summary = train_ranker(data, config, log=log)
+    store = InProcessFeatureStore(user_feature_table(graph, emb), 0 if emb is None else emb.shape[1])
+    store.save(model_dir / "features")
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    LearnedRanker(booster, graph, store).save(model_dir / "ranker", {"summary": summary,
+                                                                     "config": config.to_dict()["ranker"]})
+    top = ", ".join(f"{k} {v:.2f}" for k, v in list(summary["importance"].items())[:4])
+    log(f"stage ranker: lightgbm {summary['objective']}, validation recall@20 "
+        f"{summary['validation_recall@20'][summary['objective']]:.4f}, top features {top} ({summary['seconds']:.1f}s)")
     return summary
 
 

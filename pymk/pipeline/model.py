@@ -47,6 +47,7 @@ class Model:
 
     plan: object = None  # a ShardPlan when built with shards > 1
     store: object = None  # the shard store the traversal reads (in process unless given)
+    feature_store: object = None  # the learned ranker's user features (DIR/features/ unless given)
 
     def __post_init__(self):
         traversal = None
@@ -59,8 +60,23 @@ class Model:
         self.sharded = traversal
         self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal, embeddings=self.embeddings,
                              ann=self.ann)
-        self.ranker = make_ranker(self.config.ranker.kind)
+        self.ranker = self._load_ranker()
         self.version = model_version(self.meta)
+
+    def _load_ranker(self):
+        if self.config.ranker.kind != "lightgbm":
+            return make_ranker(self.config.ranker.kind)
+        from pymk.features.store import FeatureStoreError, InProcessFeatureStore
+        from pymk.ranking.learned import LearnedRanker, RankerError
+
+        if self.path is None:
+            raise ModelError("a learned ranker needs a model directory")
+        try:
+            self.features = self.feature_store or InProcessFeatureStore.load(self.path / "features",
+                                                                           self.graph.num_users)
+            return LearnedRanker.load(self.path / "ranker", self.graph, self.features)
+        except (RankerError, FeatureStoreError) as exc:
+            raise ModelError(str(exc)) from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None) -> Model:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pymk import __version__
 from pymk.candidates.base import source_label
 from pymk.pipeline.model import Model
+from pymk.ranking.explain import mutual_sample
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_K = 1000
@@ -24,6 +25,7 @@ class Recommendation(BaseModel):
     rank: int
     score: float
     mutual_friends: int
+    mutual_sample: list[int]  # up to 3 mutual friends (external ids), least-connected first
     source: str
 
 
@@ -63,9 +65,12 @@ def create_app(model: Model) -> FastAPI:
         ranked = model.recommend([idx], k)
         n = int(ranked.count[0])
         ids = model.graph.ids
+        sample = mutual_sample(model.graph, ranked.users, ranked.cand, ranked.count)[0]
         recs = [
             Recommendation(user_id=int(ids[ranked.cand[0, j]]), rank=j + 1, score=float(ranked.score[0, j]),
-                           mutual_friends=int(ranked.mutual[0, j]), source=source_label(int(ranked.source[0, j])))
+                           mutual_friends=int(ranked.mutual[0, j]),
+                           mutual_sample=[int(ids[v]) for v in sample[j] if v >= 0],
+                           source=source_label(int(ranked.source[0, j])))
             for j in range(n)
         ]
         return RecommendationsResponse(user_id=user_id, k=k, model_version=model.version, recommendations=recs)

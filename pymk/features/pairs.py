@@ -1,0 +1,142 @@
+"""Pair features for a user and all its Stage-1 candidates, in batch, vectorised (numba for paths).
+
+Columns (`PAIR_FEATURES`), for user u and candidate c:
+    cn, aa, ra        common neighbours, Adamic-Adar, Resource Allocation (Stage 1's, 0 past 2 hops)
+    jaccard           cn / |N(u) | N(c)|
+    paths3            number of 3-edge paths u - a - b - c (reach past two hops; 0 for far users)
+    ppr               personalized-PageRank score of c from u (0 where PPR did not reach c)
+    aa_rel, ppr_rel   aa and ppr over the user's best candidate's (comparable across users)
+    deg_u, deg_c      degrees (log(1 + degree))
+    src_fof, src_ppr, src_emb, src_pop     which Stage-1 sources found c
+    stage1_pos        c's position in the Stage-1 list / list length (sources' own order)
+    emb_dot, emb_cos  GNN embedding inner product and cosine (NaN without embeddings)
+    age_u, age_c      time since the user's first friendship, recency_c time since c's last one,
+                      in units of the graph's time span (NaN without timestamps)
+User columns come from a feature store (`pymk.features.store`) in one fetch for u and its candidates;
+missing users (NaN rows) leave their columns NaN and mark the row degraded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
+
+PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "aa_rel", "ppr_rel", "deg_u", "deg_c", "src_fof",
+                 "src_ppr", "src_emb", "src_pop", "stage1_pos", "emb_dot", "emb_cos", "age_u", "age_c", "recency_c")
+EMBEDDING_FEATURES = ("emb_dot", "emb_cos")
+GRAPH_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr")
+
+
+@njit(parallel=True, cache=True)
+def _paths3(indptr, indices, users, cand, count, out):
+    """out[b, j] = sum over b' in N(cand[b, j]) of |N(u) & N(b')|: the 3-edge paths u - a - b' - c."""
+    n = indptr.shape[0] - 1
+    nb = users.shape[0]
+    n_chunks = min(nb, 64)
+    for ch in prange(n_chunks):
+        acc = np.zeros(n, np.float64)
+        touched = np.empty(n, np.int64)
+        for b in range(ch, nb, n_chunks):
+            u = users[b]
+            if u < 0:
+                continue
+            nt = 0
+            for i in range(indptr[u], indptr[u + 1]):
+                a = indices[i]
+                for j in range(indptr[a], indptr[a + 1]):
+                    x = indices[j]
+                    if acc[x] == 0.0:
+                        touched[nt] = x
+                        nt += 1
+                    acc[x] += 1.0
+            for j in range(count[b]):
+                c = cand[b, j]
+                s = 0.0
+                for i in range(indptr[c], indptr[c + 1]):
+                    s += acc[indices[i]]
+                out[b, j] = s
+            for t in range(nt):
+                acc[touched[t]] = 0.0
+
+
+def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every (user, candidate) slot of a Stage-1 batch.
+
+    Args:
+        batch: Stage-1 output (features cn / aa / ra, and ppr when that source ran).
+        graph: the CSR graph the candidates were made on (paths3).
+        store: a feature store (`fetch(users) -> (m, F)`), whose trailing `emb_dim` columns are embeddings.
+    Returns:
+        X (B, C, len(PAIR_FEATURES)) float32 (padding slots hold zeros), degraded (B,) bool: the user or
+        one of its candidates had no stored features (NaN columns).
+    """
+    users, cand, count = batch.users, batch.cand, batch.count
+    B, C = cand.shape
+    X = np.zeros((B, C, len(PAIR_FEATURES)), np.float32)
+    valid = batch.valid
+    col = {name: i for i, name in enumerate(PAIR_FEATURES)}
+    if C == 0:
+        return X, np.zeros(B, bool)
+    rows = store.fetch(np.concatenate([users, np.where(valid, cand, -1).ravel()]))  # one round trip
+    uf, cf = rows[:B], rows[B:].reshape(B, C, -1)
+    deg_u, deg_c = uf[:, 0][:, None], cf[:, :, 0]
+    cn = batch.features["cn"].astype(np.float32)
+    X[:, :, col["cn"]] = cn
+    X[:, :, col["aa"]] = batch.features["aa"]
+    X[:, :, col["ra"]] = batch.features["ra"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        X[:, :, col["jaccard"]] = np.where(cn > 0, cn / (deg_u + deg_c - cn), 0.0)
+    if with_paths3:
+        p3 = np.zeros((B, C), np.float64)
+        _paths3(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users.astype(np.int64),
+                cand.astype(np.int64), count.astype(np.int64), p3)
+        X[:, :, col["paths3"]] = np.log1p(p3)
+    if "ppr" in batch.features:
+        X[:, :, col["ppr"]] = batch.features["ppr"]
+    for rel, base in (("aa_rel", "aa"), ("ppr_rel", "ppr")):
+        v = X[:, :, col[base]]
+        X[:, :, col[rel]] = v / np.maximum(v.max(axis=1, keepdims=True), 1e-12)
+    X[:, :, col["deg_u"]] = uf[:, 1][:, None]
+    X[:, :, col["deg_c"]] = cf[:, :, 1]
+    for name, bit in (("src_fof", SOURCE_FOF), ("src_ppr", SOURCE_PPR), ("src_emb", SOURCE_EMBEDDING),
+                      ("src_pop", SOURCE_POPULAR)):
+        X[:, :, col[name]] = (batch.source & bit) > 0
+    X[:, :, col["stage1_pos"]] = np.arange(C)[None, :] / np.maximum(count, 1)[:, None]
+    emb_dim = getattr(store, "emb_dim", 0)
+    if emb_dim:
+        eu, ec = uf[:, -emb_dim:], cf[:, :, -emb_dim:]
+        dot = np.einsum("bd,bcd->bc", eu, ec)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = dot / (np.linalg.norm(eu, axis=1)[:, None] * np.linalg.norm(ec, axis=2))
+        X[:, :, col["emb_dot"]] = dot
+        X[:, :, col["emb_cos"]] = cos
+    else:
+        X[:, :, col["emb_dot"]] = np.nan
+        X[:, :, col["emb_cos"]] = np.nan
+    first_u, first_c, last_c = uf[:, 2][:, None], cf[:, :, 2], cf[:, :, 3]
+    t_lo, t_hi = _time_span(graph)
+    span = max(t_hi - t_lo, 1.0)
+    X[:, :, col["age_u"]] = (t_hi - first_u) / span
+    X[:, :, col["age_c"]] = (t_hi - first_c) / span
+    X[:, :, col["recency_c"]] = (t_hi - last_c) / span
+    X[~valid] = 0.0
+    missing = np.isnan(uf[:, :2]).any(1) | (np.isnan(cf[:, :, :2]).any(2) & valid).any(1)
+    return X, missing
+
+
+def _time_span(graph) -> tuple[float, float]:
+    cached = getattr(graph, "_pymk_time_span", None)
+    if cached is not None:
+        return cached
+    if graph.ts is None or len(graph.ts) == 0:
+        span = (np.nan, np.nan)
+    else:
+        ts = np.asarray(graph.ts)
+        span = (float(ts.min()), float(ts.max()))
+    try:
+        graph._pymk_time_span = span
+    except AttributeError:
+        pass
+    return span

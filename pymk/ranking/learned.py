@@ -1,0 +1,242 @@
+"""The learned ranker: LightGBM over pair features, trained without leakage on Stage 1's own output.
+
+Training data (`training_data`), on the graph G that `pymk build` is given:
+    1. internal split: hold out 10% of G's friendships (the latest 10% when edges have timestamps,
+       else a seeded random 10%); G' = G without them.
+    2. Stage 1 runs on G' (same config) for up to `ranker.train_users` users with held-out edges.
+    3. label = 1 for a candidate that is a held-out friend, 0 for every other candidate: negatives are
+       exactly what Stage 1 hands the ranker, and no feature saw the held-out edges (features, PPR and
+       embeddings are all computed on G').
+Objective (`ranker.objective`): "lambdarank" (per-user lists) or "binary"; "auto" trains both on 80% of
+the users and keeps the one with the better recall@20 on the other 20% (recorded in ranker.json).
+At serving time the features are computed on G itself; the model is saved with its feature list and
+refuses to load against another.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pymk import __version__
+from pymk.candidates.base import CandidateBatch
+from pymk.features.pairs import PAIR_FEATURES, pair_features
+from pymk.ranking.base import Ranker
+
+RANKER_FORMAT = "pymk-ranker"
+RANKER_FORMAT_VERSION = 1
+
+
+class RankerError(RuntimeError):
+    """A ranker artifact that does not fit this pymk or this model."""
+
+
+class LearnedRanker(Ranker):
+    """Scores candidates with a LightGBM booster over `pair_features`.
+
+    Args:
+        booster: a `lightgbm.Booster`. graph, store: what features are computed from.
+        features: the feature names the booster was trained on (must equal PAIR_FEATURES).
+    """
+
+    name = "lightgbm"
+
+    def __init__(self, booster, graph, store, features: tuple[str, ...] = PAIR_FEATURES, meta: dict | None = None):
+        if tuple(features) != PAIR_FEATURES:
+            raise RankerError(f"ranker trained on features {list(features)}, this pymk computes "
+                              f"{list(PAIR_FEATURES)}; retrain it with `pymk build`")
+        self.booster = booster
+        self.graph = graph
+        self.store = store
+        self.meta = meta or {}
+        self.degraded = 0  # users whose features were partly missing (new users): answered anyway
+
+    def score(self, batch: CandidateBatch) -> np.ndarray:
+        X, missing = pair_features(batch, self.graph, self.store)
+        self.degraded += int(missing.sum())
+        self.last_degraded = missing
+        B, C, F = X.shape
+        out = np.zeros((B, C))
+        valid = batch.valid
+        if valid.any():
+            out[valid] = self.booster.predict(X[valid], num_threads=1)
+        return out
+
+    # -- storage --------------------------------------------------------------------------------------------------
+    def save(self, path: Path, extra: dict) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(path / "model.txt"))
+        meta = {"format": RANKER_FORMAT, "format_version": RANKER_FORMAT_VERSION, "pymk_version": __version__,
+                "features": list(PAIR_FEATURES), **extra}
+        (path / "ranker.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path, graph, store) -> LearnedRanker:
+        import lightgbm as lgb
+
+        meta_path = path / "ranker.json"
+        if not meta_path.exists():
+            raise RankerError(f"{path} holds no learned ranker (ranker.json missing); build with ranker.kind = "
+                              f"\"lightgbm\"")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != RANKER_FORMAT or meta.get("format_version") != RANKER_FORMAT_VERSION:
+            raise RankerError(f"{meta_path}: ranker format {meta.get('format_version')} is not "
+                              f"{RANKER_FORMAT_VERSION}; rebuild the model")
+        if tuple(meta.get("features", ())) != PAIR_FEATURES:
+            raise RankerError(f"{meta_path}: ranker trained on features {meta.get('features')}, this pymk computes "
+                              f"{list(PAIR_FEATURES)}; rebuild the model")
+        booster = lgb.Booster(model_file=str(path / "model.txt"))
+        if booster.num_feature() != len(PAIR_FEATURES):
+            raise RankerError(f"{path / 'model.txt'}: {booster.num_feature()} features, ranker.json lists "
+                              f"{len(PAIR_FEATURES)}")
+        return cls(booster, graph, store, tuple(meta["features"]), meta)
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+def internal_split(graph, *, holdout: float = 0.1, seed: int = 7):
+    """(G' edges lo, hi, held-out lo, hi): the latest `holdout` share of edges by time, else random."""
+    lo, hi = graph.edge_pairs()
+    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
+    m = lo.size
+    n_out = int(round(holdout * m))
+    if graph.ts is not None and len(graph.ts):
+        ts = _edge_times(graph, lo, hi)
+        order = np.lexsort((np.random.default_rng(seed).random(m), ts))  # latest last, ties shuffled
+    else:
+        order = np.random.default_rng(seed).permutation(m)
+    out = np.zeros(m, bool)
+    out[order[m - n_out:]] = True
+    return lo[~out], hi[~out], lo[out], hi[out]
+
+
+def _edge_times(graph, lo, hi) -> np.ndarray:
+    """Timestamp of each (lo, hi) edge, read from lo's CSR row (one global sorted search)."""
+    indptr = np.asarray(graph.indptr, np.int64)
+    n = np.int64(graph.num_users)
+    row_keys = np.repeat(np.arange(graph.num_users, dtype=np.int64), np.diff(indptr)) * n + \
+        np.asarray(graph.indices, np.int64)  # sorted: rows ascending, each row's indices sorted
+    return np.asarray(graph.ts)[np.searchsorted(row_keys, lo * n + hi)]
+
+
+def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
+    """Builds (X, y, group sizes, users) from `ranker.splits` internal splits (different held-out
+    edges each, where the split is random); see the module docstring.
+
+    Args:
+        graph: the build's graph G. config: `PymkConfig`.
+        embeddings_fn: G' -> (n, d) embeddings, or None (no embedding features).
+    """
+    parts = [_split_data(graph, config, seed, embeddings_fn, log) for seed in range(config.ranker.splits)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in ("X", "y", "group", "users")}
+
+
+def _split_data(graph, config, seed: int, embeddings_fn, log) -> dict:
+    from pymk.candidates.stage1 import Stage1
+    from pymk.features.store import InProcessFeatureStore, user_feature_table
+    from pymk.graph.edges import EdgeList
+    from pymk.graph.snapshot import CSRGraph
+
+    rc = config.ranker
+    a, b, ha, hb = internal_split(graph, holdout=rc.holdout, seed=rc.seed + seed)
+    sub = CSRGraph.from_edges(EdgeList(np.asarray(graph.ids), a.astype(graph.indices.dtype),
+                                       b.astype(graph.indices.dtype)))
+    if graph.ts is not None:  # keep the timestamps of the edges that stay
+        sub = _with_times(sub, graph)
+    emb = embeddings_fn(sub) if embeddings_fn is not None else None
+    store = InProcessFeatureStore(user_feature_table(sub, emb), 0 if emb is None else emb.shape[1])
+    # held-out friends per user, both directions
+    src = np.concatenate([ha, hb])
+    dst = np.concatenate([hb, ha])
+    users = np.unique(src)
+    rng = np.random.default_rng(rc.seed + seed)
+    if users.size > rc.train_users:
+        users = np.sort(rng.choice(users, rc.train_users, replace=False))
+    keep = np.isin(src, users)
+    keys = np.unique(src[keep] * np.int64(graph.num_users) + dst[keep])
+    stage1 = Stage1(sub, config.candidates, embeddings=emb)
+    Xs, ys, groups, us = [], [], [], []
+    t = time.perf_counter()
+    for s in range(0, users.size, 256):
+        batch = stage1.generate(users[s:s + 256])
+        X, _ = pair_features(batch, sub, store)
+        valid = batch.valid
+        lab = np.isin(batch.users[:, None] * np.int64(graph.num_users) + batch.cand, keys) & valid
+        for r in range(batch.users.size):
+            c = int(batch.count[r])
+            if c == 0:
+                continue
+            Xs.append(X[r, :c])
+            ys.append(lab[r, :c].astype(np.float32))
+            groups.append(c)
+            us.append(int(batch.users[r]))
+    log(f"ranker training data (split {seed}): {len(groups):,} users, {sum(groups):,} candidates, "
+        f"{int(sum(y.sum() for y in ys)):,} positives ({time.perf_counter() - t:.1f}s)")
+    return {"X": np.concatenate(Xs), "y": np.concatenate(ys), "group": np.asarray(groups), "users": np.asarray(us)}
+
+
+def _with_times(sub, graph):
+    """sub's CSR with each edge's timestamp taken from graph (same users, sub's edges a subset)."""
+    from pymk.graph.snapshot import CSRGraph
+
+    indptr = np.asarray(sub.indptr, np.int64)
+    lo = np.repeat(np.arange(sub.num_users), np.diff(indptr))
+    hi = np.asarray(sub.indices, np.int64)
+    return CSRGraph(sub.indptr, sub.indices, sub.ids, _edge_times(graph, lo, hi).astype(np.int64), sub.meta)
+
+
+def _recall_at(scores, y, group, k=20) -> float:
+    hits = total = 0
+    s = 0
+    for g in group.tolist():
+        sc, lab = scores[s:s + g], y[s:s + g]
+        top = np.argsort(-sc, kind="stable")[:k]
+        hits += lab[top].sum()
+        total += lab.sum()
+        s += g
+    return float(hits / max(total, 1))
+
+
+def train_ranker(data: dict, config, *, log=print):
+    """Fits LightGBM (objective by measurement when "auto"); returns (booster, summary)."""
+    import lightgbm as lgb
+
+    rc = config.ranker
+    X, y, group = data["X"], data["y"], data["group"]
+    rng = np.random.default_rng(rc.seed)
+    is_val = rng.random(group.size) < 0.2
+    row_val = np.repeat(is_val, group)
+    params = {"learning_rate": rc.learning_rate, "num_leaves": rc.num_leaves, "min_data_in_leaf": 50,
+              "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "seed": rc.seed,
+              "verbose": -1, "num_threads": 0}
+    objectives = ("lambdarank", "binary") if rc.objective == "auto" else (rc.objective,)
+    results = {}
+    for obj in objectives:
+        p = dict(params, objective=obj)
+        if obj == "lambdarank":
+            p.update(metric="ndcg", eval_at=[20], lambdarank_truncation_level=40)
+        else:
+            p.update(metric="auc")
+        tr = lgb.Dataset(X[~row_val], y[~row_val], group=group[~is_val] if obj == "lambdarank" else None,
+                         feature_name=list(PAIR_FEATURES), free_raw_data=False)
+        va = lgb.Dataset(X[row_val], y[row_val], group=group[is_val] if obj == "lambdarank" else None,
+                         reference=tr)
+        t = time.perf_counter()
+        booster = lgb.train(p, tr, num_boost_round=rc.rounds, valid_sets=[va],
+                            callbacks=[lgb.early_stopping(30, verbose=False)])
+        rec = _recall_at(booster.predict(X[row_val]), y[row_val], group[is_val])
+        results[obj] = (rec, booster, time.perf_counter() - t)
+        log(f"ranker {obj}: validation recall@20 {rec:.4f}, {booster.best_iteration} rounds "
+            f"({results[obj][2]:.1f}s)")
+    best = max(results, key=lambda o: results[o][0])
+    booster = results[best][1]
+    gain = booster.feature_importance("gain")
+    importance = {name: round(float(v / max(gain.sum(), 1e-12)), 4) for name, v in zip(PAIR_FEATURES, gain,
+                                                                                         strict=True)}
+    summary = {"objective": best, "validation_recall@20": {o: round(r[0], 4) for o, r in results.items()},
+               "rounds": int(booster.best_iteration or booster.current_iteration()),
+               "train_users": int(group.size), "rows": int(y.size), "positives": int(y.sum()),
+               "importance": dict(sorted(importance.items(), key=lambda kv: -kv[1]))}
+    return booster, summary

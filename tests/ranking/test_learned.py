@@ -1,0 +1,123 @@
+"""The learned ranker: leakage-free training data, save/load with its feature list, model integration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pymk.config import PymkConfig
+from pymk.graph.synth import SynthConfig, generate
+from pymk.ranking.learned import LearnedRanker, RankerError, internal_split, train_ranker, training_data
+from tests.helpers import nx_graph
+
+
+def _graph(ts=True):
+    from pymk.graph.edges import EdgeList
+    from pymk.graph.snapshot import CSRGraph
+
+    src, dst, t = generate(SynthConfig(600, 10, seed=3))
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    keys, first = np.unique(lo * 1000 + hi, return_index=True)
+    ids = np.arange(600, dtype=np.int64)
+    edges = EdgeList(ids, (keys // 1000).astype(np.int32), (keys % 1000).astype(np.int32),
+                     t[first].astype(np.int64) if ts else None)
+    return CSRGraph.from_edges(edges)
+
+
+def _config():
+    cfg = PymkConfig()
+    cfg.ranker.kind = "lightgbm"
+    cfg.ranker.rounds = 30
+    cfg.candidates.k = 100
+    return cfg
+
+
+def test_internal_split_holds_out_the_latest_edges():
+    g = _graph()
+    a, b, ha, hb = internal_split(g, holdout=0.1)
+    assert ha.size == round(0.1 * g.num_edges) and a.size + ha.size == g.num_edges
+    lo, hi = g.edge_pairs()
+    from pymk.ranking.learned import _edge_times
+
+    t_kept = _edge_times(g, a.astype(np.int64), b.astype(np.int64))
+    t_out = _edge_times(g, ha.astype(np.int64), hb.astype(np.int64))
+    assert t_out.min() >= t_kept.max()
+    r = internal_split(_graph(ts=False), holdout=0.2, seed=1)
+    assert r[2].size == round(0.2 * g.num_edges)
+
+
+def test_training_labels_are_held_out_friends_never_seen_by_features():
+    g = _graph()
+    cfg = _config()
+    data = training_data(g, cfg, log=lambda s: None)
+    a, b, ha, hb = internal_split(g, holdout=cfg.ranker.holdout, seed=cfg.ranker.seed)
+    held = set(zip(ha.tolist(), hb.tolist(), strict=True)) | set(zip(hb.tolist(), ha.tolist(), strict=True))
+    assert data["y"].sum() > 0 and data["X"].shape[1] == 20
+    # every positive is a held-out friendship, and its common-neighbour feature counts G' only
+    sub = nx_graph(g)
+    sub.remove_edges_from(held)
+    starts = np.concatenate([[0], np.cumsum(data["group"])])
+    cn_col = 0
+    found = 0
+    from pymk.candidates.stage1 import Stage1
+    from pymk.graph.edges import EdgeList
+    from pymk.graph.snapshot import CSRGraph
+
+    gp = CSRGraph.from_edges(EdgeList(np.asarray(g.ids), a.astype(np.int32), b.astype(np.int32)))
+    for i, u in enumerate(data["users"][:40].tolist()):
+        batch = Stage1(gp, cfg.candidates).generate([u])
+        row = batch.row(0)
+        y = data["y"][starts[i]:starts[i + 1]]
+        assert {int(c) for c in row[y > 0]} <= {v for (x, v) in held if x == u}
+        for c, x in zip(row.tolist(), data["X"][starts[i]:starts[i + 1]], strict=True):
+            assert x[cn_col] == len(set(sub[u]) & set(sub[c]))
+            found += 1
+    assert found > 0
+
+
+def test_save_load_and_feature_mismatch(tmp_path):
+    from pymk.features.store import InProcessFeatureStore, user_feature_table
+
+    g = _graph()
+    cfg = _config()
+    booster, summary = train_ranker(training_data(g, cfg, log=lambda s: None), cfg, log=lambda s: None)
+    assert summary["objective"] in ("lambdarank", "binary") and set(summary["importance"]) == set(
+        json.loads(json.dumps(summary["importance"])))
+    store = InProcessFeatureStore(user_feature_table(g), 0)
+    LearnedRanker(booster, g, store).save(tmp_path / "r", {"summary": summary})
+    loaded = LearnedRanker.load(tmp_path / "r", g, store)
+    from pymk.candidates.stage1 import Stage1
+
+    batch = Stage1(g, cfg.candidates).generate(np.arange(0, 600, 50))
+    np.testing.assert_allclose(loaded.score(batch), LearnedRanker(booster, g, store).score(batch))
+    meta = json.loads((tmp_path / "r" / "ranker.json").read_text())
+    meta["features"] = meta["features"][:-1]
+    (tmp_path / "r" / "ranker.json").write_text(json.dumps(meta))
+    with pytest.raises(RankerError, match="trained on features"):
+        LearnedRanker.load(tmp_path / "r", g, store)
+
+
+def test_model_with_learned_ranker_recommends_and_survives_new_users(tmp_path):
+    from pymk.features.store import InProcessFeatureStore
+    from pymk.graph.edges import EdgeList
+    from pymk.pipeline.build import build_from_edges
+    from pymk.pipeline.model import Model
+
+    g = _graph()
+    lo, hi = g.edge_pairs()
+    cfg = _config()
+    path = build_from_edges(EdgeList(np.asarray(g.ids), lo, hi), tmp_path / "m", cfg, log=lambda s: None)
+    assert (path / "ranker" / "model.txt").exists() and (path / "features" / "users.npy").exists()
+    m = Model.load(path)
+    r = m.recommend(np.arange(0, 600, 30), 10)
+    assert (r.count == 10).all() and m.ranker.degraded == 0
+    friends = nx_graph(g)
+    for b, u in enumerate(r.users.tolist()):
+        assert not set(r.cand[b].tolist()) & (set(friends[u]) | {u})
+    # a feature table that predates the last 50 users: they (and lists that hold them) degrade, not fail
+    table = np.load(path / "features" / "users.npy")
+    m2 = Model(path, m.meta, m.config, m.graph, feature_store=InProcessFeatureStore(table[:550], 0))
+    r2 = m2.recommend([580, 3], 10)
+    assert (r2.count == 10).all() and m2.ranker.degraded >= 1 and m2.ranker.last_degraded[0]
