@@ -24,6 +24,7 @@ def _err(msg: str, code: int = 1) -> typer.Exit:
 
 
 def _user_errors():
+    from pymk.candidates.ann import AnnError
     from pymk.config import ConfigError
     from pymk.gnn.config import CheckpointError
     from pymk.graph.ingest import IngestError
@@ -31,9 +32,10 @@ def _user_errors():
     from pymk.graph.snapshot import SnapshotError
     from pymk.io import UsersFileError
     from pymk.pipeline.model import ModelError
+    from pymk.ranking.learned import RankerError
 
     return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError, CheckpointError,
-            FileNotFoundError, FileExistsError)
+            AnnError, RankerError, FileNotFoundError, FileExistsError)
 
 
 @app.command()

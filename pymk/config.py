@@ -84,8 +84,9 @@ class CandidatesConfig:
 class RankerConfig:
     """Stage 2: the model that orders Stage-1 candidates."""
 
-    kind: str = "adamic_adar"  # lightgbm | adamic_adar | resource_allocation | common_neighbors
-    objective: str = "auto"  # lightgbm: lambdarank | binary | auto (both, keep the better on validation)
+    kind: str = "auto"  # auto | lightgbm | adamic_adar | resource_allocation | common_neighbors
+    # auto: train LightGBM, serve whichever of it and the heuristics validates best
+    objective: str = "lambdarank"  # lightgbm: lambdarank | binary | auto (both, keep the better on validation)
     holdout: float = 0.1  # lightgbm training labels: this share of the build graph's edges held out
     train_users: int = 2000  # lightgbm: users per internal split whose Stage-1 lists make the training data
     splits: int = 1  # lightgbm: internal splits stacked (by time: the same split each time)
@@ -196,8 +197,8 @@ class PymkConfig:
             self.gnn.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if self.ranker.kind not in (*RANKERS, "lightgbm"):
-            raise ConfigError(f"ranker.kind must be one of {sorted([*RANKERS, 'lightgbm'])}, "
+        if self.ranker.kind not in (*RANKERS, "lightgbm", "auto"):
+            raise ConfigError(f"ranker.kind must be one of {sorted([*RANKERS, 'lightgbm', 'auto'])}, "
                               f"got {self.ranker.kind!r}")
         if self.ranker.objective not in ("auto", "lambdarank", "binary"):
             raise ConfigError(f"ranker.objective must be auto | lambdarank | binary, got {self.ranker.objective!r}")

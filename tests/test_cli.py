@@ -49,7 +49,9 @@ def model_dir(tmp_path_factory, lastfm_path):
     assert res.exit_code == 0, res.output
     assert "27,806 undirected edges" in res.output
     meta = json.loads((out / "model.json").read_text())
-    assert meta["format"] == "pymk-model" and meta["config"]["ranker"]["kind"] == "adamic_adar"
+    assert meta["format"] == "pymk-model" and meta["config"]["ranker"]["kind"] == "auto"
+    # the default build trains the learned ranker and serves whatever validated best
+    assert meta["stages"]["ranker"]["chosen"] in ("lightgbm", "adamic_adar", "resource_allocation", "common_neighbors")
     return out
 
 

@@ -5,7 +5,9 @@ Columns (`PAIR_FEATURES`), for user u and candidate c:
     jaccard           cn / |N(u) | N(c)|
     paths3            number of 3-edge paths u - a - b - c (reach past two hops; 0 for far users)
     ppr               personalized-PageRank score of c from u (0 where PPR did not reach c)
-    aa_rel, ppr_rel   aa and ppr over the user's best candidate's (comparable across users)
+    aa_rel, ra_rel, ppr_rel   the score over the user's best candidate's (comparable across users)
+    aa_rank, ppr_rank, paths3_rank   the candidate's rank by that score in the user's list, over the
+                      list length (0 = best; ties share the better rank)
     deg_u, deg_c      degrees (log(1 + degree))
     src_fof, src_ppr, src_emb, src_pop     which Stage-1 sources found c
     stage1_pos        c's position in the Stage-1 list / list length (sources' own order)
@@ -23,8 +25,9 @@ from numba import njit, prange
 
 from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
 
-PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "aa_rel", "ppr_rel", "deg_u", "deg_c", "src_fof",
-                 "src_ppr", "src_emb", "src_pop", "stage1_pos", "emb_dot", "emb_cos", "age_u", "age_c", "recency_c")
+PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "aa_rel", "ra_rel", "ppr_rel", "aa_rank", "ppr_rank",
+                 "paths3_rank", "deg_u", "deg_c", "src_fof", "src_ppr", "src_emb", "src_pop", "stage1_pos", "emb_dot",
+                 "emb_cos", "age_u", "age_c", "recency_c")
 EMBEDDING_FEATURES = ("emb_dot", "emb_cos")
 GRAPH_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr")
 
@@ -95,9 +98,16 @@ def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = Tr
         X[:, :, col["paths3"]] = np.log1p(p3)
     if "ppr" in batch.features:
         X[:, :, col["ppr"]] = batch.features["ppr"]
-    for rel, base in (("aa_rel", "aa"), ("ppr_rel", "ppr")):
-        v = X[:, :, col[base]]
+    n_valid = np.maximum(count, 1)[:, None].astype(np.float32)
+    for rel, base in (("aa_rel", "aa"), ("ra_rel", "ra"), ("ppr_rel", "ppr")):
+        v = np.where(valid, X[:, :, col[base]], 0.0)
         X[:, :, col[rel]] = v / np.maximum(v.max(axis=1, keepdims=True), 1e-12)
+    for rank, base in (("aa_rank", "aa"), ("ppr_rank", "ppr"), ("paths3_rank", "paths3")):
+        v = np.where(valid, X[:, :, col[base]], -np.inf)
+        srt = -np.sort(-v, axis=1)  # descending per row
+        # rank = how many candidates of the row score strictly higher
+        r = np.stack([np.searchsorted(-srt[i], -v[i], side="left") for i in range(B)]) if B else v
+        X[:, :, col[rank]] = r / n_valid
     X[:, :, col["deg_u"]] = uf[:, 1][:, None]
     X[:, :, col["deg_c"]] = cf[:, :, 1]
     for name, bit in (("src_fof", SOURCE_FOF), ("src_ppr", SOURCE_PPR), ("src_emb", SOURCE_EMBEDDING),

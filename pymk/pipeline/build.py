@@ -86,7 +86,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             stages["ann"] = ann_stage(emb, work, config, log)
         else:
             emb = None
-        if config.ranker.kind == "lightgbm":
+        if config.ranker.kind in ("lightgbm", "auto"):
             stages["ranker"] = ranker_stage(graph, emb, work, config, log)
         meta = {
             "format": MODEL_FORMAT,
@@ -126,7 +126,7 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
     """Trains the learned ranker on an internal split (pymk.ranking.learned) and stores the serving
     feature table (features of the full graph)."""
     from pymk.features.store import InProcessFeatureStore, user_feature_table
-    from pymk.ranking.learned import LearnedRanker, train_ranker, training_data
+    from pymk.ranking.learned import LearnedRanker, RankerError, train_ranker, training_data
 
     t0 = time.perf_counter()
     embeddings_fn = None
@@ -136,8 +136,14 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
         def embeddings_fn(sub):
             return train_embeddings(sub, config.gnn, None, progress=False, log=lambda s: None)[0]
 
-    data = training_data(graph, config, embeddings_fn=embeddings_fn, log=log)
-    booster, summary = train_ranker(data, config, log=log)
+    try:
+        data = training_data(graph, config, embeddings_fn=embeddings_fn, log=log)
+        booster, summary = train_ranker(data, config, log=log)
+    except RankerError as exc:
+        if config.ranker.kind != "auto":
+            raise
+        log(f"stage ranker: {exc}; serving adamic_adar")
+        return {"chosen": "adamic_adar", "skipped": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
     store = InProcessFeatureStore(user_feature_table(graph, emb), 0 if emb is None else emb.shape[1])
     store.save(model_dir / "features")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -145,7 +151,8 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
                                                                      "config": config.to_dict()["ranker"]})
     top = ", ".join(f"{k} {v:.2f}" for k, v in list(summary["importance"].items())[:4])
     log(f"stage ranker: lightgbm {summary['objective']}, validation recall@20 "
-        f"{summary['validation_recall@20'][summary['objective']]:.4f}, top features {top} ({summary['seconds']:.1f}s)")
+        f"{summary['validation_recall@20'][summary['objective']]:.4f}, top features {top}; serving "
+        f"{summary['chosen'] if config.ranker.kind == 'auto' else 'lightgbm'} ({summary['seconds']:.1f}s)")
     return summary
 
 

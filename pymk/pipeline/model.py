@@ -64,8 +64,12 @@ class Model:
         self.version = model_version(self.meta)
 
     def _load_ranker(self):
-        if self.config.ranker.kind != "lightgbm":
-            return make_ranker(self.config.ranker.kind)
+        kind = self.config.ranker.kind
+        if kind == "auto":  # the build measured which ranker to serve
+            kind = self.meta.get("stages", {}).get("ranker", {}).get("chosen", "adamic_adar")
+        self.ranker_kind = kind
+        if kind != "lightgbm":
+            return make_ranker(kind)
         from pymk.features.store import FeatureStoreError, InProcessFeatureStore
         from pymk.ranking.learned import LearnedRanker, RankerError
 

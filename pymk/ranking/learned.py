@@ -9,6 +9,8 @@ Training data (`training_data`), on the graph G that `pymk build` is given:
        embeddings are all computed on G').
 Objective (`ranker.objective`): "lambdarank" (per-user lists) or "binary"; "auto" trains both on 80% of
 the users and keeps the one with the better recall@20 on the other 20% (recorded in ranker.json).
+With `ranker.kind = "auto"` the model then serves whichever of LightGBM, Adamic-Adar, Resource
+Allocation and Common Neighbours has the best recall@20 on those validation users.
 At serving time the features are computed on G itself; the model is saved with its feature list and
 refuses to load against another.
 """
@@ -28,6 +30,7 @@ from pymk.ranking.base import Ranker
 
 RANKER_FORMAT = "pymk-ranker"
 RANKER_FORMAT_VERSION = 1
+MIN_POSITIVES = 50  # below this many labelled friendships a learned ranker is noise
 
 
 class RankerError(RuntimeError):
@@ -130,6 +133,10 @@ def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
         embeddings_fn: G' -> (n, d) embeddings, or None (no embedding features).
     """
     parts = [_split_data(graph, config, seed, embeddings_fn, log) for seed in range(config.ranker.splits)]
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise RankerError("no held-out friendship has a Stage-1 candidate list: the graph is too small to train "
+                          "a ranker on")
     return {key: np.concatenate([p[key] for p in parts]) for key in ("X", "y", "group", "users")}
 
 
@@ -172,6 +179,8 @@ def _split_data(graph, config, seed: int, embeddings_fn, log) -> dict:
             ys.append(lab[r, :c].astype(np.float32))
             groups.append(c)
             us.append(int(batch.users[r]))
+    if not groups:
+        return None
     log(f"ranker training data (split {seed}): {len(groups):,} users, {sum(groups):,} candidates, "
         f"{int(sum(y.sum() for y in ys)):,} positives ({time.perf_counter() - t:.1f}s)")
     return {"X": np.concatenate(Xs), "y": np.concatenate(ys), "group": np.asarray(groups), "users": np.asarray(us)}
@@ -205,6 +214,9 @@ def train_ranker(data: dict, config, *, log=print):
 
     rc = config.ranker
     X, y, group = data["X"], data["y"], data["group"]
+    if y.sum() < MIN_POSITIVES:
+        raise RankerError(f"only {int(y.sum())} held-out friendships among the training candidates (fewer than "
+                          f"{MIN_POSITIVES}): too few to train a ranker on this graph")
     rng = np.random.default_rng(rc.seed)
     is_val = rng.random(group.size) < 0.2
     row_val = np.repeat(is_val, group)
@@ -232,10 +244,20 @@ def train_ranker(data: dict, config, *, log=print):
             f"({results[obj][2]:.1f}s)")
     best = max(results, key=lambda o: results[o][0])
     booster = results[best][1]
+    # the heuristics on the same validation lists (ties keep Stage-1 order, as their rankers do)
+    col = {f: i for i, f in enumerate(PAIR_FEATURES)}
+    heuristics = {kind: round(_recall_at(X[row_val, col[f]], y[row_val], group[is_val]), 4)
+                  for kind, f in (("adamic_adar", "aa"), ("resource_allocation", "ra"), ("common_neighbors", "cn"))}
+    learned = results[best][0]
+    best_h = max(heuristics, key=heuristics.get)
+    chosen = "lightgbm" if learned > heuristics[best_h] else best_h
+    log(f"ranker validation recall@20: lightgbm {learned:.4f}, "
+        + ", ".join(f"{k} {v:.4f}" for k, v in heuristics.items()) + f" -> {chosen}")
     gain = booster.feature_importance("gain")
     importance = {name: round(float(v / max(gain.sum(), 1e-12)), 4) for name, v in zip(PAIR_FEATURES, gain,
                                                                                          strict=True)}
-    summary = {"objective": best, "validation_recall@20": {o: round(r[0], 4) for o, r in results.items()},
+    summary = {"objective": best, "chosen": chosen,
+               "validation_recall@20": {**{o: round(r[0], 4) for o, r in results.items()}, **heuristics},
                "rounds": int(booster.best_iteration or booster.current_iteration()),
                "train_users": int(group.size), "rows": int(y.size), "positives": int(y.sum()),
                "importance": dict(sorted(importance.items(), key=lambda kv: -kv[1]))}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pymk.config import PymkConfig
+from pymk.features.pairs import PAIR_FEATURES
 from pymk.graph.synth import SynthConfig, generate
 from pymk.ranking.learned import LearnedRanker, RankerError, internal_split, train_ranker, training_data
 from tests.helpers import nx_graph
@@ -54,7 +55,7 @@ def test_training_labels_are_held_out_friends_never_seen_by_features():
     data = training_data(g, cfg, log=lambda s: None)
     a, b, ha, hb = internal_split(g, holdout=cfg.ranker.holdout, seed=cfg.ranker.seed)
     held = set(zip(ha.tolist(), hb.tolist(), strict=True)) | set(zip(hb.tolist(), ha.tolist(), strict=True))
-    assert data["y"].sum() > 0 and data["X"].shape[1] == 20
+    assert data["y"].sum() > 0 and data["X"].shape[1] == len(PAIR_FEATURES)
     # every positive is a held-out friendship, and its common-neighbour feature counts G' only
     sub = nx_graph(g)
     sub.remove_edges_from(held)
@@ -121,3 +122,21 @@ def test_model_with_learned_ranker_recommends_and_survives_new_users(tmp_path):
     m2 = Model(path, m.meta, m.config, m.graph, feature_store=InProcessFeatureStore(table[:550], 0))
     r2 = m2.recommend([580, 3], 10)
     assert (r2.count == 10).all() and m2.ranker.degraded >= 1 and m2.ranker.last_degraded[0]
+
+
+def test_auto_serves_the_ranker_that_validates_best(tmp_path):
+    from pymk.graph.edges import EdgeList
+    from pymk.pipeline.build import build_from_edges
+    from pymk.pipeline.model import Model
+
+    g = _graph()
+    lo, hi = g.edge_pairs()
+    cfg = _config()
+    cfg.ranker.kind = "auto"
+    path = build_from_edges(EdgeList(np.asarray(g.ids), lo, hi), tmp_path / "m", cfg, log=lambda s: None)
+    m = Model.load(path)
+    summary = m.meta["stages"]["ranker"]
+    val = summary["validation_recall@20"]
+    best = max(("adamic_adar", "resource_allocation", "common_neighbors", summary["objective"]), key=val.get)
+    assert summary["chosen"] == ("lightgbm" if best == summary["objective"] else best) == m.ranker_kind
+    assert m.recommend([1, 2], 5).count.tolist() == [5, 5]
