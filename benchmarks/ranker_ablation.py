@@ -61,7 +61,7 @@ def main():
         lists = np.where(np.take_along_axis(batch.valid, order, 1), np.take_along_axis(batch.cand, order, 1), -1)
         return ranking_metrics(hit_matrix(lists, users.size, split.truth_ptr, split.truth_idx, n), n_truth)
 
-    print(f"{'ranker':<28}{'recall@20':>10}{'ndcg@10':>9}{'mrr':>8}")
+    print(f"{'ranker':<36}{'recall@20':>10}{'ndcg@10':>9}{'mrr':>8}")
     aa = metrics(make_ranker("adamic_adar").score(batch))
     for name, drop in GROUPS.items():
         cols = [PAIR_FEATURES.index(f) for f in drop]
@@ -71,10 +71,10 @@ def main():
         Xt = X_test.copy()
         Xt[:, :, cols] = np.nan
         m = metrics(booster.predict(Xt.reshape(-1, Xt.shape[2]), num_threads=1).reshape(Xt.shape[:2]))
-        print(f"{'lightgbm ' + name:<28}{m['recall@20']:>10.4f}{m['ndcg@10']:>9.4f}{m['mrr']:>8.4f}")
+        print(f"{'lightgbm ' + name:<36}{m['recall@20']:>10.4f}{m['ndcg@10']:>9.4f}{m['mrr']:>8.4f}")
         if not drop:
             importance = summary["importance"]
-    print(f"{'adamic_adar':<28}{aa['recall@20']:>10.4f}{aa['ndcg@10']:>9.4f}{aa['mrr']:>8.4f}")
+    print(f"{'adamic_adar':<36}{aa['recall@20']:>10.4f}{aa['ndcg@10']:>9.4f}{aa['mrr']:>8.4f}")
     print("gain importance (all features): " + ", ".join(f"{k} {v:.3f}" for k, v in importance.items() if v > 0))
 
 

@@ -147,7 +147,10 @@ def test_build_with_config(tmp_path, lastfm_path):
 
 
 def test_eval_prints_table_and_json(lastfm_path, tmp_path):
-    res = runner.invoke(app, ["eval", "--edges", str(lastfm_path), "--json", str(tmp_path / "r.json")])
+    cfg = tmp_path / "aa.toml"  # the default (learned) ranker is covered by tests/eval; this is about the report
+    cfg.write_text('[ranker]\nkind = "adamic_adar"\n')
+    res = runner.invoke(app, ["eval", "--edges", str(lastfm_path), "--json", str(tmp_path / "r.json"),
+                              "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "AA" in res.stdout and "pymk" in res.stdout and "2-hop ceiling 0.6943" in res.stdout
     report = json.loads((tmp_path / "r.json").read_text())

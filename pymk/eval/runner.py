@@ -40,6 +40,7 @@ class EvalReport:
     stage1_recall: dict[str, float] = field(default_factory=dict)
     source_recall: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> @k -> recall, alone
     beyond_two_hops: dict[str, int] = field(default_factory=dict)  # test pairs past 2 hops found in top 1000
+    ranker: dict = field(default_factory=dict)  # which ranker the pymk row used, and why
     gnn_stage1_recall: dict[str, float] = field(default_factory=dict)
     gnn: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -65,6 +66,11 @@ class EvalReport:
             for name, rec in rows.items():
                 lines.append(f"  {name:<14}" + "".join(f"{rec.get(f'@{c}', float('nan')):>9.4f}" for c in STAGE1_KS)
                              + f"   {self.beyond_two_hops.get(name, 0)} of {self.beyond_two_hops.get('total', 0)}")
+        if self.ranker:
+            val = self.ranker.get("validation_recall@20", {})
+            lines.append(f"pymk ranker: {self.ranker.get('serving')}"
+                         + (" (internal validation recall@20: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
+                            + ")" if val else ""))
         lines += [head, "-" * len(head)]
         for name, row in self.methods.items():
             lines.append(f"{name:<8}" + "".join(f"{row[c]:>11.4f}" for c in METRIC_COLS))
@@ -106,6 +112,9 @@ def evaluate(edges: EdgeList, *, dataset: str = "edges", config: PymkConfig | No
         build_from_edges(split.train, Path(tmp) / "model", config, log=lambda s: None)
         model = Model.load(Path(tmp) / "model")
         seconds["pymk_build"] = time.perf_counter() - t
+        stage = model.meta["stages"].get("ranker", {})
+        report.ranker = {"serving": model.ranker_kind, **{k: stage[k] for k in ("objective", "validation_recall@20",
+                                                                                "importance", "skipped") if k in stage}}
         t = time.perf_counter()
         ranked = model.recommend(users, LIST_LEN)
         report.methods["pymk"] = ranking_metrics(hits_of(ranked.cand), n_truth)
