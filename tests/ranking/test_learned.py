@@ -53,7 +53,8 @@ def test_training_labels_are_held_out_friends_never_seen_by_features():
     g = _graph()
     cfg = _config()
     data = training_data(g, cfg, log=lambda s: None)
-    a, b, ha, hb = internal_split(g, holdout=cfg.ranker.holdout, seed=cfg.ranker.seed)
+    a, b, ha, hb = internal_split(g, holdout=cfg.ranker.holdout, seed=cfg.ranker.seed,
+                                  by_time=cfg.ranker.split == "time")
     held = set(zip(ha.tolist(), hb.tolist(), strict=True)) | set(zip(hb.tolist(), ha.tolist(), strict=True))
     assert data["y"].sum() > 0 and data["X"].shape[1] == len(PAIR_FEATURES)
     # every positive is a held-out friendship, and its common-neighbour feature counts G' only
