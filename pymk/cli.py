@@ -306,26 +306,38 @@ def train(
 
 @app.command()
 def publish(
-    model: Annotated[Path, typer.Option(help="sharded model directory from `pymk build --shards S`")],
+    model: Annotated[Path, typer.Option(help="model directory from `pymk build` (sharded, or with a learned ranker)")],
     redis: Annotated[str, typer.Option(help="Redis URL, e.g. redis://127.0.0.1:6379/0")],
 ) -> None:
-    """Load a sharded model's adjacency lists into Redis (pipelined, idempotent), keys tagged by shard."""
+    """Load a model's serving state into Redis (pipelined, idempotent): a sharded model's adjacency
+    lists (keys tagged by shard) and the learned ranker's user features (one packed row per user)."""
     from tqdm import tqdm
 
+    from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
     from pymk.graph.shard_store import RedisShardStore
-    from pymk.pipeline.model import Model, ModelError, _redis_client, model_version
+    from pymk.pipeline.model import Model, ModelError, _redis_client, feature_prefix, model_version
 
     try:
         m = Model.load(model)
-        if m.plan is None:
-            raise ModelError(f"{model} is unsharded; build it with --shards S to publish its graph shards")
-        store = RedisShardStore(_redis_client(redis), prefix=f"pymk:graph:{model_version(m.meta)}")
-        total = int(m.plan.home.size + m.plan.rep_idx.size)
-        with tqdm(total=total, desc="publishing adjacency lists", unit="list") as bar:
-            n = store.publish(m.graph, m.plan, progress=bar.update)
+        has_features = (model / "features" / "features.json").exists()
+        if m.plan is None and not has_features:
+            raise ModelError(f"{model} has nothing to publish: build it with --shards S (graph shards) or with "
+                             f"a learned ranker (features)")
+        client = _redis_client(redis)
+        if m.plan is not None:
+            store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(m.meta)}")
+            total = int(m.plan.home.size + m.plan.rep_idx.size)
+            with tqdm(total=total, desc="publishing adjacency lists", unit="list") as bar:
+                n = store.publish(m.graph, m.plan, progress=bar.update)
+            typer.echo(f"published {n:,} adjacency lists of {m.plan.shards} shards under {store.prefix} on {redis}")
+        if has_features:
+            table = InProcessFeatureStore.load(model / "features", m.graph.num_users)
+            fs = RedisFeatureStore(client, feature_prefix(m.meta), table.width, table.emb_dim)
+            with tqdm(total=table.table.shape[0], desc="publishing user features", unit="user") as bar:
+                n = fs.publish(np.asarray(table.table), progress=bar.update)
+            typer.echo(f"published features of {n:,} users under {fs.prefix} on {redis}")
     except _user_errors() as exc:
         raise _err(str(exc)) from None
-    typer.echo(f"published {n:,} adjacency lists of {m.plan.shards} shards under {store.prefix} on {redis}")
 
 
 @app.command()
@@ -334,7 +346,8 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     shards: Annotated[int | None, typer.Option(min=1, help="refuse a model built with another shard count")] = None,
-    redis: Annotated[str | None, typer.Option(help="read a sharded model's graph from Redis at this URL")] = None,
+    redis: Annotated[str | None, typer.Option(help="read a sharded model's graph and the ranker's features from "
+                                                "Redis at this URL (see `pymk publish`)")] = None,
 ) -> None:
     """Serve GET /v1/users/{id}/recommendations?k=20 and /healthz over HTTP."""
     import uvicorn

@@ -222,6 +222,27 @@ def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
     ref = Model.load(out).recommend(m.index_of([0]), 5)
     assert [r["user_id"] for r in body["recommendations"]] == m.graph.ids[ref.cand[0, :5]].tolist()
     assert m.store.stats.requests > 0
+    if m.ranker_kind == "lightgbm":  # the learned ranker read its user features from Redis, one MGET a request
+        assert "published features" in res.output and m.features.round_trips == 1
+
+
+def test_serve_features_from_redis_needs_publish(lastfm_path, tmp_path, redis_server):
+    from pymk.pipeline.model import Model, ModelError
+
+    out = tmp_path / "m"
+    cfg = tmp_path / "lgb.toml"
+    cfg.write_text('[ranker]\nkind = "lightgbm"\n')
+    assert runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--config",
+                               str(cfg)]).exit_code == 0
+    with pytest.raises(ModelError, match="run `pymk publish` first"):
+        Model.load(out, redis_url=redis_server.url)
+    res = runner.invoke(app, ["publish", "--model", str(out), "--redis", redis_server.url])
+    assert res.exit_code == 0 and "published features of 7,624 users" in res.output
+    m = Model.load(out, redis_url=redis_server.url)
+    ref = Model.load(out).recommend([0, 5], 10)
+    got = m.recommend([0, 5], 10)
+    np.testing.assert_array_equal(got.cand, ref.cand)
+    assert m.features.round_trips == 1
 
 
 def test_gnn_build_train_candidates_eval(tmp_path):

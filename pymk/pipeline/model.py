@@ -36,6 +36,26 @@ def _redis_client(url: str):
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
+def feature_prefix(meta: dict) -> str:
+    return f"pymk:features:{model_version(meta)}"
+
+
+def _redis_features(client, path: Path, meta: dict):
+    """The learned ranker's user features in Redis, checked against the model's table."""
+    from pymk.features.store import RedisFeatureStore
+
+    info = json.loads((path / "features" / "features.json").read_text())
+    width = int(np.load(path / "features" / "users.npy", mmap_mode="r").shape[1])
+    prefix = feature_prefix(meta)
+    published = client.get(f"{prefix}:meta")
+    if published is None:
+        raise ModelError(f"{path}: its features are not in Redis under {prefix}; run `pymk publish` first")
+    if json.loads(published).get("width") != width:
+        raise ModelError(f"{prefix}: published features are {json.loads(published).get('width')} wide, "
+                         f"the model's {width}; run `pymk publish` again")
+    return RedisFeatureStore(client, prefix, width, info["emb_dim"])
+
+
 @dataclass
 class Model:
     """Recommendations from one model directory. Users are dense indices; see `index_of`."""
@@ -85,7 +105,8 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None) -> Model:
         """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url`:
-        read a sharded model's adjacency lists from Redis (published by `pymk publish`)."""
+        read what `pymk publish` put in Redis: a sharded model's adjacency lists and the learned
+        ranker's user features."""
         from pymk.graph.sharded import load_plan
 
         path = Path(path)
@@ -99,15 +120,20 @@ class Model:
                 f"is not {MODEL_FORMAT!r} version {MODEL_FORMAT_VERSION}; rebuild it with `pymk build`")
         config = PymkConfig.from_dict(meta["config"])
         plan = load_plan(path / "graph", expect_shards=shards)
-        store = None
+        store = features = None
         if redis_url is not None:
-            if plan is None:
-                raise ModelError(f"{path} is unsharded; the Redis graph store serves sharded models "
-                                 f"(build with --shards S)")
-            from pymk.graph.shard_store import RedisShardStore
+            has_features = (path / "features" / "features.json").exists()
+            if plan is None and not has_features:
+                raise ModelError(f"{path} has nothing Redis serves: neither graph shards (build with --shards S) "
+                                 f"nor a learned ranker's features")
+            client = _redis_client(redis_url)
+            if plan is not None:
+                from pymk.graph.shard_store import RedisShardStore
 
-            store = RedisShardStore(_redis_client(redis_url), prefix=f"pymk:graph:{model_version(meta)}", plan=plan)
-        return cls(path, meta, config, CSRGraph.load(path / "graph"), plan, store)
+                store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(meta)}", plan=plan)
+            if has_features:
+                features = _redis_features(client, path, meta)
+        return cls(path, meta, config, CSRGraph.load(path / "graph"), plan, store, features)
 
     def index_of(self, user_ids) -> np.ndarray:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""
