@@ -34,6 +34,10 @@ class RecommendationsResponse(BaseModel):
     k: int
     model_version: str
     recommendations: list[Recommendation]
+    # sources that could not serve this request fully: "embedding" (the user has no embedding: other
+    # Stage-1 sources only), "features" (the user or a candidate has no stored ranker features: ranked
+    # with those columns missing)
+    degraded: list[str] = []
 
 
 class Health(BaseModel):
@@ -62,8 +66,15 @@ def create_app(model: Model) -> FastAPI:
         idx = int(model.index_of([user_id])[0])
         if idx < 0:
             raise HTTPException(status_code=404, detail=f"user {user_id} is not in the model")
+        missing_before = model.stage1.missing_embedding
         ranked = model.recommend([idx], k)
         n = int(ranked.count[0])
+        degraded = []
+        if model.stage1.missing_embedding > missing_before:
+            degraded.append("embedding")
+        last = getattr(model.ranker, "last_degraded", None)
+        if last is not None and bool(last[0]):
+            degraded.append("features")
         ids = model.graph.ids
         sample = mutual_sample(model.graph, ranked.users, ranked.cand, ranked.count)[0]
         recs = [
@@ -73,6 +84,7 @@ def create_app(model: Model) -> FastAPI:
                            source=source_label(int(ranked.source[0, j])))
             for j in range(n)
         ]
-        return RecommendationsResponse(user_id=user_id, k=k, model_version=model.version, recommendations=recs)
+        return RecommendationsResponse(user_id=user_id, k=k, model_version=model.version, recommendations=recs,
+                                       degraded=degraded)
 
     return app

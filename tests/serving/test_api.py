@@ -45,3 +45,32 @@ def test_bad_parameters_422(client, url):
 def test_healthz(client):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["users"] == 7
+
+
+def test_degraded_sources_are_reported(tmp_path):
+    """A user whose ranker features are missing (joined after the feature table) is still answered, and
+    the response names the degraded source."""
+    import numpy as np
+
+    from pymk.config import PymkConfig
+    from pymk.features.store import InProcessFeatureStore
+    from pymk.graph.edges import EdgeList
+    from pymk.graph.synth import SynthConfig, generate
+
+    src, dst, _ = generate(SynthConfig(600, 10, seed=3))
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    keys = np.unique(lo * 1000 + hi)
+    cfg = PymkConfig()
+    cfg.ranker.kind = "lightgbm"
+    cfg.ranker.rounds = 20
+    path = build_from_edges(EdgeList(np.arange(600, dtype=np.int64), (keys // 1000).astype(np.int32),
+                                     (keys % 1000).astype(np.int32)), tmp_path / "m", cfg, log=lambda s: None)
+    m = Model.load(path)
+    table = np.load(path / "features" / "users.npy")
+    old = Model(path, m.meta, m.config, m.graph, feature_store=InProcessFeatureStore(table[:590], 0))
+    c = TestClient(create_app(old))
+    new_user = int(old.graph.ids[595])
+    r = c.get(f"/v1/users/{new_user}/recommendations", params={"k": 5})
+    assert r.status_code == 200 and r.json()["degraded"] == ["features"] and len(r.json()["recommendations"]) == 5
+    full = TestClient(create_app(m)).get(f"/v1/users/{new_user}/recommendations", params={"k": 5}).json()
+    assert full["degraded"] == []
