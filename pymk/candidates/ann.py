@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from pymk import __version__
+from pymk.artifacts import read_artifact_meta
 from pymk.config import AnnConfig
 from pymk.graph.shard_store import gather_rows
 
@@ -599,13 +600,8 @@ def save_ann(index, out_dir: Path, emb: np.ndarray, *, calibration: dict | None 
 def load_ann(path: Path, emb: np.ndarray):
     """Opens the index under `path`; refuses one built from other embeddings (shape or content)."""
     path = Path(path)
-    meta_path = path / "ann.json"
-    if not meta_path.exists():
-        raise AnnError(f"{path} holds no ANN index (ann.json missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != ANN_FORMAT or meta.get("format_version") != ANN_FORMAT_VERSION:
-        raise AnnError(f"{meta_path}: ANN index format {meta.get('format_version')} is not {ANN_FORMAT_VERSION}; "
-                       f"rebuild it with `pymk build`")
+    meta_path, meta = read_artifact_meta(path, "ann.json", ANN_FORMAT, ANN_FORMAT_VERSION, AnnError,
+                                         what="ANN index", fix="rebuild it with `pymk build`")
     if meta["dim"] != emb.shape[1]:
         raise AnnError(f"{meta_path}: index of {meta['dim']}-d vectors, the model's embeddings are "
                        f"{emb.shape[1]}-d; rebuild the index")

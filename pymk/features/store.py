@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pymk.artifacts import read_artifact_meta
+
 USER_COLUMNS = ("degree", "log_degree", "first_ts", "last_ts")
 STORE_FORMAT = "pymk-features"
 STORE_FORMAT_VERSION = 1
@@ -81,14 +83,11 @@ class InProcessFeatureStore:
 
     @classmethod
     def load(cls, path: Path, num_users: int) -> InProcessFeatureStore:
-        meta_path = path / "features.json"
-        if not meta_path.exists():
-            raise FeatureStoreError(f"{path} holds no feature table (features.json missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != STORE_FORMAT or meta.get("format_version") != STORE_FORMAT_VERSION \
-                or meta.get("columns") != list(USER_COLUMNS):
-            raise FeatureStoreError(f"{meta_path}: feature table format {meta.get('format_version')} / columns "
-                                    f"{meta.get('columns')} differ from this pymk's; rebuild the model")
+        meta_path, meta = read_artifact_meta(path, "features.json", STORE_FORMAT, STORE_FORMAT_VERSION,
+                                             FeatureStoreError, what="feature table", fix="rebuild the model")
+        if meta.get("columns") != list(USER_COLUMNS):
+            raise FeatureStoreError(f"{meta_path}: feature table columns {meta.get('columns')} differ from this "
+                                    f"pymk's {list(USER_COLUMNS)}; rebuild the model")
         table = np.load(path / "users.npy", mmap_mode="r")
         if table.shape[0] > num_users:
             raise FeatureStoreError(f"{path}: {table.shape[0]} feature rows for {num_users} users")

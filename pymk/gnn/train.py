@@ -280,14 +280,10 @@ def save_checkpoint(path: str | Path, model: LinkEncoder, graph: CSRGraph, resul
 
 def load_checkpoint(path: str | Path, graph: CSRGraph) -> LinkEncoder:
     """Rebuilds the model from its stored config; refuses another format or user count."""
-    path = Path(path)
-    meta_path = path / "checkpoint.json"
-    if not meta_path.exists():
-        raise CheckpointError(f"{path} holds no GNN checkpoint (checkpoint.json missing)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("format_version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{meta_path}: checkpoint format {meta.get('format_version')} is not "
-                              f"{CHECKPOINT_VERSION}; retrain with `pymk train`")
+    from pymk.artifacts import read_artifact_meta
+
+    meta_path, meta = read_artifact_meta(path, "checkpoint.json", CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                                         CheckpointError, what="GNN checkpoint", fix="retrain with `pymk train`")
     if meta["num_users"] != graph.num_users:
         raise CheckpointError(f"{meta_path}: trained on {meta['num_users']} users, the graph has "
                               f"{graph.num_users}")

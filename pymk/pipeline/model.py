@@ -107,17 +107,12 @@ class Model:
         """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url`:
         read what `pymk publish` put in Redis: a sharded model's adjacency lists and the learned
         ranker's user features."""
+        from pymk.artifacts import read_artifact_meta
         from pymk.graph.sharded import load_plan
 
         path = Path(path)
-        meta_path = path / "model.json"
-        if not meta_path.exists():
-            raise ModelError(f"{path} is not a pymk model directory (no model.json); run `pymk build` first")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != MODEL_FORMAT or meta.get("format_version") != MODEL_FORMAT_VERSION:
-            raise ModelError(
-                f"{meta_path}: model format {meta.get('format')!r} version {meta.get('format_version')} "
-                f"is not {MODEL_FORMAT!r} version {MODEL_FORMAT_VERSION}; rebuild it with `pymk build`")
+        _, meta = read_artifact_meta(path, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
+                                     what="pymk model", fix="run `pymk build`")
         config = PymkConfig.from_dict(meta["config"])
         plan = load_plan(path / "graph", expect_shards=shards)
         store = features = None

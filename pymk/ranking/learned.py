@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pymk import __version__
+from pymk.artifacts import read_artifact_meta
 from pymk.candidates.base import CandidateBatch
 from pymk.features.pairs import PAIR_FEATURES, pair_features
 from pymk.ranking.base import Ranker
@@ -83,14 +84,8 @@ class LearnedRanker(Ranker):
     def load(cls, path: Path, graph, store) -> LearnedRanker:
         import lightgbm as lgb
 
-        meta_path = path / "ranker.json"
-        if not meta_path.exists():
-            raise RankerError(f"{path} holds no learned ranker (ranker.json missing); build with ranker.kind = "
-                              f"\"lightgbm\"")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != RANKER_FORMAT or meta.get("format_version") != RANKER_FORMAT_VERSION:
-            raise RankerError(f"{meta_path}: ranker format {meta.get('format_version')} is not "
-                              f"{RANKER_FORMAT_VERSION}; rebuild the model")
+        meta_path, meta = read_artifact_meta(path, "ranker.json", RANKER_FORMAT, RANKER_FORMAT_VERSION, RankerError,
+                                             what="learned ranker", fix="rebuild the model with `pymk build`")
         if tuple(meta.get("features", ())) != PAIR_FEATURES:
             raise RankerError(f"{meta_path}: ranker trained on features {meta.get('features')}, this pymk computes "
                               f"{list(PAIR_FEATURES)}; rebuild the model")
