@@ -84,7 +84,7 @@ class Stage1:
             extras.append((SOURCE_PPR, 1.0 if lone else pc.share, c, sc, "ppr"))
         if "embedding" in use and self.embeddings is not None and self.config.embedding_share > 0 and k > 0:
             extra_blk = max((len(x) for x in blocked if x is not None), default=0) if blocked is not None else 0
-            c = self._embedding_rows(users, min(want + extra_blk, self.graph.num_users))
+            _, c = self.embedding_rows(users, min(want + extra_blk, self.graph.num_users))
             extras.append((SOURCE_EMBEDDING, 1.0 if lone else self.config.embedding_share, c, None, None))
         if extras:
             cand, count, source, feats = _merge(k, cand, count, source, feats, extras, blocked)
@@ -110,8 +110,10 @@ class Stage1:
             return exact_search(np.asarray(self.embeddings), users, k, self.graph)
         return search_users(self.ann, self.embeddings, users, k, self.graph)
 
-    def _embedding_rows(self, users: np.ndarray, want: int) -> np.ndarray:
-        """(B, want) embedding neighbours, -1 padded; users without an embedding get an empty row."""
+    def embedding_rows(self, users: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+        """Embedding neighbours of each user: (scores, idx), (B, want), -inf / -1 padded; users without
+        an embedding get an empty row and are counted in `missing_embedding`."""
+        users = np.asarray(users, np.int64)
         valid = users >= 0
         valid[valid] = users[valid] < self.embeddings.shape[0]
         if self.ann is not None:
@@ -121,11 +123,14 @@ class Stage1:
             if self.missing_embedding == 0:
                 log.warning("%d users have no embedding; served from the other sources", missing)
             self.missing_embedding += missing
-        out = np.full((users.size, want), -1, np.int64)
+        scores = np.full((users.size, want), -np.inf, np.float32)
+        idx = np.full((users.size, want), -1, np.int64)
         if valid.any():
-            _, got = self.embedding_search(users[valid], want)
-            out[np.flatnonzero(valid)[:, None], np.arange(got.shape[1])[None, :]] = got
-        return out
+            s, i = self.embedding_search(users[valid], want)
+            rows = np.flatnonzero(valid)[:, None]
+            scores[rows, np.arange(s.shape[1])] = s
+            idx[rows, np.arange(i.shape[1])] = i
+        return scores, idx
 
 
 def _merge(k, cand, count, source, feats, extras, blocked):

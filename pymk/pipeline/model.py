@@ -167,18 +167,7 @@ class Model:
         """
         if self.embeddings is None:
             raise ModelError(f"{self.path} has no embeddings: build with gnn.enabled = true or run `pymk train`")
-        users = np.asarray(users, np.int64)
-        scores = np.full((users.size, k), -np.inf, np.float32)
-        idx = np.full((users.size, k), -1, np.int64)
-        ok = (users >= 0) & (users < self.embeddings.shape[0])
-        if self.ann is not None:
-            ok[ok] = self.ann.contains(users[ok])
-        if ok.any():
-            s, i = self.stage1.embedding_search(users[ok], k)
-            rows = np.flatnonzero(ok)[:, None]
-            scores[rows, np.arange(s.shape[1])] = s
-            idx[rows, np.arange(i.shape[1])] = i
-        return scores, idx
+        return self.stage1.embedding_rows(users, k)
 
     def candidates(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
         return self.stage1.generate(users, k=k, blocked=blocked)
