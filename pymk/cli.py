@@ -346,22 +346,36 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     shards: Annotated[int | None, typer.Option(min=1, help="refuse a model built with another shard count")] = None,
-    redis: Annotated[str | None, typer.Option(help="read a sharded model's graph and the ranker's features from "
-                                                "Redis at this URL (see `pymk publish`)")] = None,
+    redis: Annotated[str | None, typer.Option(help="Redis URL: the L2 cache and user actions, and what `pymk "
+                                                "publish` put there (graph shards, ranker features)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the model)")] = 1,
 ) -> None:
-    """Serve GET /v1/users/{id}/recommendations?k=20 and /healthz over HTTP."""
+    """Serve recommendations over HTTP (see pymk/serving/app.py; settings also from PYMK_* variables)."""
+    import os
+
     import uvicorn
 
-    from pymk.pipeline.model import Model
-    from pymk.serving.app import create_app
+    from pymk.serving.service import Service
+    from pymk.serving.settings import ServeSettings
 
+    os.environ["PYMK_MODEL"] = str(model)
+    if redis is not None:
+        os.environ["PYMK_REDIS_URL"] = redis
+    settings = ServeSettings()
     try:
-        m = Model.load(model, shards=shards, redis_url=redis)
+        svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker
     except _user_errors() as exc:
         raise _err(str(exc)) from None
-    m.recommend(np.zeros(1, np.int64), 1)  # compile/warm the kernels before the first request
-    typer.echo(f"serving {model} (model {m.version}) on http://{host}:{port}", err=True)
-    uvicorn.run(create_app(m), host=host, port=port, log_level="info")
+    typer.echo(f"serving {model} (model {svc.model.version}) on http://{host}:{port}, "
+               f"cache: {svc.cache.kind}, workers: {workers}", err=True)
+    if workers > 1:  # each worker process builds its own Service from the PYMK_* environment
+        uvicorn.run("pymk.serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+        return
+    from pymk.serving.app import create_app
+
+    svc.warm()
+    uvicorn.run(create_app(svc), host=host, port=port, log_level="warning")
 
 
 @app.command()

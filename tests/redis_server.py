@@ -18,15 +18,20 @@ def _free_port() -> int:
 
 
 class RedisServer:
+    """Args: workdir: its directory. `stop()` kills it; `start()` brings it back on the same port."""
+
     def __init__(self, workdir: Path):
         self.port = _free_port()
         self.dir = workdir
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
-             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
         import redis
 
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         for _ in range(100):
             try:
@@ -37,8 +42,8 @@ class RedisServer:
         self.stop()
         raise RuntimeError("redis-server did not start")
 
-    def stop(self) -> None:
-        self.proc.terminate()
+    def stop(self, *, kill: bool = False) -> None:
+        self.proc.kill() if kill else self.proc.terminate()
         self.proc.wait(timeout=10)
 
 

@@ -212,13 +212,17 @@ def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
 
     from pymk.pipeline.model import Model
     from pymk.serving.app import create_app
+    from pymk.serving.service import Service
+    from pymk.serving.settings import ServeSettings
 
     out = tmp_path / "sharded"
     assert runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--shards", "4"]).exit_code == 0
     res = runner.invoke(app, ["publish", "--model", str(out), "--redis", redis_server.url])
     assert res.exit_code == 0 and "published" in res.output
-    m = Model.load(out, redis_url=redis_server.url)
-    body = TestClient(create_app(m)).get("/v1/users/0/recommendations?k=5").json()
+    svc = Service.from_settings(ServeSettings(model=str(out), redis_url=redis_server.url))
+    m = svc.model
+    body = TestClient(create_app(svc)).get("/v1/users/0/recommendations?k=5").json()
+    assert body["degraded"] is False and "graph" in [f.name for f in svc.fallbacks]
     ref = Model.load(out).recommend(m.index_of([0]), 5)
     assert [r["user_id"] for r in body["recommendations"]] == m.graph.ids[ref.cand[0, :5]].tolist()
     assert m.store.stats.requests > 0

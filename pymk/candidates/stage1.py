@@ -110,14 +110,22 @@ class Stage1:
             return exact_search(np.asarray(self.embeddings), users, k, self.graph)
         return search_users(self.ann, self.embeddings, users, k, self.graph)
 
+    def has_embedding(self, users: np.ndarray) -> np.ndarray:
+        """(B,) bool: the user has an embedding the search can start from (and is in the index)."""
+        users = np.asarray(users, np.int64)
+        valid = users >= 0
+        if self.embeddings is None:
+            return np.zeros(users.size, bool)
+        valid[valid] = users[valid] < self.embeddings.shape[0]
+        if self.ann is not None:
+            valid[valid] = self.ann.contains(users[valid])
+        return valid
+
     def embedding_rows(self, users: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
         """Embedding neighbours of each user: (scores, idx), (B, want), -inf / -1 padded; users without
         an embedding get an empty row and are counted in `missing_embedding`."""
         users = np.asarray(users, np.int64)
-        valid = users >= 0
-        valid[valid] = users[valid] < self.embeddings.shape[0]
-        if self.ann is not None:
-            valid[valid] = self.ann.contains(users[valid])
+        valid = self.has_embedding(users)
         missing = int(((users >= 0) & ~valid).sum())
         if missing:
             if self.missing_embedding == 0:

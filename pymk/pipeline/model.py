@@ -103,10 +103,11 @@ class Model:
             raise ModelError(str(exc)) from None
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None) -> Model:
-        """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url`:
-        read what `pymk publish` put in Redis: a sharded model's adjacency lists and the learned
-        ranker's user features."""
+    def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None,
+             redis_client=None) -> Model:
+        """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url` (or a
+        ready `redis_client`, e.g. with the service's timeouts): read what `pymk publish` put in Redis: a
+        sharded model's adjacency lists and the learned ranker's user features."""
         from pymk.artifacts import read_artifact_meta
         from pymk.graph.sharded import load_plan
 
@@ -116,12 +117,12 @@ class Model:
         config = PymkConfig.from_dict(meta["config"])
         plan = load_plan(path / "graph", expect_shards=shards)
         store = features = None
-        if redis_url is not None:
+        if redis_url is not None or redis_client is not None:
             has_features = (path / "features" / "features.json").exists()
             if plan is None and not has_features:
                 raise ModelError(f"{path} has nothing Redis serves: neither graph shards (build with --shards S) "
                                  f"nor a learned ranker's features")
-            client = _redis_client(redis_url)
+            client = redis_client if redis_client is not None else _redis_client(redis_url)
             if plan is not None:
                 from pymk.graph.shard_store import RedisShardStore
 

@@ -35,12 +35,14 @@ class Ranker(ABC):
     def score(self, batch: CandidateBatch) -> np.ndarray:
         """Scores for every candidate slot, higher is better. Shapes: -> (B, C) float64."""
 
-    def rank(self, batch: CandidateBatch, k: int) -> RankedBatch:
-        """Top-k candidates per user by score; equal scores keep Stage-1 order."""
+    def rank(self, batch: CandidateBatch, k: int, *, scores: np.ndarray | None = None) -> RankedBatch:
+        """Top-k candidates per user by score; equal scores keep Stage-1 order. `scores`: (B, C) already
+        computed by `score` (the serving flow times features and model apart)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         valid = batch.valid
-        score = np.where(valid, self.score(batch).astype(np.float64), -np.inf)
+        scores = self.score(batch) if scores is None else scores
+        score = np.where(valid, scores.astype(np.float64), -np.inf)
         order = np.argsort(-score, axis=1, kind="stable")[:, :k]
 
         def take(a):

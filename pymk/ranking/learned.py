@@ -62,9 +62,17 @@ class LearnedRanker(Ranker):
         self.degraded = 0  # users whose features were partly missing (new users): answered anyway
 
     def score(self, batch: CandidateBatch) -> np.ndarray:
+        return self.predict(batch, self.features(batch))
+
+    def features(self, batch: CandidateBatch) -> np.ndarray:
+        """(B, C, F) pair features (one feature-store round trip); notes users with missing features."""
         X, missing = pair_features(batch, self.graph, self.store)
         self.degraded += int(missing.sum())
         self.last_degraded = missing
+        return X
+
+    def predict(self, batch: CandidateBatch, X: np.ndarray) -> np.ndarray:
+        """(B, C) model scores of `features(batch)`; padding slots 0."""
         B, C, F = X.shape
         out = np.zeros((B, C))
         valid = batch.valid

@@ -1,0 +1,27 @@
+"""Prometheus metrics of one app (its own registry, so several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# 0.1 ms .. 2.5 s: cache hits live in the first buckets, full pipelines in the middle
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.request = Histogram("pymk_request_seconds", "request latency", ["endpoint", "cached"], registry=r,
+                                 buckets=BUCKETS)
+        self.step = Histogram("pymk_step_seconds", "time per request-flow step", ["step"], registry=r,
+                              buckets=BUCKETS)
+        self.cache = Counter("pymk_cache_requests", "recommendation cache lookups", ["result"], registry=r)
+        self.candidates = Counter("pymk_candidates", "candidates entering / leaving a step", ["step", "direction"],
+                                  registry=r)
+        self.degraded = Counter("pymk_degraded_requests", "requests served without a store", ["source"], registry=r)
+        self.embedding_tier = Counter("pymk_embedding_lookups", "embedding lookups by the tier that answered",
+                                      ["tier"], registry=r)
+        self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,102 @@
+"""Everything a request needs, assembled once per worker: the model, its stores (Redis-backed ones with
+their embedded twins behind them), the cache, the user actions, the metrics and the settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pymk.pipeline.model import Model
+from pymk.serving.actions import UserActions
+from pymk.serving.cache import make_cache
+from pymk.serving.fallback import FallbackStore
+from pymk.serving.flow import run_flow
+from pymk.serving.metrics import Metrics
+from pymk.serving.redis_link import RedisLink
+from pymk.serving.request import Request
+from pymk.serving.settings import ServeSettings
+
+log = logging.getLogger("pymk.serving")
+
+
+def _has_redis_state(path: Path) -> bool:
+    """Whether `pymk publish` has anything of this model to put in Redis (graph shards, ranker features)."""
+    return (path / "graph" / "shards.json").exists() or (path / "features" / "features.json").exists()
+
+
+class Service:
+    """Args: model: a loaded `Model`; settings; link: the service's `RedisLink` (None: embedded only)."""
+
+    def __init__(self, model: Model, settings: ServeSettings, link: RedisLink | None = None):
+        self.model = model
+        self.settings = settings
+        self.link = link
+        self.metrics = Metrics()
+        self.cache = make_cache(model.version, settings, link)
+        self.actions = UserActions(link)
+        self.fallbacks: list[FallbackStore] = []
+        if link is not None:
+            self._wrap_redis_stores()
+        self.embeddings = None
+        if settings.hot_users or settings.cold_path:
+            from pymk.serving.embeddings import attach_tiered_embeddings
+
+            self.embeddings = attach_tiered_embeddings(self)
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings, *, shards: int | None = None) -> Service:
+        """Loads the model of `settings.model`; with `settings.redis_url`, reads what `pymk publish` put
+        there, unless Redis is unreachable at start (then embedded stores, cache and actions recover later)."""
+        path = Path(settings.model)
+        link = None
+        client = None
+        if settings.redis_url:
+            link = RedisLink.from_url(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
+                                      retry_s=settings.redis_retry_s)
+            if _has_redis_state(path):
+                if link.ping():
+                    client = link.client
+                else:
+                    log.warning("redis at %s unreachable at start: the model's stores are served from %s",
+                                settings.redis_url, path)
+        model = Model.load(path, shards=shards, redis_client=client)
+        return cls(model, settings, link)
+
+    def _wrap_redis_stores(self) -> None:
+        from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
+        from pymk.graph.shard_store import InProcessShardStore, RedisShardStore
+
+        m = self.model
+        if isinstance(m.feature_store, RedisFeatureStore):
+            local = InProcessFeatureStore.load(m.path / "features", m.graph.num_users)
+            fs = FallbackStore(m.feature_store, local, self.link, "features")
+            m.feature_store = m.features = m.ranker.store = fs
+            self.fallbacks.append(fs)
+        if isinstance(m.store, RedisShardStore):
+            ss = FallbackStore(m.store, InProcessShardStore(m.graph, m.plan), self.link, "graph")
+            m.store = m.sharded.store = ss
+            self.fallbacks.append(ss)
+
+    def take_store_degradation(self, req: Request) -> None:
+        for fb in self.fallbacks:
+            if fb.take_degraded():
+                req.degrade(fb.name)
+
+    def recommend(self, user_id: int, k: int) -> Request:
+        """Runs the request flow for one user (raises `NotEligible` for a user not in the model)."""
+        req = Request(user_id=user_id, k=k, depth=max(k, self.settings.cache_depth))
+        return run_flow(req, self)
+
+    def warm(self) -> None:
+        """Compiles the kernels on the first user so the first request is not slow."""
+        if self.model.graph.num_users:
+            self.model.recommend(np.zeros(1, np.int64), 1)
+
+    def redis_state(self) -> str:
+        if self.link is None:
+            return "none"
+        up = self.link.ping()
+        self.metrics.redis_up.set(1 if up else 0)
+        return "up" if up else "down"

@@ -1,0 +1,34 @@
+"""The service's settings: one pydantic settings object, read from `PYMK_*` environment variables.
+
+`pymk serve` flags override the environment; handlers receive the object through FastAPI's dependency
+`get_settings`, so a test can swap it.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """Every knob of the service (environment: `PYMK_<NAME>`, e.g. `PYMK_REDIS_URL`)."""
+
+    model_config = SettingsConfigDict(env_prefix="PYMK_", extra="ignore")
+
+    model: str = Field("", description="model directory from `pymk build`")
+    redis_url: str | None = Field(None, description="Redis for the L2 cache, user actions and published stores")
+    redis_timeout_ms: float = Field(50.0, gt=0, description="socket timeout of one Redis call")
+    redis_retry_s: float = Field(1.0, ge=0, description="after a Redis failure, serve without it this long")
+    cache_ttl_s: int = Field(900, ge=1, description="cached recommendations expire after this")
+    cache_size: int = Field(100_000, ge=0, description="in-process LRU entries (embedded default; 0 = off)")
+    cache_depth: int = Field(100, ge=1, description="recommendations kept per cached user (k above: a miss)")
+    default_k: int = Field(20, ge=1)
+    max_k: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(4096, ge=64, description="larger request bodies are refused with 413")
+    hot_users: int = Field(0, ge=0, description="tiered embeddings: most active users kept hot in Redis")
+    cold_path: str | None = Field(None, description="tiered embeddings: the RocksDB directory of the cold tier")
+
+
+def get_settings() -> ServeSettings:
+    """The FastAPI dependency; each app overrides it with the settings it was created with."""
+    return ServeSettings()

@@ -1,0 +1,137 @@
+"""The service against real Redis servers: the L2 cache, shared user actions, the published feature store,
+and degraded mode (Redis killed mid-run, then restarted)."""
+
+import time
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from pymk.config import PymkConfig
+from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
+from pymk.graph.edges import EdgeList
+from pymk.graph.synth import SynthConfig, generate
+from pymk.pipeline.build import build_from_edges
+from pymk.pipeline.model import Model, feature_prefix
+from pymk.serving.app import create_app
+from pymk.serving.cache import RedisCache
+from pymk.serving.redis_link import RedisDown, RedisLink
+from pymk.serving.service import Service
+from pymk.serving.settings import ServeSettings
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A 600-user model with a learned ranker (so there are features to publish)."""
+    src, dst, _ = generate(SynthConfig(600, 10, seed=3))
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    keys = np.unique(lo * 1000 + hi)
+    cfg = PymkConfig()
+    cfg.ranker.kind = "lightgbm"
+    cfg.ranker.rounds = 20
+    edges = EdgeList(np.arange(600, dtype=np.int64) + 1000, (keys // 1000).astype(np.int32),
+                     (keys % 1000).astype(np.int32))
+    return build_from_edges(edges, tmp_path_factory.mktemp("m") / "m", cfg, log=lambda s: None)
+
+
+def publish_features(path, url):
+    m = Model.load(path)
+    table = InProcessFeatureStore.load(path / "features", m.graph.num_users)
+    RedisFeatureStore(redis.Redis.from_url(url), feature_prefix(m.meta), table.width, table.emb_dim).publish(
+        np.asarray(table.table))
+
+
+def serve(path, url, **kw):
+    settings = ServeSettings(model=str(path), redis_url=url, redis_timeout_ms=200, redis_retry_s=0.2, **kw)
+    svc = Service.from_settings(settings)
+    return svc, TestClient(create_app(svc))
+
+
+def test_cache_is_versioned_expires_and_invalidates(redis_server):
+    link = RedisLink.from_url(redis_server.url)
+    a = RedisCache(link, "v1", ttl_s=1)
+    b = RedisCache(link, "v2", ttl_s=1)
+    a.put(7, [[1, 0.5, 2, [3], "fof"]])
+    assert a.get(7) == [[1, 0.5, 2, [3], "fof"]]
+    assert b.get(7) is None  # another model version never serves it
+    a.put(8, [[2, 0.1, 0, [], "ppr"]])
+    a.invalidate([7])
+    assert a.get(7) is None and a.get(8) is not None
+    time.sleep(1.2)
+    assert a.get(8) is None  # TTL
+
+
+def test_cache_and_actions_live_in_redis_and_are_shared_by_workers(model_dir, redis_server):
+    publish_features(model_dir, redis_server.url)
+    svc1, c1 = serve(model_dir, redis_server.url)
+    svc2, c2 = serve(model_dir, redis_server.url)  # a second worker: its own process state, same Redis
+    assert svc1.cache.kind == "redis" and "features" in [f.name for f in svc1.fallbacks]
+    user = 1005
+    first = c1.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert first["cached"] is False and first["degraded"] is False and len(first["recommendations"]) == 10
+    assert redis.Redis.from_url(redis_server.url).exists(svc1.cache.key(user))
+    hit = c2.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert hit["cached"] is True and hit["recommendations"] == first["recommendations"]
+    top = first["recommendations"][0]["user_id"]
+    assert c1.post(f"/v1/users/{user}/dismissals", json={"candidate_id": top}).json()["degraded"] is False
+    after = c2.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()  # the other worker
+    assert after["cached"] is False and top not in [x["user_id"] for x in after["recommendations"]]
+    # the features came from Redis in one MGET per request
+    fs = svc1.model.ranker.store
+    assert fs._primary.round_trips >= 1
+
+
+def test_degraded_mode_survives_redis_dying_and_recovers(model_dir, tmp_path):
+    server = RedisServer(tmp_path)
+    try:
+        publish_features(model_dir, server.url)
+        svc, c = serve(model_dir, server.url)
+        ok = c.get("/v1/users/1010/recommendations", params={"k": 5}).json()
+        assert ok["degraded"] is False
+        server.stop(kill=True)
+        statuses = []
+        for user in (1010, 1011, 1012):
+            r = c.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+            statuses.append(r.status_code)
+            body = r.json()
+            assert body["degraded"] is True and len(body["recommendations"]) == 5
+            assert body["cached"] is False
+        assert "features" in body["degraded_sources"] or "cache" in body["degraded_sources"]
+        assert statuses == [200, 200, 200]
+        r = c.post("/v1/edges", json={"src": 1011, "dst": 1500})
+        assert r.status_code == 200 and r.json()["degraded"] is True
+        assert 1500 not in [x["user_id"] for x in c.get("/v1/users/1011/recommendations").json()["recommendations"]]
+        assert c.get("/readyz").json()["redis"] == "down"
+        server.start()  # empty: no persistence; publish again as an operator would
+        publish_features(model_dir, server.url)
+        time.sleep(0.3)  # past redis_retry_s
+        for _ in range(20):
+            body = c.get("/v1/users/1012/recommendations", params={"k": 5}).json()
+            if not body["degraded"]:
+                break
+            time.sleep(0.1)
+        assert body["degraded"] is False
+        # the friendship recorded while Redis was away was replayed into it
+        assert redis.Redis.from_url(server.url).sismember("pymk:act:friends:1011", 1500)
+        assert c.get("/readyz").json()["redis"] == "up"
+        assert 'pymk_degraded_requests_total{source="features"}' in c.get("/metrics").text
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+def test_unreachable_redis_at_start_serves_embedded(model_dir):
+    svc, c = serve(model_dir, "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    body = c.get("/v1/users/1003/recommendations", params={"k": 5}).json()
+    assert body["degraded"] is True and len(body["recommendations"]) == 5
+
+
+def test_link_breaker_skips_redis_until_retry():
+    link = RedisLink.from_url("redis://127.0.0.1:1/0", timeout_ms=50, retry_s=60)
+    with pytest.raises(RedisDown):
+        link.call(lambda c: c.ping())
+    with pytest.raises(RedisDown, match="retrying later"):
+        link.call(lambda c: c.ping())
+    assert link.failures == 1  # the second call did not reach the network
