@@ -20,6 +20,8 @@ missing users (NaN rows) leave their columns NaN and mark the row degraded.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit, prange
 
@@ -32,36 +34,76 @@ EMBEDDING_FEATURES = ("emb_dot", "emb_cos")
 GRAPH_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr")
 
 
+@njit(cache=True)
+def _paths3_user(indptr, indices, u, cand_row, count, out_row, acc, touched):
+    """out_row[j] = sum over b in N(cand_row[j]) of |N(u) & N(b)|: the 3-edge paths u - a - b - c.
+    acc (n,) float is zero on entry and left zero; touched (n,) int64 scratch."""
+    nt = 0
+    for i in range(indptr[u], indptr[u + 1]):
+        a = indices[i]
+        for j in range(indptr[a], indptr[a + 1]):
+            x = indices[j]
+            if acc[x] == 0.0:
+                touched[nt] = x
+                nt += 1
+            acc[x] += 1.0
+    for j in range(count):
+        c = cand_row[j]
+        s = 0.0
+        for i in range(indptr[c], indptr[c + 1]):
+            s += acc[indices[i]]
+        out_row[j] = s
+    for t in range(nt):
+        acc[touched[t]] = 0.0
+
+
+@njit(cache=True)
+def _paths3_serial(indptr, indices, users, cand, count, out, acc, touched):
+    for b in range(users.shape[0]):
+        if users[b] >= 0:
+            _paths3_user(indptr, indices, users[b], cand[b], count[b], out[b], acc, touched)
+
+
 @njit(parallel=True, cache=True)
-def _paths3(indptr, indices, users, cand, count, out):
-    """out[b, j] = sum over b' in N(cand[b, j]) of |N(u) & N(b')|: the 3-edge paths u - a - b' - c."""
+def _paths3_parallel(indptr, indices, users, cand, count, out):
     n = indptr.shape[0] - 1
     nb = users.shape[0]
     n_chunks = min(nb, 64)
-    for ch in prange(n_chunks):
-        acc = np.zeros(n, np.float64)
+    for ch in prange(n_chunks):  # one O(n) workspace per chunk of users
+        acc = np.zeros(n, np.float32)
         touched = np.empty(n, np.int64)
         for b in range(ch, nb, n_chunks):
-            u = users[b]
-            if u < 0:
-                continue
-            nt = 0
-            for i in range(indptr[u], indptr[u + 1]):
-                a = indices[i]
-                for j in range(indptr[a], indptr[a + 1]):
-                    x = indices[j]
-                    if acc[x] == 0.0:
-                        touched[nt] = x
-                        nt += 1
-                    acc[x] += 1.0
-            for j in range(count[b]):
-                c = cand[b, j]
-                s = 0.0
-                for i in range(indptr[c], indptr[c + 1]):
-                    s += acc[indices[i]]
-                out[b, j] = s
-            for t in range(nt):
-                acc[touched[t]] = 0.0
+            if users[b] >= 0:
+                _paths3_user(indptr, indices, users[b], cand[b], count[b], out[b], acc, touched)
+
+
+_local = threading.local()
+
+
+def _workspace(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's (acc (n,) float32, touched (n,) int64); float32 keeps acc small enough for the cache
+    (path counts through one user are far below 2**24, so exact)."""
+    ws = getattr(_local, "paths3", None)
+    if ws is None or ws[0].shape[0] != n:
+        ws = _local.paths3 = (np.zeros(n, np.float32), np.empty(n, np.int64))
+    return ws
+
+
+def paths3(graph, users: np.ndarray, cand: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """3-edge path counts u - a - b - c for every (user, candidate) slot. Shapes: (B,), (B, C), (B,) -> (B, C).
+
+    A few users (the serving path) run on this thread's reused workspace: allocating and zeroing an
+    O(users) accumulator per request would cost more than the walk on a large graph."""
+    from pymk.candidates.fof import SERIAL_BATCH
+
+    out = np.zeros(cand.shape, np.float64)
+    args = (np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users.astype(np.int64),
+            cand.astype(np.int64), count.astype(np.int64), out)
+    if users.shape[0] <= SERIAL_BATCH:
+        _paths3_serial(*args, *_workspace(graph.num_users))
+    else:
+        _paths3_parallel(*args)
+    return out
 
 
 def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -92,10 +134,7 @@ def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = Tr
     with np.errstate(invalid="ignore", divide="ignore"):
         X[:, :, col["jaccard"]] = np.where(cn > 0, cn / (deg_u + deg_c - cn), 0.0)
     if with_paths3:
-        p3 = np.zeros((B, C), np.float64)
-        _paths3(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users.astype(np.int64),
-                cand.astype(np.int64), count.astype(np.int64), p3)
-        X[:, :, col["paths3"]] = np.log1p(p3)
+        X[:, :, col["paths3"]] = np.log1p(paths3(graph, users, cand, count))
     if "ppr" in batch.features:
         X[:, :, col["ppr"]] = batch.features["ppr"]
     n_valid = np.maximum(count, 1)[:, None].astype(np.float32)

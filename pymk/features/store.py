@@ -132,8 +132,13 @@ class RedisFeatureStore:
         out = np.full((users.size, self._width), np.nan, np.float32)
         ok = np.flatnonzero(users >= 0)
         if ok.size:
-            raw = self.client.mget([self.key(int(u)) for u in users[ok]])
+            head = f"{self.prefix}:u:"
+            raw = self.client.mget([head + str(u) for u in users[ok].tolist()])
             self.round_trips += 1
+            blob = b"".join(x for x in raw if x is not None)
+            if None not in raw and len(blob) == 4 * self._width * ok.size:  # all present: one copy
+                out[ok] = np.frombuffer(blob, "<f4").reshape(ok.size, self._width)
+                return out
             for i, blob in zip(ok.tolist(), raw, strict=True):
                 if blob is not None:
                     if len(blob) != 4 * self._width:
