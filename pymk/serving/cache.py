@@ -12,10 +12,11 @@ that could not reach Redis are kept and replayed when it recovers; until then th
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
+
+import orjson
 
 from pymk.serving.redis_link import RedisDown, RedisLink
 
@@ -85,10 +86,10 @@ class RedisCache:
             if user in self._pending:
                 return None
         raw = self.link.call(lambda c: c.get(self.key(user)))
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else orjson.loads(raw)
 
     def put(self, user: int, recs: list) -> None:
-        payload = json.dumps(recs, separators=(",", ":"))
+        payload = orjson.dumps(recs)
         self.link.call(lambda c: c.set(self.key(user), payload, ex=self.ttl_s))
 
     def invalidate(self, users) -> None:

@@ -25,9 +25,12 @@ def client(tmp_path_factory):
 
 
 def test_recommendations(client):
+    from pymk.serving.app import RecommendationsResponse
+
     r = client.get("/v1/users/100/recommendations", params={"k": 3})
     assert r.status_code == 200
     body = r.json()
+    assert RecommendationsResponse.model_validate(body).model_dump() == body  # the documented shape, exactly
     assert body["user_id"] == 100 and body["k"] == 3 and body["model_version"]
     recs = body["recommendations"]
     assert [x["user_id"] for x in recs[:2]] == [120, 140]
