@@ -379,6 +379,47 @@ def serve(
 
 
 @app.command()
+def capacity(
+    measured: Annotated[Path | None, typer.Option(help="JSON from `benchmarks/bench_serve.py --json`: replace the "
+                                                  "brief's assumptions by the figures measured")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a parameter, e.g. --set users=2e9")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the plan as JSON")] = None,
+) -> None:
+    """The brief's capacity arithmetic (RPS, machines, ANN shards, embedding and cache bytes, Redis nodes)."""
+    import json
+    from dataclasses import asdict, fields
+
+    from pymk.serving.capacity import CapacityInputs, plan
+    from pymk.serving.capacity import measured as apply_measured
+
+    x = CapacityInputs()
+    names = {f.name: f.type for f in fields(CapacityInputs)}
+    if measured is not None:
+        try:
+            x, notes = apply_measured(x, measured)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise _err(f"{measured}: not a bench_serve.py JSON: {exc}") from None
+        for line in notes:
+            typer.echo(f"measured: {line}")
+    for item in set_ or []:
+        name, _, value = item.partition("=")
+        if name not in names or not value:
+            raise _err(f"--set {item!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+        try:
+            setattr(x, name, int(float(value)) if names[name] in ("int", int) else float(value))
+        except ValueError:
+            raise _err(f"--set {item!r}: {value!r} is not a number") from None
+    rows = plan(x)
+    width = max(len(r[0]) for r in rows)
+    for name, value, unit, how in rows:
+        shown = f"{value:>16,.0f}" if isinstance(value, int) else f"{value:>16,.1f}"
+        typer.echo(f"{name:<{width}}  {shown} {unit:<8}  {how}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"inputs": asdict(x), "plan": [
+            {"quantity": n, "value": v, "unit": u, "how": h} for n, v, u, h in rows]}, indent=2))
+
+
+@app.command()
 def quickstart(
     workdir: Annotated[Path, typer.Option(help="where the graph and model go")] = Path("pymk-quickstart"),
     edges: Annotated[Path | None, typer.Option(help="use this edge list instead of a synthetic one")] = None,
