@@ -308,9 +308,13 @@ def train(
 def publish(
     model: Annotated[Path, typer.Option(help="model directory from `pymk build` (sharded, or with a learned ranker)")],
     redis: Annotated[str, typer.Option(help="Redis URL, e.g. redis://127.0.0.1:6379/0")],
+    hot_users: Annotated[int, typer.Option(min=0, help="with GNN embeddings: put the int8 vectors of this many most "
+                                           "active users in Redis (hot tier) and every user's in DIR/"
+                                           "serving/emb_cold (RocksDB, cold tier)")] = 0,
 ) -> None:
     """Load a model's serving state into Redis (pipelined, idempotent): a sharded model's adjacency
-    lists (keys tagged by shard) and the learned ranker's user features (one packed row per user)."""
+    lists (keys tagged by shard), the learned ranker's user features (one packed row per user) and,
+    with --hot-users, the embedding tiers."""
     from tqdm import tqdm
 
     from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
@@ -320,9 +324,11 @@ def publish(
     try:
         m = Model.load(model)
         has_features = (model / "features" / "features.json").exists()
-        if m.plan is None and not has_features:
-            raise ModelError(f"{model} has nothing to publish: build it with --shards S (graph shards) or with "
-                             f"a learned ranker (features)")
+        if hot_users and m.embeddings is None:
+            raise ModelError(f"{model} has no embeddings for --hot-users: build with gnn.enabled = true")
+        if m.plan is None and not has_features and not hot_users:
+            raise ModelError(f"{model} has nothing to publish: build it with --shards S (graph shards), with "
+                             f"a learned ranker (features) or give --hot-users with GNN embeddings")
         client = _redis_client(redis)
         if m.plan is not None:
             store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(m.meta)}")
@@ -336,6 +342,18 @@ def publish(
             with tqdm(total=table.table.shape[0], desc="publishing user features", unit="user") as bar:
                 n = fs.publish(np.asarray(table.table), progress=bar.update)
             typer.echo(f"published features of {n:,} users under {fs.prefix} on {redis}")
+        if hot_users:
+            from pymk.serving.embeddings import COLD_DIR, hot_prefix, publish_hot, write_cold
+            from pymk.serving.embeddings import hot_users as most_active
+
+            emb = m.embeddings
+            with tqdm(total=emb.shape[0], desc="writing the cold embedding tier", unit="user") as bar:
+                write_cold(model / COLD_DIR, emb, version=m.version, progress=bar.update)
+            hot = most_active(m.graph, hot_users)
+            with tqdm(total=hot.size, desc="publishing the hot embedding tier", unit="user") as bar:
+                n = publish_hot(client, m.version, emb, hot, progress=bar.update)
+            typer.echo(f"embedding tiers: {n:,} users hot under {hot_prefix(m.version)} on {redis}, "
+                       f"{emb.shape[0]:,} cold in {model / COLD_DIR} ({emb.shape[1] + 4} bytes a user, int8)")
     except _user_errors() as exc:
         raise _err(str(exc)) from None
 

@@ -140,7 +140,7 @@ class Model:
         """(n, d) float32 user embeddings from the GNN stage, or None if the model has none."""
         if not hasattr(self, "_emb"):
             p = self.path / "gnn" / "embeddings.npy" if self.path else None
-            self._emb = np.load(p) if p is not None and p.exists() else None  # in memory: searched per request
+            self._emb = np.load(p, mmap_mode="r") if p is not None and p.exists() else None
             # fewer rows than users is allowed: users who joined since have no embedding yet
             if self._emb is not None and self._emb.shape[0] > self.graph.num_users:
                 raise ModelError(f"{p}: {self._emb.shape[0]} embeddings for {self.graph.num_users} users")

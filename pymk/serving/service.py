@@ -39,11 +39,9 @@ class Service:
         self.fallbacks: list[FallbackStore] = []
         if link is not None:
             self._wrap_redis_stores()
-        self.embeddings = None
-        if settings.hot_users or settings.cold_path:
-            from pymk.serving.embeddings import attach_tiered_embeddings
+        from pymk.serving.embeddings import attach_tiered_embeddings
 
-            self.embeddings = attach_tiered_embeddings(self)
+        self.embeddings = attach_tiered_embeddings(self)  # None unless the model has embeddings and tiers
 
     @classmethod
     def from_settings(cls, settings: ServeSettings, *, shards: int | None = None) -> Service:

@@ -25,8 +25,8 @@ class ServeSettings(BaseSettings):
     default_k: int = Field(20, ge=1)
     max_k: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4096, ge=64, description="larger request bodies are refused with 413")
-    hot_users: int = Field(0, ge=0, description="tiered embeddings: most active users kept hot in Redis")
-    cold_path: str | None = Field(None, description="tiered embeddings: the RocksDB directory of the cold tier")
+    cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
+                                  "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")
 
 
 def get_settings() -> ServeSettings:

@@ -1,0 +1,116 @@
+"""Tiered embeddings: int8 quantisation, the hot tier in a real Redis, the cold tier in RocksDB."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from pymk.serving.embeddings import (
+    TieredEmbeddings,
+    dequantize_int8,
+    hot_users,
+    pack,
+    publish_hot,
+    quantize_int8,
+    unpack,
+    write_cold,
+)
+from pymk.serving.metrics import Metrics
+from pymk.serving.redis_link import RedisLink
+from tests.helpers import graph_from_pairs
+from tests.redis_server import RedisServer
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 20), st.integers(1, 64)),
+              elements=st.floats(-1e3, 1e3, width=32)))
+def test_int8_error_is_at_most_half_a_step(emb):
+    q, scale = quantize_int8(emb)
+    back = dequantize_int8(q, scale)
+    assert np.all(np.abs(back - emb) <= scale[:, None] * 0.5 + 1e-6 * np.abs(emb))
+    np.testing.assert_array_equal(unpack(pack(emb), emb.shape[1]), back)
+    assert len(pack(emb)[0]) == emb.shape[1] + 4
+
+
+def test_tiers_answer_in_order_hot_cold_mmap_and_survive_redis_dying(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d = 300, 16
+    emb = rng.normal(size=(n, d)).astype(np.float32)
+    g = graph_from_pairs([(0, j) for j in range(1, 40)] + [(1, j) for j in range(2, 20)] + [(5, 6)], n)
+    hot = hot_users(g, 2)
+    assert hot.tolist() == [0, 1]  # the highest degrees
+    write_cold(tmp_path / "cold", emb[:200])  # users >= 200 joined after the cold tier was written
+    server = RedisServer(tmp_path)
+    try:
+        link = RedisLink.from_url(server.url, timeout_ms=200, retry_s=60)
+        publish_hot(link.client, "v1", emb, hot)
+        metrics = Metrics()
+        t = TieredEmbeddings(emb, link=link, version="v1", cold_path=tmp_path / "cold", metrics=metrics)
+        users = np.array([0, 150, 1, 250, 7])
+        got = t[users]
+        ref = dequantize_int8(*quantize_int8(emb[users]))
+        np.testing.assert_allclose(got[[0, 1, 2, 4]], ref[[0, 1, 2, 4]])  # int8 from the tiers
+        np.testing.assert_array_equal(got[3], emb[250])  # in neither tier: the float32 matrix
+        assert t.counts == {"hot": 2, "cold": 2, "mmap": 1}
+        assert 'pymk_embedding_lookups_total{tier="hot"} 2.0' in metrics.render().decode()
+        assert t.shape == (n, d)
+        server.stop(kill=True)
+        again = t[users]  # Redis gone: the cold tier answers what the hot one did
+        np.testing.assert_allclose(again, got)
+        assert t.counts == {"hot": 2, "cold": 6, "mmap": 2}
+        t.close()
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+
+
+@pytest.mark.parametrize("d", [16, 128])
+def test_int8_queries_keep_exact_top_k(d):
+    """Int8 query vectors against float32 items: the top-20 by inner product barely changes."""
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(2000, d)).astype(np.float32)
+    queries = items[:100]
+    deq = dequantize_int8(*quantize_int8(queries))
+    top = np.argsort(-(queries @ items.T), axis=1)[:, :20]
+    top_q = np.argsort(-(deq @ items.T), axis=1)[:, :20]
+    overlap = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(top, top_q, strict=True)])
+    assert overlap >= 0.95
+
+
+def test_publish_hot_users_then_serve_through_the_tiers(tmp_path, redis_server):
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from pymk.cli import app
+    from pymk.graph.synth import SynthConfig, generate, write_edges
+    from pymk.serving.app import create_app
+    from pymk.serving.service import Service
+    from pymk.serving.settings import ServeSettings
+
+    runner = CliRunner()
+    edges = write_edges(tmp_path / "e.csv", *generate(SynthConfig(400, 8, seed=5)))
+    cfg = tmp_path / "gnn.toml"
+    cfg.write_text('[gnn]\nenabled = true\nepochs = 1\ndim = 16\n[candidates.ann]\nkind = "hnsw"\n')
+    out = tmp_path / "m"
+    assert runner.invoke(app, ["build", "--edges", str(edges), "--out", str(out), "--config", str(cfg)]).exit_code == 0
+    res = runner.invoke(app, ["publish", "--model", str(out), "--redis", redis_server.url, "--hot-users", "40"])
+    assert res.exit_code == 0, res.output
+    assert "40 users hot" in res.output and "20 bytes a user" in res.output
+    svc = Service.from_settings(ServeSettings(model=str(out), redis_url=redis_server.url))
+    assert svc.embeddings is not None
+    c = TestClient(create_app(svc))
+    hub = int(svc.model.graph.ids[hot_users(svc.model.graph, 1)[0]])
+    quiet = int(svc.model.graph.ids[np.argsort(svc.model.graph.degree, kind="stable")[0]])
+    for user in (hub, quiet):
+        body = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+        assert len(body["recommendations"]) == 10 and "embedding" not in body["degraded_sources"]
+    assert svc.embeddings.counts["hot"] >= 1 and svc.embeddings.counts["cold"] >= 1
+    assert 'tier="cold"' in c.get("/metrics").text
+    # a cold tier written for another model version is not used
+    import json
+
+    meta = out / "serving" / "emb_cold.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "model_version": "other"}))
+    svc2 = Service.from_settings(ServeSettings(model=str(out), redis_url=redis_server.url))
+    assert svc2.embeddings.cold is None
