@@ -85,7 +85,13 @@ class CSRGraph:
 
     @property
     def degree(self) -> np.ndarray:
-        return np.diff(self.indptr)
+        """(n,) int64, read-only; computed once per `indptr` (a request must not pay O(users) for it)."""
+        cached = self.__dict__.get("_degree")
+        if cached is None or cached[0] is not self.indptr:
+            deg = np.diff(self.indptr)
+            deg.flags.writeable = False
+            cached = self.__dict__["_degree"] = (self.indptr, deg)
+        return cached[1]
 
     def neighbors(self, i: int) -> np.ndarray:
         return self.indices[self.indptr[i]: self.indptr[i + 1]]

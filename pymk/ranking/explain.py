@@ -46,6 +46,9 @@ def _sample(indptr, indices, degree, users, cand, count, m, out):
             out[b, j, :] = best
 
 
+_sample_serial = njit(_sample.py_func)  # prange runs as range; not cached: same function, other flags
+
+
 def mutual_sample(graph, users, cand, count, m: int = 3) -> np.ndarray:
     """Up to m mutual friends per (user, candidate), least-connected first.
 
@@ -55,7 +58,8 @@ def mutual_sample(graph, users, cand, count, m: int = 3) -> np.ndarray:
     cand = np.asarray(cand, np.int64)
     out = np.full((users.size, cand.shape[1], m), -1, np.int64)
     if users.size and cand.shape[1] and m > 0:
-        _sample(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices),
+        kernel = _sample_serial if users.size <= 4 else _sample  # a thread pool costs more than one user
+        kernel(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices),
                 np.asarray(graph.degree, np.int64), users, cand, np.asarray(count, np.int64), m, out)
     return out
 
