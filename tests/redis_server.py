@@ -20,9 +20,10 @@ def _free_port() -> int:
 class RedisServer:
     """Args: workdir: its directory. `stop()` kills it; `start()` brings it back on the same port."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *extra: str):
         self.port = _free_port()
         self.dir = workdir
+        self.extra = list(extra)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.start()
 
@@ -31,7 +32,7 @@ class RedisServer:
 
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--save", "", "--appendonly", "no", *self.extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         for _ in range(100):
             try:

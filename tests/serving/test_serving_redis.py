@@ -135,3 +135,29 @@ def test_link_breaker_skips_redis_until_retry():
     with pytest.raises(RedisDown, match="retrying later"):
         link.call(lambda c: c.ping())
     assert link.failures == 1  # the second call did not reach the network
+
+
+def test_slow_redis_times_out_into_degraded_mode(model_dir, tmp_path):
+    """A Redis that hangs (DEBUG SLEEP) rather than dies: calls time out, requests are served degraded."""
+    import threading
+
+    server = RedisServer(tmp_path, "--enable-debug-command", "yes")
+    try:
+        publish_features(model_dir, server.url)
+        svc, c = serve(model_dir, server.url)
+        assert c.get("/v1/users/1020/recommendations", params={"k": 5}).json()["degraded"] is False
+        hang = threading.Thread(target=lambda: redis.Redis.from_url(server.url).execute_command("DEBUG", "SLEEP", 2))
+        hang.start()
+        time.sleep(0.2)  # the server is now asleep
+        r = c.get("/v1/users/1021/recommendations", params={"k": 5})
+        assert r.status_code == 200 and r.json()["degraded"] is True and len(r.json()["recommendations"]) == 5
+        hang.join()
+        time.sleep(0.3)  # past redis_retry_s
+        for _ in range(20):
+            body = c.get("/v1/users/1022/recommendations", params={"k": 5}).json()
+            if not body["degraded"]:
+                break
+            time.sleep(0.1)
+        assert body["degraded"] is False
+    finally:
+        server.stop()
