@@ -38,3 +38,20 @@ def reference_fof(g: nx.Graph, u: int, blocked=()) -> dict[int, tuple[int, float
             out[c] = (len(common), sum(1 / np.log(g.degree(v)) for v in common),
                       sum(1 / g.degree(v) for v in common))
     return out
+
+
+def build_learned_model(out, *, users: int = 600, id_offset: int = 0):
+    """A small synthetic model with a LightGBM ranker (so it has a feature table); returns its dir."""
+    from pymk.config import PymkConfig
+    from pymk.graph.synth import SynthConfig, generate
+    from pymk.pipeline.build import build_from_edges
+
+    src, dst, _ = generate(SynthConfig(users, 10, seed=3))
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    keys = np.unique(lo * np.int64(users) + hi)
+    cfg = PymkConfig()
+    cfg.ranker.kind = "lightgbm"
+    cfg.ranker.rounds = 20
+    edges = EdgeList(np.arange(users, dtype=np.int64) + id_offset, (keys // users).astype(np.int32),
+                     (keys % users).astype(np.int32))
+    return build_from_edges(edges, out, cfg, log=lambda s: None)

@@ -62,19 +62,10 @@ def test_degraded_sources_are_reported(tmp_path):
     the response names the degraded source."""
     import numpy as np
 
-    from pymk.config import PymkConfig
     from pymk.features.store import InProcessFeatureStore
-    from pymk.graph.edges import EdgeList
-    from pymk.graph.synth import SynthConfig, generate
+    from tests.helpers import build_learned_model
 
-    src, dst, _ = generate(SynthConfig(600, 10, seed=3))
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    keys = np.unique(lo * 1000 + hi)
-    cfg = PymkConfig()
-    cfg.ranker.kind = "lightgbm"
-    cfg.ranker.rounds = 20
-    path = build_from_edges(EdgeList(np.arange(600, dtype=np.int64), (keys // 1000).astype(np.int32),
-                                     (keys % 1000).astype(np.int32)), tmp_path / "m", cfg, log=lambda s: None)
+    path = build_learned_model(tmp_path / "m")
     m = Model.load(path)
     table = np.load(path / "features" / "users.npy")
     old = Model(path, m.meta, m.config, m.graph, feature_store=InProcessFeatureStore(table[:590], 0))

@@ -8,32 +8,21 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from pymk.config import PymkConfig
 from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
-from pymk.graph.edges import EdgeList
-from pymk.graph.synth import SynthConfig, generate
-from pymk.pipeline.build import build_from_edges
 from pymk.pipeline.model import Model, feature_prefix
 from pymk.serving.app import create_app
 from pymk.serving.cache import RedisCache
 from pymk.serving.redis_link import RedisDown, RedisLink
 from pymk.serving.service import Service
 from pymk.serving.settings import ServeSettings
+from tests.helpers import build_learned_model
 from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A 600-user model with a learned ranker (so there are features to publish)."""
-    src, dst, _ = generate(SynthConfig(600, 10, seed=3))
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    keys = np.unique(lo * 1000 + hi)
-    cfg = PymkConfig()
-    cfg.ranker.kind = "lightgbm"
-    cfg.ranker.rounds = 20
-    edges = EdgeList(np.arange(600, dtype=np.int64) + 1000, (keys // 1000).astype(np.int32),
-                     (keys % 1000).astype(np.int32))
-    return build_from_edges(edges, tmp_path_factory.mktemp("m") / "m", cfg, log=lambda s: None)
+    """A 600-user model with a learned ranker (so there are features to publish), ids 1000..1599."""
+    return build_learned_model(tmp_path_factory.mktemp("m") / "m", id_offset=1000)
 
 
 def publish_features(path, url):
@@ -41,6 +30,17 @@ def publish_features(path, url):
     table = InProcessFeatureStore.load(path / "features", m.graph.num_users)
     RedisFeatureStore(redis.Redis.from_url(url), feature_prefix(m.meta), table.width, table.emb_dim).publish(
         np.asarray(table.table))
+
+
+def wait_recovered(client, user: int) -> dict:
+    """Requests `user` until an answer is no longer degraded (Redis is back and the breaker closed)."""
+    time.sleep(0.3)  # past redis_retry_s
+    for _ in range(20):
+        body = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+        if not body["degraded"]:
+            break
+        time.sleep(0.1)
+    return body
 
 
 def serve(path, url, **kw):
@@ -106,13 +106,7 @@ def test_degraded_mode_survives_redis_dying_and_recovers(model_dir, tmp_path):
         assert c.get("/readyz").json()["redis"] == "down"
         server.start()  # empty: no persistence; publish again as an operator would
         publish_features(model_dir, server.url)
-        time.sleep(0.3)  # past redis_retry_s
-        for _ in range(20):
-            body = c.get("/v1/users/1012/recommendations", params={"k": 5}).json()
-            if not body["degraded"]:
-                break
-            time.sleep(0.1)
-        assert body["degraded"] is False
+        assert wait_recovered(c, 1012)["degraded"] is False
         # the friendship recorded while Redis was away was replayed into it
         assert redis.Redis.from_url(server.url).sismember("pymk:act:friends:1011", 1500)
         assert c.get("/readyz").json()["redis"] == "up"
@@ -152,12 +146,6 @@ def test_slow_redis_times_out_into_degraded_mode(model_dir, tmp_path):
         r = c.get("/v1/users/1021/recommendations", params={"k": 5})
         assert r.status_code == 200 and r.json()["degraded"] is True and len(r.json()["recommendations"]) == 5
         hang.join()
-        time.sleep(0.3)  # past redis_retry_s
-        for _ in range(20):
-            body = c.get("/v1/users/1022/recommendations", params={"k": 5}).json()
-            if not body["degraded"]:
-                break
-            time.sleep(0.1)
-        assert body["degraded"] is False
+        assert wait_recovered(c, 1022)["degraded"] is False
     finally:
         server.stop()
