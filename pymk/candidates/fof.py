@@ -123,7 +123,7 @@ def _fof_core(u, friends, exp_rows, lptr, lidx, blocked, k, score_kind, acc, tou
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # serving threads run it side by side
 def _fof_rows(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
               out_c, out_cn, out_aa, out_ra, out_n, start, step):
     """Users start, start + step, ... of the batch on one workspace (-1 users get empty rows)."""

@@ -106,7 +106,7 @@ def _ppr_user(indptr, indices, u, blocked, k, alpha, eps, beta, p, r, queued, qu
     return w
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # serving threads run it side by side
 def _ppr_rows(indptr, indices, users, blk_ptr, blk_idx, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
               out_c, out_s, out_n, start, step):
     for b in range(start, users.shape[0], step):

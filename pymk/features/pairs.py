@@ -57,7 +57,7 @@ def _paths3_user(indptr, indices, u, cand_row, count, out_row, acc, touched):
         acc[touched[t]] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # serving threads run it side by side
 def _paths3_serial(indptr, indices, users, cand, count, out, acc, touched):
     for b in range(users.shape[0]):
         if users[b] >= 0:

@@ -46,7 +46,7 @@ def _sample(indptr, indices, degree, users, cand, count, m, out):
             out[b, j, :] = best
 
 
-_sample_serial = njit(_sample.py_func)  # prange runs as range; not cached: same function, other flags
+_sample_serial = njit(nogil=True)(_sample.py_func)  # prange runs as range; not cached: same function, other flags
 
 
 def mutual_sample(graph, users, cand, count, m: int = 3) -> np.ndarray:
