@@ -91,8 +91,11 @@ class RankerConfig:
     # which edges are held out: random (as the evaluation protocol draws them) | time (the latest: trains
     # for the future, but on a graph whose late edges differ in kind it misleads a random-split test)
     split: str = "random"
-    train_users: int = 2000  # lightgbm: users per internal split whose Stage-1 lists make the training data
-    splits: int = 1  # lightgbm: internal splits stacked (by time: the same split each time)
+    train_users: int = 3000  # lightgbm: users per internal split whose Stage-1 lists make the training data
+    splits: int = 5  # lightgbm: internal splits stacked (by time: the same split each time)
+    # lightgbm: share of each training list's non-friends kept (all held-out friends are); more users at the
+    # same training cost measured better than whole lists (docs/RESULTS.md)
+    negatives: float = 0.15
     rounds: int = 300  # boosting rounds at most (early stopping on validation)
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -207,6 +210,8 @@ class PymkConfig:
             raise ConfigError(f"ranker.objective must be auto | lambdarank | binary, got {self.ranker.objective!r}")
         if self.ranker.split not in ("time", "random"):
             raise ConfigError(f"ranker.split must be time | random, got {self.ranker.split!r}")
+        if not 0.0 < self.ranker.negatives <= 1.0:
+            raise ConfigError(f"ranker.negatives must be in (0, 1], got {self.ranker.negatives}")
         if not 0.0 < self.ranker.holdout < 0.5:
             raise ConfigError(f"ranker.holdout must be in (0, 0.5), got {self.ranker.holdout}")
         for name in ("train_users", "rounds", "num_leaves", "splits"):

@@ -9,7 +9,9 @@ Training data (`training_data`), on the graph G that `pymk build` is given:
     2. Stage 1 runs on G' (same config) for up to `ranker.train_users` users with held-out edges.
     3. label = 1 for a candidate that is a held-out friend, 0 for every other candidate: negatives are
        exactly what Stage 1 hands the ranker, and no feature saw the held-out edges (features, PPR and
-       embeddings are all computed on G').
+       embeddings are all computed on G'). Every positive is kept and a random `ranker.negatives` share
+       (15%) of the negatives, so that `ranker.splits` (5) splits of different held-out edges fit the
+       training budget: on the shared graphs more lists beat whole lists (docs/RESULTS.md).
 Objective (`ranker.objective`): "lambdarank" (per-user lists) or "binary"; "auto" trains both on 80% of
 the users and keeps the one with the better recall@20 on the other 20% (recorded in ranker.json).
 With `ranker.kind = "auto"` the model then serves whichever of LightGBM, Adamic-Adar, Resource
@@ -139,7 +141,13 @@ def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
         graph: the build's graph G. config: `PymkConfig`.
         embeddings_fn: G' -> (n, d) embeddings, or None (no embedding features).
     """
-    parts = [_split_data(graph, config, seed, embeddings_fn, log) for seed in range(config.ranker.splits)]
+    splits, per_split = config.ranker.splits, config.ranker.train_users
+    if embeddings_fn is not None and splits > 1:
+        # each split's G' needs its own GNN (embeddings that never saw its held-out edges): one split, as
+        # many users, instead of `splits` GNN trainings
+        log(f"ranker: with GNN embeddings, one internal split of {splits * per_split} users instead of {splits}")
+        per_split, splits = splits * per_split, 1
+    parts = [_split_data(graph, config, seed, embeddings_fn, log, per_split) for seed in range(splits)]
     parts = [p for p in parts if p is not None]
     if not parts:
         raise RankerError("no held-out friendship has a Stage-1 candidate list: the graph is too small to train "
@@ -147,7 +155,7 @@ def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
     return {key: np.concatenate([p[key] for p in parts]) for key in ("X", "y", "group", "users")}
 
 
-def _split_data(graph, config, seed: int, embeddings_fn, log) -> dict:
+def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int) -> dict:
     from pymk.candidates.stage1 import Stage1
     from pymk.features.store import InProcessFeatureStore, user_feature_table
     from pymk.graph.edges import EdgeList
@@ -166,8 +174,8 @@ def _split_data(graph, config, seed: int, embeddings_fn, log) -> dict:
     dst = np.concatenate([hb, ha])
     users = np.unique(src)
     rng = np.random.default_rng(rc.seed + seed)
-    if users.size > rc.train_users:
-        users = np.sort(rng.choice(users, rc.train_users, replace=False))
+    if users.size > train_users:
+        users = np.sort(rng.choice(users, train_users, replace=False))
     keep = np.isin(src, users)
     keys = np.unique(src[keep] * np.int64(graph.num_users) + dst[keep])
     stage1 = Stage1(sub, config.candidates, embeddings=emb)
@@ -182,9 +190,13 @@ def _split_data(graph, config, seed: int, embeddings_fn, log) -> dict:
             c = int(batch.count[r])
             if c == 0:
                 continue
-            Xs.append(X[r, :c])
-            ys.append(lab[r, :c].astype(np.float32))
-            groups.append(c)
+            y = lab[r, :c]
+            keep = y | (rng.random(c) < rc.negatives)  # every held-out friend, a share of the rest
+            if not keep.any():
+                continue
+            Xs.append(X[r, :c][keep])
+            ys.append(y[keep].astype(np.float32))
+            groups.append(int(keep.sum()))
             us.append(int(batch.users[r]))
     if not groups:
         return None
@@ -255,7 +267,7 @@ def train_ranker(data: dict, config, *, log=print):
     col = {f: i for i, f in enumerate(PAIR_FEATURES)}
     heuristics = {kind: round(_recall_at(X[row_val, col[f]], y[row_val], group[is_val]), 4)
                   for kind, f in (("adamic_adar", "aa"), ("resource_allocation", "ra"), ("common_neighbors", "cn"))}
-    learned = results[best][0]
+    learned = round(results[best][0], 4)  # decided on the figures ranker.json records
     best_h = max(heuristics, key=heuristics.get)
     chosen = "lightgbm" if learned > heuristics[best_h] else best_h
     log(f"ranker validation recall@20: lightgbm {learned:.4f}, "

@@ -52,6 +52,7 @@ def test_internal_split_holds_out_the_latest_edges():
 def test_training_labels_are_held_out_friends_never_seen_by_features():
     g = _graph()
     cfg = _config()
+    cfg.ranker.splits, cfg.ranker.negatives = 1, 1.0  # whole lists of one split: rows align with Stage 1
     data = training_data(g, cfg, log=lambda s: None)
     a, b, ha, hb = internal_split(g, holdout=cfg.ranker.holdout, seed=cfg.ranker.seed,
                                   by_time=cfg.ranker.split == "time")
@@ -77,6 +78,21 @@ def test_training_labels_are_held_out_friends_never_seen_by_features():
             assert x[cn_col] == len(set(sub[u]) & set(sub[c]))
             found += 1
     assert found > 0
+
+
+def test_negatives_are_subsampled_and_every_positive_kept():
+    g = _graph()
+    cfg = _config()
+    cfg.ranker.splits, cfg.ranker.negatives = 1, 1.0
+    full = training_data(g, cfg, log=lambda s: None)
+    cfg.ranker.negatives = 0.2
+    part = training_data(g, cfg, log=lambda s: None)
+    assert part["y"].sum() == full["y"].sum()  # all held-out friends stay
+    neg_full, neg_part = (full["y"] == 0).sum(), (part["y"] == 0).sum()
+    assert 0.15 < neg_part / neg_full < 0.25
+    assert part["group"].sum() == part["y"].size and part["users"].size == part["group"].size
+    cfg.ranker.splits = 3  # other held-out edges per split: more lists
+    assert training_data(g, cfg, log=lambda s: None)["group"].size > part["group"].size
 
 
 def test_save_load_and_feature_mismatch(tmp_path):
