@@ -1,6 +1,6 @@
 """Learned-ranker ablation under the shared protocol: all features vs feature groups removed.
 
-    .venv/bin/python -m benchmarks.ranker_ablation --edges PATH [--splits 1] [--train-users 2000]
+    .venv/bin/python -m benchmarks.ranker_ablation --edges PATH [--splits S] [--train-users U] [--negatives R]
 
 Splits the edges as `pymk eval` does, trains the ranker on the train graph exactly as `pymk build`
 does (internal held-out split, Stage 1's candidates), and reports test recall@20 / NDCG@10 / MRR of
@@ -38,8 +38,10 @@ GROUPS = {
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--edges", type=Path, required=True)
-    ap.add_argument("--splits", type=int, default=1)
-    ap.add_argument("--train-users", type=int, default=2000)
+    defaults = PymkConfig().ranker
+    ap.add_argument("--splits", type=int, default=defaults.splits)
+    ap.add_argument("--train-users", type=int, default=defaults.train_users)
+    ap.add_argument("--negatives", type=float, default=defaults.negatives)
     args = ap.parse_args()
     edges, _ = ingest(args.edges, show_progress=False, log=lambda s: None)
     split = split_edges(edges)
@@ -47,7 +49,7 @@ def main():
     users, n = split.users, edges.num_users
     n_truth = np.diff(split.truth_ptr)
     cfg = PymkConfig()
-    cfg.ranker.splits, cfg.ranker.train_users = args.splits, args.train_users
+    cfg.ranker.splits, cfg.ranker.train_users, cfg.ranker.negatives = args.splits, args.train_users, args.negatives
     t = time.perf_counter()
     data = training_data(g, cfg, log=lambda s: None)
     batch = Stage1(g, cfg.candidates).generate(users)
