@@ -137,8 +137,8 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         return Health(status="ok", model_version=model.version, users=model.graph.num_users,
                       edges=model.graph.num_edges, redis=svc.redis_state())
 
-    @app.get("/readyz", response_model=Health, responses={503: {"description": "not ready"}})
-    def readyz() -> Health:
+    @app.get("/readyz", response_model=Health)
+    def readyz() -> Health:  # the app exists only once its model is loaded and warm: ready when it answers
         return healthz()
 
     @app.get("/metrics", response_class=Response)
@@ -173,7 +173,8 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
 
     def act(kind: str, user: int, other: int) -> ActionResult:
         if user == other:
-            raise HTTPException(status_code=422, detail=f"user {user} cannot {kind} itself")
+            verb = {"dismissed": "dismiss", "blocked": "block", "friends": "befriend"}[kind]
+            raise HTTPException(status_code=422, detail=f"user {user} cannot {verb} itself")
         degraded = False
         try:
             touched = svc.actions.add(kind, user, other)

@@ -124,6 +124,11 @@ def test_bad_bodies_422(client, url, body):
     assert r.status_code == 422 and r.json()["detail"]
 
 
+def test_self_action_names_what_was_refused(client):
+    r = client.post("/v1/users/100/blocks", json={"blocked_id": 100})
+    assert r.status_code == 422 and r.json()["detail"] == "user 100 cannot block itself"
+
+
 def test_oversized_body_413(client):
     r = client.post("/v1/edges", content=b'{"src": 1, "dst": 2, "pad": "' + b"x" * 10_000 + b'"}',
                     headers={"content-type": "application/json"})
