@@ -7,7 +7,9 @@ from pymk.serving.request import Request
 
 
 def run(req: Request, svc) -> None:
-    if req.degraded:  # a list made without every store is not worth keeping
+    # the embedded twins serve the same data, so only a list made without the user's actions (blocks,
+    # dismissals in Redis) is unfit to keep
+    if "actions" in req.degraded:
         return
     try:
         svc.cache.put(req.user_id, req.recs)
