@@ -28,6 +28,7 @@ class UserActions:
         self._local = {kind: defaultdict(set) for kind in KINDS}
         self._unsent: list[tuple[str, int, int]] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         if link is not None:
             link.on_recover(self.flush)
 
@@ -49,22 +50,29 @@ class UserActions:
         return sorted({a for a, _ in pairs})
 
     def flush(self) -> None:
-        if self.link is None:
+        """Writes the actions Redis has not taken yet, one pipeline per pass, until none is left. One
+        flush at a time (a prefix written is the prefix removed); a flush started meanwhile (another
+        thread, or Redis's recovery callback inside this one) returns at once: the running one loops."""
+        if self.link is None or not self._flush_lock.acquire(blocking=False):
             return
-        with self._lock:
-            todo = list(self._unsent)
-        if not todo:
-            return
+        try:
+            while True:
+                with self._lock:
+                    todo = list(self._unsent)
+                if not todo:
+                    return
 
-        def write(c):
-            pipe = c.pipeline(transaction=False)
-            for kind, a, b in todo:
-                pipe.sadd(self.key(kind, a), b)
-            pipe.execute()
+                def write(c, todo=todo):
+                    pipe = c.pipeline(transaction=False)
+                    for kind, a, b in todo:
+                        pipe.sadd(self.key(kind, a), b)
+                    pipe.execute()
 
-        self.link.call(write)
-        with self._lock:
-            del self._unsent[: len(todo)]
+                self.link.call(write)
+                with self._lock:
+                    del self._unsent[: len(todo)]
+        finally:
+            self._flush_lock.release()
 
     def excluded(self, user: int) -> tuple[set[int], bool]:
         """External ids never to recommend to `user`, and whether Redis was missed (local sets only)."""

@@ -149,3 +149,17 @@ def test_slow_redis_times_out_into_degraded_mode(model_dir, tmp_path):
         assert wait_recovered(c, 1022)["degraded"] is False
     finally:
         server.stop()
+
+
+def test_concurrent_actions_all_reach_redis(redis_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pymk.serving.actions import UserActions
+
+    link = RedisLink.from_url(redis_server.url, timeout_ms=1000)
+    actions = UserActions(link, prefix="pymk:test-act")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: actions.add("dismissed", 7, i), range(1, 401)))
+    actions.flush()
+    assert {int(x) for x in link.client.smembers("pymk:test-act:dismissed:7")} == set(range(1, 401))
+    assert actions.excluded(7) == (set(range(1, 401)), False)
