@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import orjson
 
-from pymk.serving.redis_link import RedisDown, RedisLink
+from pymk.serving.redis_link import RedisLink
 
 
 class LocalCache:
@@ -116,5 +116,3 @@ def make_cache(version: str, settings, link: RedisLink | None):
         return RedisCache(link, version, ttl_s=settings.cache_ttl_s)
     return LocalCache(version, size=settings.cache_size, ttl_s=settings.cache_ttl_s)
 
-
-__all__ = ["LocalCache", "RedisCache", "RedisDown", "make_cache"]

@@ -43,10 +43,6 @@ class RedisLink:
         client = redis.Redis.from_url(url, socket_timeout=t, socket_connect_timeout=t, retry_on_timeout=False)
         return cls(client, retry_s=retry_s)
 
-    @property
-    def up(self) -> bool:
-        return self._up
-
     def on_recover(self, fn) -> None:
         self._recover.append(fn)
 
@@ -65,9 +61,10 @@ class RedisLink:
                 self._down_until = time.monotonic() + self.retry_s
             raise RedisDown(str(exc)) from exc
         if not self._up:
-            with self._lock:
-                was_down, self._up = not self._up, True
-            if was_down:
+            with self._lock:  # one thread sees the recovery and replays what waited for it
+                recovered = not self._up
+                self._up = True
+            if recovered:
                 log.warning("redis is back")
                 for cb in self._recover:
                     try:
