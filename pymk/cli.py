@@ -319,11 +319,11 @@ def publish(
 
     from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
     from pymk.graph.shard_store import RedisShardStore
-    from pymk.pipeline.model import Model, ModelError, _redis_client, feature_prefix, model_version
+    from pymk.pipeline.model import Model, ModelError, _redis_client, feature_prefix, has_feature_table, model_version
 
     try:
         m = Model.load(model)
-        has_features = (model / "features" / "features.json").exists()
+        has_features = has_feature_table(model)
         if hot_users and m.embeddings is None:
             raise ModelError(f"{model} has no embeddings for --hot-users: build with gnn.enabled = true")
         if m.plan is None and not has_features and not hot_users:
@@ -387,6 +387,7 @@ def serve(
     typer.echo(f"serving {model} (model {svc.model.version}) on http://{host}:{port}, "
                f"cache: {svc.cache.kind}, workers: {workers}", err=True)
     if workers > 1:  # each worker process builds its own Service from the PYMK_* environment
+        del svc  # the check above is done; the parent need not hold a model while its workers serve
         uvicorn.run("pymk.serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning")
         return

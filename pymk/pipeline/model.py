@@ -36,6 +36,16 @@ def _redis_client(url: str):
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
+def has_feature_table(path: Path) -> bool:
+    """Whether the model at `path` has a learned ranker's user-feature table (what Redis may serve)."""
+    return (Path(path) / "features" / "features.json").exists()
+
+
+def has_shard_plan(path: Path) -> bool:
+    """Whether the model at `path` was built with graph shards (adjacency lists Redis may serve)."""
+    return (Path(path) / "graph" / "shards.json").exists()
+
+
 def feature_prefix(meta: dict) -> str:
     return f"pymk:features:{model_version(meta)}"
 
@@ -118,7 +128,7 @@ class Model:
         plan = load_plan(path / "graph", expect_shards=shards)
         store = features = None
         if redis_url is not None or redis_client is not None:
-            has_features = (path / "features" / "features.json").exists()
+            has_features = has_feature_table(path)
             if plan is None and not has_features:
                 raise ModelError(f"{path} has nothing Redis serves: neither graph shards (build with --shards S) "
                                  f"nor a learned ranker's features")

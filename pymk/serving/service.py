@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pymk.pipeline.model import Model
+from pymk.pipeline.model import Model, has_feature_table, has_shard_plan
 from pymk.serving.actions import UserActions
 from pymk.serving.cache import make_cache
 from pymk.serving.fallback import FallbackStore
@@ -19,11 +19,6 @@ from pymk.serving.request import Request
 from pymk.serving.settings import ServeSettings
 
 log = logging.getLogger("pymk.serving")
-
-
-def _has_redis_state(path: Path) -> bool:
-    """Whether `pymk publish` has anything of this model to put in Redis (graph shards, ranker features)."""
-    return (path / "graph" / "shards.json").exists() or (path / "features" / "features.json").exists()
 
 
 class Service:
@@ -53,7 +48,7 @@ class Service:
         if settings.redis_url:
             link = RedisLink.from_url(settings.redis_url, timeout_ms=settings.redis_timeout_ms,
                                       retry_s=settings.redis_retry_s)
-            if _has_redis_state(path):
+            if has_shard_plan(path) or has_feature_table(path):  # what `pymk publish` puts in Redis
                 if link.ping():
                     client = link.client
                 else:
