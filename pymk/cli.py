@@ -358,6 +358,28 @@ def publish(
         raise _err(str(exc)) from None
 
 
+def _serve_workers(host: str, port: int, workers: int) -> None:
+    """uvicorn with `workers` processes, their Prometheus metrics summed through files in one directory
+    (PROMETHEUS_MULTIPROC_DIR: the operator's, or a fresh one removed at exit)."""
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from pymk.serving.metrics import MULTIPROC_DIR_ENV
+
+    own = not os.environ.get(MULTIPROC_DIR_ENV)
+    if own:
+        os.environ[MULTIPROC_DIR_ENV] = tempfile.mkdtemp(prefix="pymk-metrics-")
+    typer.echo(f"metrics of all workers summed through {os.environ[MULTIPROC_DIR_ENV]}", err=True)
+    try:
+        uvicorn.run("pymk.serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    finally:
+        if own:
+            shutil.rmtree(os.environ.pop(MULTIPROC_DIR_ENV), ignore_errors=True)
+
+
 @app.command()
 def serve(
     model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
@@ -388,8 +410,7 @@ def serve(
                f"cache: {svc.cache.kind}, workers: {workers}", err=True)
     if workers > 1:  # each worker process builds its own Service from the PYMK_* environment
         del svc  # the check above is done; the parent need not hold a model while its workers serve
-        uvicorn.run("pymk.serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+        _serve_workers(host, port, workers)
         return
     from pymk.serving.app import create_app
 

@@ -14,6 +14,7 @@ the request is served from the embedded stores and flagged `degraded`.
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
@@ -127,7 +128,13 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         service.warm()
     svc = service
     model = svc.model
-    app = FastAPI(title="pymk", version=__version__,
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        svc.metrics.close()
+
+    app = FastAPI(title="pymk", version=__version__, lifespan=lifespan,
                   description="People You May Know: friend recommendations with mutual-friend counts.")
     app.state.service = svc
     app.dependency_overrides[get_settings] = lambda: svc.settings  # this app's settings, not the process's

@@ -1,11 +1,26 @@
-"""Prometheus metrics of one app (its own registry, so several apps in one process do not collide)."""
+"""Prometheus metrics of one app (its own registry, so several apps in one process do not collide).
+
+With several worker processes (`pymk serve --workers N`) each worker counts in its own process, so
+`/metrics` answered by one worker would show that worker's share only. When PROMETHEUS_MULTIPROC_DIR is
+set (`pymk serve` sets a fresh one for N > 1), every worker writes its values to files there and
+`/metrics` sums them over all workers, whichever worker answers; `pymk_redis_up` is then the minimum over
+the live workers (0 while any of them sees Redis down).
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # 0.1 ms .. 2.5 s: cache hits live in the first buckets, full pipelines in the middle
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def multiprocess() -> bool:
+    """Whether metrics are shared through files between worker processes."""
+    return bool(os.environ.get(MULTIPROC_DIR_ENV))
 
 
 class Metrics:
@@ -21,7 +36,21 @@ class Metrics:
         self.degraded = Counter("pymk_degraded_requests", "requests served without a store", ["source"], registry=r)
         self.embedding_tier = Counter("pymk_embedding_lookups", "embedding lookups by the tier that answered",
                                       ["tier"], registry=r)
-        self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r)
+        self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r,
+                              multiprocess_mode="livemin")
 
     def render(self) -> bytes:
+        if multiprocess():
+            from prometheus_client import multiprocess as mp
+
+            merged = CollectorRegistry()
+            mp.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """This worker is leaving: its live gauges stop counting (its counters and histograms stay summed)."""
+        if multiprocess():
+            from prometheus_client import multiprocess as mp
+
+            mp.mark_process_dead(os.getpid())

@@ -1,0 +1,81 @@
+"""`pymk serve --workers 2` as a real process tree: /metrics sums every worker's counts, whichever answers."""
+
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import build_learned_model
+from tests.redis_server import _free_port
+
+MIN_REQUESTS = 20
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_learned_model(tmp_path_factory.mktemp("w") / "m", users=300)
+
+
+def _get(url: str) -> tuple[int, str]:
+    """GET on a new connection (urllib opens one per request, so the kernel spreads them over workers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _count(text: str) -> float:
+    """Recommendation requests counted in a Prometheus exposition, over all label values."""
+    pat = r'^pymk_request_seconds_count\{[^}]*endpoint="recommendations"[^}]*\} ([0-9.e+]+)$'
+    return sum(float(v) for v in re.findall(pat, text, re.M))
+
+
+def _served_by_worker(metrics_dir: Path) -> dict[str, float]:
+    """pid -> recommendation requests that worker counted, read from its own file."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    return {f.stem.rsplit("_", 1)[-1]: sum(s.value for m in MultiProcessCollector.merge([str(f)]) for s in m.samples
+                                           if s.name == "pymk_request_seconds_count"
+                                           and s.labels.get("endpoint") == "recommendations")
+            for f in metrics_dir.glob("histogram_*.db")}
+
+
+def test_metrics_sum_over_workers(model_dir, tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    cmd = [str(Path(sys.executable).parent / "pymk"), "serve", "--model", str(model_dir), "--port", str(port),
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # both workers load the model
+            try:
+                if _get(f"{base}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        log.flush()
+        metrics_dir = Path(re.search(r"summed through (\S+)", (tmp_path / "serve.log").read_text()).group(1))
+        sent, served = 0, {}
+        while sent < MIN_REQUESTS or (sum(v > 0 for v in served.values()) < 2 and sent < 500):
+            assert _get(f"{base}/v1/users/{sent % 300}/recommendations?k=5")[0] == 200
+            sent += 1
+            served = _served_by_worker(metrics_dir)
+        assert len(served) == 2 and all(v > 0 for v in served.values()), served  # both workers served some
+        assert sum(served.values()) == sent
+        scrapes = [_count(_get(f"{base}/metrics")[1]) for _ in range(6)]
+        # every scrape, whichever worker answers it, counts all the requests of both workers
+        assert scrapes == [sent] * 6, (scrapes, served)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    assert not metrics_dir.exists()  # the directory `pymk serve` made for itself is gone
