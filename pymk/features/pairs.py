@@ -5,6 +5,8 @@ Columns (`PAIR_FEATURES`), for user u and candidate c:
     jaccard           cn / |N(u) | N(c)|
     paths3            number of 3-edge paths u - a - b - c (reach past two hops; 0 for far users)
     ppr               personalized-PageRank score of c from u (0 where PPR did not reach c)
+    ridge             ridge regression of u's friend list over its candidate subgraph (`ridge.py`: EASE
+                      on u, its friends and its candidates)
     aa_rel, ra_rel, ppr_rel   the score over the user's best candidate's (comparable across users)
     aa_rank, ppr_rank, paths3_rank   the candidate's rank by that score in the user's list, over the
                       list length (0 = best; ties share the better rank)
@@ -26,12 +28,13 @@ import numpy as np
 from numba import njit, prange
 
 from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
+from pymk.features.ridge import subgraph_ridge
 
-PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "aa_rel", "ra_rel", "ppr_rel", "aa_rank", "ppr_rank",
-                 "paths3_rank", "deg_u", "deg_c", "src_fof", "src_ppr", "src_emb", "src_pop", "stage1_pos", "emb_dot",
-                 "emb_cos", "age_u", "age_c", "recency_c")
+PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "ridge", "aa_rel", "ra_rel", "ppr_rel", "aa_rank",
+                 "ppr_rank", "paths3_rank", "deg_u", "deg_c", "src_fof", "src_ppr", "src_emb", "src_pop", "stage1_pos",
+                 "emb_dot", "emb_cos", "age_u", "age_c", "recency_c")
 EMBEDDING_FEATURES = ("emb_dot", "emb_cos")
-GRAPH_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr")
+GRAPH_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "ridge")
 
 
 @njit(cache=True)
@@ -111,7 +114,7 @@ def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = Tr
 
     Args:
         batch: Stage-1 output (features cn / aa / ra, and ppr when that source ran).
-        graph: the CSR graph the candidates were made on (paths3).
+        graph: the CSR graph the candidates were made on (paths3, ridge).
         store: a feature store (`fetch(users) -> (m, F)`), whose trailing `emb_dim` columns are embeddings.
     Returns:
         X (B, C, len(PAIR_FEATURES)) float32 (padding slots hold zeros), degraded (B,) bool: the user or
@@ -135,6 +138,7 @@ def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = Tr
         X[:, :, col["jaccard"]] = np.where(cn > 0, cn / (deg_u + deg_c - cn), 0.0)
     if with_paths3:
         X[:, :, col["paths3"]] = np.log1p(paths3(graph, users, cand, count))
+        X[:, :, col["ridge"]] = subgraph_ridge(graph, users, cand, count)
     if "ppr" in batch.features:
         X[:, :, col["ppr"]] = batch.features["ppr"]
     n_valid = np.maximum(count, 1)[:, None].astype(np.float32)
