@@ -32,6 +32,7 @@ GROUPS = {
     "without graph features": GRAPH_FEATURES + ("aa_rel", "ra_rel", "ppr_rel", "aa_rank", "ppr_rank", "paths3_rank"),
     "without embeddings": EMBEDDING_FEATURES,
     "without Stage-1 position": ("stage1_pos",),
+    "without ridge": ("ridge",),
 }
 
 
