@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as mp
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # 0.1 ms .. 2.5 s: cache hits live in the first buckets, full pipelines in the middle
@@ -41,8 +42,6 @@ class Metrics:
 
     def render(self) -> bytes:
         if multiprocess():
-            from prometheus_client import multiprocess as mp
-
             merged = CollectorRegistry()
             mp.MultiProcessCollector(merged)
             return generate_latest(merged)
@@ -51,6 +50,4 @@ class Metrics:
     def close(self) -> None:
         """This worker is leaving: its live gauges stop counting (its counters and histograms stay summed)."""
         if multiprocess():
-            from prometheus_client import multiprocess as mp
-
             mp.mark_process_dead(os.getpid())

@@ -9,6 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import build_learned_model
 from tests.redis_server import _free_port
@@ -30,19 +32,15 @@ def _get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def _count(text: str) -> float:
-    """Recommendation requests counted in a Prometheus exposition, over all label values."""
-    pat = r'^pymk_request_seconds_count\{[^}]*endpoint="recommendations"[^}]*\} ([0-9.e+]+)$'
-    return sum(float(v) for v in re.findall(pat, text, re.M))
+def _requests(families) -> float:
+    """Recommendation requests counted in Prometheus metric families, over all label values."""
+    return sum(s.value for m in families for s in m.samples
+               if s.name == "pymk_request_seconds_count" and s.labels.get("endpoint") == "recommendations")
 
 
 def _served_by_worker(metrics_dir: Path) -> dict[str, float]:
     """pid -> recommendation requests that worker counted, read from its own file."""
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    return {f.stem.rsplit("_", 1)[-1]: sum(s.value for m in MultiProcessCollector.merge([str(f)]) for s in m.samples
-                                           if s.name == "pymk_request_seconds_count"
-                                           and s.labels.get("endpoint") == "recommendations")
+    return {f.stem.rsplit("_", 1)[-1]: _requests(MultiProcessCollector.merge([str(f)]))
             for f in metrics_dir.glob("histogram_*.db")}
 
 
@@ -71,7 +69,7 @@ def test_metrics_sum_over_workers(model_dir, tmp_path):
             served = _served_by_worker(metrics_dir)
         assert len(served) == 2 and all(v > 0 for v in served.values()), served  # both workers served some
         assert sum(served.values()) == sent
-        scrapes = [_count(_get(f"{base}/metrics")[1]) for _ in range(6)]
+        scrapes = [_requests(text_string_to_metric_families(_get(f"{base}/metrics")[1])) for _ in range(6)]
         # every scrape, whichever worker answers it, counts all the requests of both workers
         assert scrapes == [sent] * 6, (scrapes, served)
     finally:
