@@ -14,7 +14,7 @@ sqrt(lambda) and decays as 1 / x above it) instead of amplified as in raw path c
 Measured (docs/RESULTS.md, benchmarks/scorer_survey.py): EASE over the whole graph is weaker than RA
 alone, but as a ranker feature it added about 1.5 points of recall@20 on both shared graphs, and the
 candidate-subgraph version matches the whole-graph one (0.7426 vs 0.7441 on ego-facebook).
-Cost: building A_S reads the adjacency lists of S (what `paths3` reads anyway), then `ITERATIONS`
+Cost: building A_S reads the adjacency lists of S once (what `paths3` reads too), then `ITERATIONS`
 conjugate-gradient steps of two sparse products over A_S.
 """
 
@@ -41,7 +41,7 @@ def _spmv(lptr, lidx, x, out):
 
 @njit(cache=True, nogil=True)
 def _ridge_user(indptr, indices, u, cand_row, count, lam, iters, tol, out_row, mark):
-    """out_row[j] = ridge(u, cand_row[j]) for j < count. mark (n,) int64 is -1 on entry and left -1."""
+    """out_row[j] = ridge(u, cand_row[j]) for j < count. mark (n,) int32 is -1 on entry and left -1."""
     du = indptr[u + 1] - indptr[u]
     nodes = np.empty(1 + du + count, np.int64)
     mark[u] = 0
@@ -59,24 +59,22 @@ def _ridge_user(indptr, indices, u, cand_row, count, lam, iters, tol, out_row, m
             mark[c] = k
             nodes[k] = c
             k += 1
-    # A_S as local CSR: one pass to count, one to fill
+    # A_S as local CSR in one pass; lidx is sized for every entry of S's lists, but only the kept ones are
+    # written (np.empty: untouched pages are never faulted in)
+    total = 0
+    for a in range(k):
+        total += indptr[nodes[a] + 1] - indptr[nodes[a]]
     lptr = np.zeros(k + 1, np.int64)
+    lidx = np.empty(total, np.int32)
+    p = 0
     for a in range(k):
         v = nodes[a]
-        m = 0
-        for i in range(indptr[v], indptr[v + 1]):
-            if mark[indices[i]] >= 0:
-                m += 1
-        lptr[a + 1] = lptr[a] + m
-    lidx = np.empty(lptr[k], np.int64)
-    for a in range(k):
-        v = nodes[a]
-        p = lptr[a]
         for i in range(indptr[v], indptr[v + 1]):
             w = mark[indices[i]]
             if w >= 0:
                 lidx[p] = w
                 p += 1
+        lptr[a + 1] = p
     # conjugate gradients on (A_S^2 + lam I) x = A_S e_u (symmetric positive definite)
     b = np.zeros(k)
     for i in range(lptr[0], lptr[1]):
@@ -120,7 +118,7 @@ def _ridge_parallel(indptr, indices, users, cand, count, lam, iters, tol, out):
     nb = users.shape[0]
     n_chunks = min(nb, 64)
     for ch in prange(n_chunks):  # one O(n) marker per chunk of users
-        mark = np.full(n, -1, np.int64)
+        mark = np.full(n, -1, np.int32)
         for b in range(ch, nb, n_chunks):
             if users[b] >= 0 and count[b] > 0:
                 _ridge_user(indptr, indices, users[b], cand[b], count[b], lam, iters, tol, out[b], mark)
@@ -132,7 +130,7 @@ _local = threading.local()
 def _marker(n: int) -> np.ndarray:
     mark = getattr(_local, "mark", None)
     if mark is None or mark.shape[0] != n:
-        mark = _local.mark = np.full(n, -1, np.int64)
+        mark = _local.mark = np.full(n, -1, np.int32)
     return mark
 
 
