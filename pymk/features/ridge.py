@@ -66,15 +66,15 @@ def _ridge_user(indptr, indices, u, cand_row, count, lam, iters, tol, out_row, m
         total += indptr[nodes[a] + 1] - indptr[nodes[a]]
     lptr = np.zeros(k + 1, np.int64)
     lidx = np.empty(total, np.int32)
-    p = 0
+    kept = 0
     for a in range(k):
         v = nodes[a]
         for i in range(indptr[v], indptr[v + 1]):
             w = mark[indices[i]]
             if w >= 0:
-                lidx[p] = w
-                p += 1
-        lptr[a + 1] = p
+                lidx[kept] = w
+                kept += 1
+        lptr[a + 1] = kept
     # conjugate gradients on (A_S^2 + lam I) x = A_S e_u (symmetric positive definite)
     b = np.zeros(k)
     for i in range(lptr[0], lptr[1]):
