@@ -109,7 +109,7 @@ def paths3(graph, users: np.ndarray, cand: np.ndarray, count: np.ndarray) -> np.
     return out
 
 
-def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.ndarray]:
     """Features of every (user, candidate) slot of a Stage-1 batch.
 
     Args:
@@ -136,9 +136,8 @@ def pair_features(batch: CandidateBatch, graph, store, *, with_paths3: bool = Tr
     X[:, :, col["ra"]] = batch.features["ra"]
     with np.errstate(invalid="ignore", divide="ignore"):
         X[:, :, col["jaccard"]] = np.where(cn > 0, cn / (deg_u + deg_c - cn), 0.0)
-    if with_paths3:
-        X[:, :, col["paths3"]] = np.log1p(paths3(graph, users, cand, count))
-        X[:, :, col["ridge"]] = subgraph_ridge(graph, users, cand, count)
+    X[:, :, col["paths3"]] = np.log1p(paths3(graph, users, cand, count))
+    X[:, :, col["ridge"]] = subgraph_ridge(graph, users, cand, count)
     if "ppr" in batch.features:
         X[:, :, col["ppr"]] = batch.features["ppr"]
     n_valid = np.maximum(count, 1)[:, None].astype(np.float32)
