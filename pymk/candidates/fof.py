@@ -12,7 +12,6 @@ Ties break by the smaller dense index (the evaluation protocol's rule).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from numba import get_num_threads, njit, prange
 
 from pymk.graph.sharded import ShardedGraph
 from pymk.graph.snapshot import CSRGraph
+from pymk.workspace import thread_scratch
 
 SCORES = {"cn": 0, "aa": 1, "ra": 2}
 
@@ -227,7 +227,6 @@ def blocked_csr(lists, batch: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ptr, idx
 
 
-_local = threading.local()
 SERIAL_BATCH = 4  # at most this many users: run on the caller's thread with a reused workspace
 
 
@@ -237,11 +236,7 @@ def thread_workspace(n: int) -> tuple[np.ndarray, np.ndarray]:
     Serving asks for one user at a time: re-zeroing an O(n) workspace per request would cost more
     than the traversal itself on a large graph.
     """
-    ws = getattr(_local, "fof", None)
-    if ws is None or ws[0].shape[0] != n:
-        ws = (np.zeros((n, 3), np.float64), np.empty(n, np.int64))
-        _local.fof = ws
-    return ws
+    return thread_scratch("fof", n, lambda n: (np.zeros((n, 3), np.float64), np.empty(n, np.int64)))
 
 
 def friends_of_friends(graph: CSRGraph | ShardedGraph, users, k: int, *, score: str = "aa", blocked=None,

@@ -4,13 +4,12 @@ have few or no friends-of-friends; this source gives them something reasonable t
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 from pymk.candidates.fof import SERIAL_BATCH
 from pymk.graph.snapshot import CSRGraph
+from pymk.workspace import thread_scratch
 
 
 def popularity_order(graph: CSRGraph) -> np.ndarray:
@@ -54,9 +53,6 @@ def _fill(indptr, indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks,
                                   count[b], mark, stamp0 + b + 1)
 
 
-_local = threading.local()
-
-
 def fill_from_pool(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, count: np.ndarray,
                    pool: np.ndarray, blk_ptr: np.ndarray, blk_idx: np.ndarray) -> np.ndarray:
     """Appends pool entries (in pool order) to each row of `cand` in place, up to its width.
@@ -72,12 +68,8 @@ def fill_from_pool(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, count: 
     if not nb:
         return before
     n = graph.num_users
-    mark = getattr(_local, "mark", None)
-    if mark is None or mark.shape[0] != n:
-        mark = _local.mark = np.zeros(n, np.int64)
-        _local.stamp = 0
+    ws = thread_scratch("popular", n, lambda n: [np.zeros(n, np.int64), 0])  # [mark, stamp]: no re-zeroing
     n_chunks = 1 if nb <= SERIAL_BATCH else max(1, min(nb, get_num_threads()))
-    _fill(graph.indptr, graph.indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, mark,
-          _local.stamp)
-    _local.stamp += nb + 1
+    _fill(graph.indptr, graph.indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, ws[0], ws[1])
+    ws[1] += nb + 1
     return before

@@ -14,13 +14,12 @@ The batch runs users in parallel (numba prange), one workspace per chunk, touche
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numba import njit, prange
 
 from pymk.candidates.fof import SERIAL_BATCH, _n_chunks, blocked_csr
 from pymk.graph.snapshot import CSRGraph
+from pymk.workspace import thread_scratch
 
 
 @njit(cache=True)
@@ -126,18 +125,11 @@ def _ppr_batch(indptr, indices, users, blk_ptr, blk_idx, k, alpha, eps, beta, n_
                   np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_), out_c, out_s, out_n, ch, n_chunks)
 
 
-_local = threading.local()
-
-
 def _thread_workspace(n: int):
-    """This thread's push workspace (left clean by the kernel): serving asks one user at a time, and
-    zeroing O(n) arrays per request would cost more than the push itself on a large graph."""
-    ws = getattr(_local, "ppr", None)
-    if ws is None or ws[0].shape[0] != n:
-        ws = (np.zeros(n, np.float64), np.zeros(n, np.float64), np.zeros(n, np.bool_), np.empty(max(n, 1), np.int64),
-              np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_))
-        _local.ppr = ws
-    return ws
+    """This thread's push workspace (`pymk.workspace`; the kernel leaves it clean)."""
+    return thread_scratch("ppr", n, lambda n: (
+        np.zeros(n, np.float64), np.zeros(n, np.float64), np.zeros(n, np.bool_), np.empty(max(n, 1), np.int64),
+        np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_)))
 
 
 def personalized_pagerank(graph: CSRGraph, users, k: int, *, alpha: float = 0.15, eps: float = 1e-5,

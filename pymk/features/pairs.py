@@ -22,13 +22,12 @@ missing users (NaN rows) leave their columns NaN and mark the row degraded.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numba import njit, prange
 
 from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
 from pymk.features.ridge import subgraph_ridge
+from pymk.workspace import thread_scratch
 
 PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "ridge", "aa_rel", "ra_rel", "ppr_rel", "aa_rank",
                  "ppr_rank", "paths3_rank", "deg_u", "deg_c", "src_fof", "src_ppr", "src_emb", "src_pop", "stage1_pos",
@@ -80,16 +79,10 @@ def _paths3_parallel(indptr, indices, users, cand, count, out):
                 _paths3_user(indptr, indices, users[b], cand[b], count[b], out[b], acc, touched)
 
 
-_local = threading.local()
-
-
 def _workspace(n: int) -> tuple[np.ndarray, np.ndarray]:
     """This thread's (acc (n,) float32, touched (n,) int64); float32 keeps acc small enough for the cache
     (path counts through one user are far below 2**24, so exact)."""
-    ws = getattr(_local, "paths3", None)
-    if ws is None or ws[0].shape[0] != n:
-        ws = _local.paths3 = (np.zeros(n, np.float32), np.empty(n, np.int64))
-    return ws
+    return thread_scratch("paths3", n, lambda n: (np.zeros(n, np.float32), np.empty(n, np.int64)))
 
 
 def paths3(graph, users: np.ndarray, cand: np.ndarray, count: np.ndarray) -> np.ndarray:

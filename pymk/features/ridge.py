@@ -20,10 +20,10 @@ conjugate-gradient steps of two sparse products over A_S.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from numba import njit, prange
+
+from pymk.workspace import thread_scratch
 
 LAMBDA = 50.0  # best of 10 / 50 / 200 / 1000 for whole-graph EASE on both shared graphs (scorer_survey)
 ITERATIONS = 20  # conjugate-gradient steps (10 measured as good as 30 on ego-facebook)
@@ -124,14 +124,8 @@ def _ridge_parallel(indptr, indices, users, cand, count, lam, iters, tol, out):
                 _ridge_user(indptr, indices, users[b], cand[b], count[b], lam, iters, tol, out[b], mark)
 
 
-_local = threading.local()
-
-
 def _marker(n: int) -> np.ndarray:
-    mark = getattr(_local, "mark", None)
-    if mark is None or mark.shape[0] != n:
-        mark = _local.mark = np.full(n, -1, np.int32)
-    return mark
+    return thread_scratch("ridge_mark", n, lambda n: np.full(n, -1, np.int32))
 
 
 def subgraph_ridge(graph, users: np.ndarray, cand: np.ndarray, count: np.ndarray, *, lam: float = LAMBDA,
