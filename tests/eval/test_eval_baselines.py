@@ -2,7 +2,7 @@
 
 import pytest
 
-from pymk.eval.runner import evaluate
+from pymk.eval.runner import best_heuristic_ratio, evaluate
 from pymk.pipeline.build import ingest
 
 TABLE = {
@@ -41,3 +41,14 @@ def test_baselines_match_shared_table(name, lastfm_path, facebook_path):
         assert report.methods["pymk"][c] >= report.methods["AA"][c] - 1e-9
     assert report.stage1_recall["@1000"] >= report.cn_top1000_recall - 0.01
     assert "2-hop ceiling" in report.table()
+    v = report.vs_best_heuristic
+    best = max(("CN", "AA", "RA"), key=lambda m: report.methods[m]["recall@20"])
+    assert v["best"] == best and v["ratio"] == pytest.approx(report.methods["pymk"]["recall@20"]
+                                                            / report.methods[best]["recall@20"])
+    assert f"{v['ratio']:.3f}x" in report.table()
+
+
+def test_ratio_when_the_heuristics_score_nothing():
+    zero = {"recall@20": 0.0}
+    v = best_heuristic_ratio({"CN": zero, "AA": zero, "RA": zero, "pymk": {"recall@20": 0.9}})
+    assert v["ratio"] is None and v["best"] == "CN" and v["pymk"] == 0.9
