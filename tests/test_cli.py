@@ -207,7 +207,21 @@ def test_sharded_build_gives_unsharded_answers(lastfm_path, model_dir, tmp_path)
     assert res.exit_code == 1 and "cannot be loaded with 4" in res.stderr
 
 
-def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
+@pytest.fixture(scope="module")
+def sharded_lgb_model(tmp_path_factory, lastfm_path):
+    """lastfm on 4 community shards with the learned ranker forced: what `pymk publish` puts in Redis is then
+    both the shard-tagged adjacency lists and the ranker's user features."""
+    tmp = tmp_path_factory.mktemp("shlgb")
+    cfg = tmp / "lgb.toml"
+    cfg.write_text('[ranker]\nkind = "lightgbm"\n')
+    out = tmp / "sharded"
+    res = runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--shards", "4",
+                              "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_publish_and_serve_from_redis(sharded_lgb_model, redis_server):
     from fastapi.testclient import TestClient
 
     from pymk.pipeline.model import Model
@@ -215,8 +229,7 @@ def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
     from pymk.serving.service import Service
     from pymk.serving.settings import ServeSettings
 
-    out = tmp_path / "sharded"
-    assert runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--shards", "4"]).exit_code == 0
+    out = sharded_lgb_model
     res = runner.invoke(app, ["publish", "--model", str(out), "--redis", redis_server.url])
     assert res.exit_code == 0 and "published" in res.output
     svc = Service.from_settings(ServeSettings(model=str(out), redis_url=redis_server.url))
@@ -226,18 +239,18 @@ def test_publish_and_serve_from_redis(lastfm_path, tmp_path, redis_server):
     ref = Model.load(out).recommend(m.index_of([0]), 5)
     assert [r["user_id"] for r in body["recommendations"]] == m.graph.ids[ref.cand[0, :5]].tolist()
     assert m.store.stats.requests > 0
-    if m.ranker_kind == "lightgbm":  # the learned ranker read its user features from Redis, one MGET a request
-        assert "published features" in res.output and m.features.round_trips == 1
+    # the learned ranker read its user features from Redis, one MGET a request
+    assert m.ranker_kind == "lightgbm"
+    assert "published features" in res.output and m.features.round_trips == 1
 
 
-def test_serve_features_from_redis_needs_publish(lastfm_path, tmp_path, redis_server):
+def test_serve_features_from_redis_needs_publish(sharded_lgb_model, redis_server):
+    import redis
+
     from pymk.pipeline.model import Model, ModelError
 
-    out = tmp_path / "m"
-    cfg = tmp_path / "lgb.toml"
-    cfg.write_text('[ranker]\nkind = "lightgbm"\n')
-    assert runner.invoke(app, ["build", "--edges", str(lastfm_path), "--out", str(out), "--config",
-                               str(cfg)]).exit_code == 0
+    out = sharded_lgb_model
+    redis.Redis.from_url(redis_server.url).flushdb()  # another test may have published this model already
     with pytest.raises(ModelError, match="run `pymk publish` first"):
         Model.load(out, redis_url=redis_server.url)
     res = runner.invoke(app, ["publish", "--model", str(out), "--redis", redis_server.url])
