@@ -84,8 +84,6 @@ class EvalReport:
         return "\n".join(lines)
 
 
-
-
 def best_heuristic_ratio(methods: dict[str, dict[str, float]], metric: str = "recall@20") -> dict:
     """pymk's `metric` over the best of CN / AA / RA (first listed wins a tie); ratio None when that is 0."""
     best = max(("CN", "AA", "RA"), key=lambda m: methods[m][metric])
