@@ -1,11 +1,11 @@
 """GNN training cost on the 1M-user synthetic graph: sampler speed, sampling share, memory.
 
-    .venv/bin/python -m benchmarks.bench_gnn [--users 1000000] [--avg-degree 50] [--steps 60]
+    .venv/bin/python -m benchmarks.bench_gnn [--users 1000000] [--avg-degree 50] [--steps 60] [--devices cpu,cuda]
 
 1. Sampler: B = 256 seeds, fan-outs [10, 10], pymk's numba sampler vs a plain per-node
    `numpy.random.choice` loop (same semantics: without replacement, de-duplicated nodes), one run.
 2. Training: `--steps` GraphSAGE (128-d) link-prediction steps; per-step time, share spent sampling,
-   nodes per batch, peak RSS of the process.
+   nodes per batch, peak RSS of the process; once per device of `--devices` (default: the CPU).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--avg-degree", type=float, default=50)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--cache", type=Path, default=Path("bench-data"))
+    ap.add_argument("--devices", default="cpu", help="comma-separated gnn.device values, trained in turn")
     args = ap.parse_args()
     g = load_graph(args.users, args.avg_degree, args.cache)
     rng = np.random.default_rng(0)
@@ -74,17 +75,21 @@ def main():
 
     from pymk.gnn.train import Trainer
 
-    cfg = GnnConfig(dim=128, epochs=1, max_steps_per_epoch=args.steps, val_fraction=0.001)
-    t = time.perf_counter()
-    trainer = Trainer(g, cfg)
-    setup = time.perf_counter() - t
-    trainer.validate = lambda *a, **k: 0.0  # time the training steps only
-    res = trainer.fit(progress=False, log=lambda s: None)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    print(f"training {res.steps} steps of GraphSAGE 128-d: {res.step_seconds / res.steps * 1e3:.0f} ms/step, "
-          f"sampling {res.sample_seconds / res.step_seconds:.1%} of step time, "
-          f"{res.sampled_nodes / res.steps:,.0f} nodes/batch (max {res.max_batch_nodes:,}), "
-          f"{res.sampled_nodes / res.sample_seconds:,.0f} sampled nodes/s; setup {setup:.1f}s; peak RSS {rss:.2f} GB")
+    for device in args.devices.split(","):
+        cfg = GnnConfig(dim=128, epochs=1, max_steps_per_epoch=args.steps, val_fraction=0.001, device=device)
+        t = time.perf_counter()
+        trainer = Trainer(g, cfg)
+        setup = time.perf_counter() - t
+        trainer.validate = lambda *a, **k: 0.0  # time the training steps only
+        res = trainer.fit(progress=False, log=lambda s: None)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(f"training on {device}: {res.steps} steps of GraphSAGE 128-d: "
+              f"{res.step_seconds / res.steps * 1e3:.0f} ms/step, "
+              f"sampling {res.sample_seconds / res.step_seconds:.1%} of step time, "
+              f"{res.sampled_nodes / res.steps:,.0f} nodes/batch (max {res.max_batch_nodes:,}), "
+              f"{res.sampled_nodes / res.sample_seconds:,.0f} sampled nodes/s; setup {setup:.1f}s; "
+              f"peak RSS {rss:.2f} GB", flush=True)
+        del trainer
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def _err(msg: str, code: int = 1) -> typer.Exit:
 def _user_errors():
     from pymk.candidates.ann import AnnError
     from pymk.config import ConfigError
-    from pymk.gnn.config import CheckpointError
+    from pymk.gnn.config import CheckpointError, DeviceError
     from pymk.graph.ingest import IngestError
     from pymk.graph.shard_store import ShardStoreError
     from pymk.graph.snapshot import SnapshotError
@@ -35,7 +35,7 @@ def _user_errors():
     from pymk.ranking.learned import RankerError
 
     return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError, CheckpointError,
-            AnnError, RankerError, FileNotFoundError, FileExistsError)
+            DeviceError, AnnError, RankerError, FileNotFoundError, FileExistsError)
 
 
 @app.command()
@@ -255,6 +255,7 @@ def train(
     from_checkpoint: Annotated[bool, typer.Option(help="fine-tune the model's checkpoint instead")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="override gnn.epochs")] = None,
     delta: Annotated[Path | None, typer.Option(help="new edges: add them to the graph and fine-tune on them")] = None,
+    device: Annotated[str | None, typer.Option(help="override gnn.device: auto | cpu | cuda | cuda:N")] = None,
 ) -> None:
     """Train (or fine-tune) GNN embeddings on a model's graph; writes DIR/gnn/ and updates model.json."""
     import json
@@ -268,6 +269,12 @@ def train(
         cfg = PymkConfig.from_file(config).gnn if config else m.config.gnn
         if epochs:
             cfg.epochs = epochs
+        if device is not None:
+            cfg.device = device
+            try:
+                cfg.validate()
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         ckpt = model / "gnn"
         if from_checkpoint and not (ckpt / "checkpoint.json").exists():
             raise ModelError(f"{model} has no GNN checkpoint to fine-tune; run `pymk train` without it first")

@@ -263,6 +263,8 @@ def test_serve_features_from_redis_needs_publish(sharded_lgb_model, redis_server
 
 
 def test_gnn_build_train_candidates_eval(tmp_path):
+    import torch
+
     from pymk.graph.synth import SynthConfig, generate, write_edges
 
     edges = write_edges(tmp_path / "e.csv", *generate(SynthConfig(500, 8, seed=4)))
@@ -287,12 +289,18 @@ def test_gnn_build_train_candidates_eval(tmp_path):
     _, by_user = _check_contract(tmp_path / "c.csv", set(ids.tolist()), friends, 50,
                                  ("user_id", "candidate_id", "rank", "source"))
     assert len(by_user) == 20 and all(len(v) == 50 for v in by_user.values())
+    res = runner.invoke(app, ["train", "--model", str(out), "--device", "gpu"])
+    assert res.exit_code == 1 and "gnn.device must be auto, cpu, cuda or cuda:N, got 'gpu'" in res.stderr
+    if not torch.cuda.is_available():
+        res = runner.invoke(app, ["train", "--model", str(out), "--device", "cuda"])
+        assert res.exit_code == 1 and "sees no CUDA device; use 'auto' or 'cpu'" in res.stderr
     res = runner.invoke(app, ["train", "--model", str(out), "--from-checkpoint", "--epochs", "1", "--workers", "64"])
     assert res.exit_code == 0, res.output
     assert "--workers 64 is more than the" in res.stderr
     meta = json.loads((out / "model.json").read_text())
     assert meta["stages"]["gnn"]["fine_tuned_from"].endswith("gnn") and meta["stages"]["gnn"]["epochs_run"] == 1
     assert meta["stages"]["gnn"]["workers"] == min(64, os.cpu_count() or 1)
+    assert meta["stages"]["gnn"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert meta["stages"]["ann"]["kind"] == "hnsw"  # new embeddings, new index: the model still loads
     res = runner.invoke(app, ["candidates", "--model", str(out), "--users", str(tmp_path / "u.txt"), "--k", "50",
                               "--out", str(tmp_path / "c.csv"), "--source", "embedding"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 KINDS = ("sage", "gcn", "gat")
@@ -9,6 +10,10 @@ KINDS = ("sage", "gcn", "gat")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that does not fit the graph or this version of pymk."""
+
+
+class DeviceError(RuntimeError):
+    """`gnn.device` names a device this machine does not have."""
 
 
 @dataclass
@@ -35,6 +40,7 @@ class GnnConfig:
     loss: str = "bpr"  # bpr (pairwise, measured better for retrieval) | bce
     seed: int = 0
     max_steps_per_epoch: int = 600  # bounds an epoch on large graphs (0 = one full pass over the edges)
+    device: str = "auto"  # auto (a GPU where torch sees one, else cpu) | cpu | cuda | cuda:N
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -56,5 +62,7 @@ class GnnConfig:
             raise ValueError("gnn.hard_negatives must be between 0 and gnn.negatives")
         if self.dim % 4 or self.dim < 8:
             raise ValueError(f"gnn.dim must be a multiple of 4 and >= 8, got {self.dim}")
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device.strip().lower()):
+            raise ValueError(f"gnn.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.loss not in ("bce", "bpr"):
             raise ValueError(f"gnn.loss must be bce or bpr, got {self.loss!r}")

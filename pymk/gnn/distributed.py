@@ -4,7 +4,7 @@ Every global batch (batch seed nodes x W) is drawn identically on all ranks from
 generator; rank r trains on its slice; DistributedDataParallel all-reduces (averages) the gradients,
 so W workers take the same optimisation steps as one worker with the whole global batch (the sampler
 draws each node's neighbours from a per-node stream, so slicing a batch changes no sample).
-Backend: gloo on CPU, nccl where CUDA is available.
+Backend: nccl when every rank has a GPU of its own (`gnn.device`), else gloo (CPU, or ranks sharing a GPU).
 """
 
 from __future__ import annotations
@@ -32,19 +32,23 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig, state, out: str) -> None:
+    from pymk.gnn.device import backend_for, resolve_device
     from pymk.gnn.train import Trainer
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    device = resolve_device(config.device, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend_for(device, world), init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
     try:
         trainer = Trainer(graph, config, rank=rank, world=world)
         if state is not None:
             trainer.model.load_state_dict(state)
         result = trainer.fit(progress=rank == 0, log=print if rank == 0 else (lambda s: None))
         if rank == 0:
-            torch.save(trainer.model.state_dict(), Path(out) / "model.pt")
+            torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, Path(out) / "model.pt")
             (Path(out) / "result.json").write_text(json.dumps(result.__dict__))
         # No rank tears its connections down while another may still be sending.
         dist.barrier()
@@ -59,6 +63,7 @@ def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig
 
 def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, model=None, log=print):
     """Runs `workers` processes; returns (model with rank 0's final weights, TrainResult)."""
+    from pymk.gnn.device import backend_for, resolve_device
     from pymk.gnn.model import LinkEncoder, input_features
     from pymk.gnn.train import TrainResult
 
@@ -66,9 +71,10 @@ def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, mod
                      None if graph.ts is None else np.asarray(graph.ts), dict(graph.meta))
     state = model.state_dict() if model is not None else None
     with tempfile.TemporaryDirectory(prefix="pymk-ddp-") as tmp:
-        log(f"data-parallel training on {workers} workers ({'nccl' if torch.cuda.is_available() else 'gloo'})")
+        device = resolve_device(config.device)  # fails here, clearly, before any worker starts
+        log(f"data-parallel training on {workers} workers ({device.type}, {backend_for(device, workers)})")
         mp.spawn(_worker, args=(workers, _free_port(), graph, config, state, tmp), nprocs=workers, join=True)
         out = LinkEncoder(graph.num_users, config, input_features(graph, config).shape[1])
-        out.load_state_dict(torch.load(Path(tmp) / "model.pt", weights_only=True))
+        out.load_state_dict(torch.load(Path(tmp) / "model.pt", map_location="cpu", weights_only=True))
         result = TrainResult(**json.loads((Path(tmp) / "result.json").read_text()))
     return out, result

@@ -46,7 +46,10 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         result = trainer.fit(progress=progress, log=log)
         model = trainer.model
     emb = infer(model, graph, torch.from_numpy(input_features(graph, model.config)))
-    summary = {"kind": config.kind, "dim": config.dim, "epochs_run": len(result.history),
+    from pymk.gnn.device import resolve_device
+
+    summary = {"kind": config.kind, "dim": config.dim, "device": str(resolve_device(config.device)),
+               "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
                "max_batch_nodes": result.max_batch_nodes, "workers": workers,

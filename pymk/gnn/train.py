@@ -19,6 +19,7 @@ import torch
 
 from pymk import __version__
 from pymk.gnn.config import CheckpointError, GnnConfig
+from pymk.gnn.device import resolve_device
 from pymk.gnn.model import LinkEncoder, input_features
 from pymk.gnn.sampler import NeighborSampler
 from pymk.graph.edges import EdgeList
@@ -94,19 +95,21 @@ class Trainer:
         config.validate()
         self.config, self.rank, self.world = config, rank, world
         self.full = graph
+        self.device = resolve_device(config.device, rank)
         self.graph, self.val_lo, self.val_hi = carve_validation(graph, config.val_fraction, config.seed)
-        self.struct = torch.from_numpy(input_features(self.graph, config))
+        self.struct = torch.from_numpy(input_features(self.graph, config)).to(self.device)
         torch.manual_seed(config.seed)
         if model is None:
             from pymk.gnn.model import community_labels
 
             model = LinkEncoder(graph.num_users, config, self.struct.shape[1], community_labels(graph, config))
-        self.model = model
+        self.model = model.to(self.device)
         self.ddp = None
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.ddp = DistributedDataParallel(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         dense = [p for name, p in self.model.named_parameters() if not name.startswith("emb.")]
         self.opts = [torch.optim.SparseAdam(list(self.model.emb.parameters()), lr=config.lr),
                      torch.optim.Adam(dense, lr=config.lr)]
@@ -136,11 +139,14 @@ class Trainer:
         seeds_sorted = np.sort(out.node[: out.num_sampled_nodes[0]])
         seed_pos = np.argsort(out.node[: out.num_sampled_nodes[0]])
 
+        dev = self.device
+
         def li(a):  # global ids -> rows of the sampled subgraph (seeds are its first rows)
-            return torch.from_numpy(seed_pos[np.searchsorted(seeds_sorted, a)])
-        nodes = torch.from_numpy(out.node)
+            return torch.from_numpy(seed_pos[np.searchsorted(seeds_sorted, a)]).to(dev)
+        nodes = torch.from_numpy(out.node).to(dev)
         module = self.ddp or self.model
-        h = module(nodes, self.struct[nodes], out.edge_index(), out.num_sampled_nodes, out.num_sampled_edges)
+        h = module(nodes, self.struct[nodes], out.edge_index().to(dev), out.num_sampled_nodes,
+                   out.num_sampled_edges)
         hs, hd, hn = h[li(src)], h[li(dst)], h[li(neg)]
         pos = (hs * hd).sum(-1)
         negs = (hs[:, None, :] * hn).sum(-1)
@@ -194,7 +200,7 @@ class Trainer:
             if self.world > 1:  # the global batch's loss: the mean of the ranks' slice losses
                 import torch.distributed as dist
 
-                t = torch.tensor([epoch_loss], dtype=torch.float64)
+                t = torch.tensor([epoch_loss], dtype=torch.float64, device=self.device)
                 dist.all_reduce(t)
                 epoch_loss = float(t[0]) / self.world
             rec = {"epoch": epoch + 1, "loss": epoch_loss, "val_recall": val,
@@ -242,36 +248,41 @@ class Trainer:
 
 @torch.no_grad()
 def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int = 8192) -> np.ndarray:
-    """Embeddings of every user, layer by layer over full neighbourhoods (no sampling), in chunks.
+    """Embeddings of every user, layer by layer over full neighbourhoods (no sampling), in chunks, on the
+    model's device.
 
-    Shapes: -> (n, d) float32.
+    Shapes: struct (n, s) -> (n, d) float32.
     """
     was_training = model.training
     model.eval()
+    dev = next(model.parameters()).device
     n = graph.num_users
-    indptr = torch.from_numpy(np.array(graph.indptr, np.int64))  # copies: mmapped snapshots are read-only
-    indices = torch.from_numpy(np.array(graph.indices, np.int64))
-    x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk)), struct[s:s + chunk])
-                        for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim)
+    struct = struct.to(dev)
+    indptr = np.asarray(graph.indptr, np.int64)
+    # a copy (mmapped snapshots are read-only), on the device
+    indices = torch.from_numpy(np.array(graph.indices, np.int64)).to(dev)
+    counts = torch.from_numpy(np.diff(indptr)).to(dev)
+    x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk), device=dev), struct[s:s + chunk])
+                        for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim, device=dev)
     for i in range(len(model.convs)):
-        out = torch.empty(n, model.config.dim)
+        out = torch.empty(n, model.config.dim, device=dev)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             a, b = int(indptr[s]), int(indptr[e])
             src = indices[a:b]
-            dst = torch.repeat_interleave(torch.arange(e - s), indptr[s + 1:e + 1] - indptr[s:e])
+            dst = torch.repeat_interleave(torch.arange(e - s, device=dev), counts[s:e])
             out[s:e] = model.layer(i, x, x[s:e], torch.stack([src, dst]))
         x = out
     if model.config.skip:
         x = x + x0
     model.train(was_training)
-    return x.numpy().astype(np.float32)
+    return x.cpu().numpy().astype(np.float32)
 
 
 def save_checkpoint(path: str | Path, model: LinkEncoder, graph: CSRGraph, result: TrainResult | None) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path / "model.pt")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "model.pt")
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "pymk_version": __version__,
             "config": model.config.to_dict(), "num_users": graph.num_users, "n_struct": model.struct.in_features,
             "history": result.history if result else [], "best_epoch": result.best_epoch if result else None}
@@ -288,5 +299,5 @@ def load_checkpoint(path: str | Path, graph: CSRGraph) -> LinkEncoder:
         raise CheckpointError(f"{meta_path}: trained on {meta['num_users']} users, the graph has "
                               f"{graph.num_users}")
     model = LinkEncoder(graph.num_users, GnnConfig.from_dict(meta["config"]), meta.get("n_struct", 1))
-    model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     return model
