@@ -28,10 +28,3 @@ def resolve_device(spec: str, rank: int = 0) -> torch.device:
         raise DeviceError(f"gnn.device = {spec!r}, but this machine has {count} CUDA device(s)")
     return torch.device("cuda", index)
 
-
-def backend_for(device: torch.device, world: int) -> str:
-    """The torch.distributed backend: nccl when every rank has a GPU of its own, else gloo (which also
-    all-reduces CUDA tensors, so several ranks can share one GPU)."""
-    if device.type == "cuda" and world <= torch.cuda.device_count():
-        return "nccl"
-    return "gloo"

@@ -4,7 +4,8 @@ Every global batch (batch seed nodes x W) is drawn identically on all ranks from
 generator; rank r trains on its slice; DistributedDataParallel all-reduces (averages) the gradients,
 so W workers take the same optimisation steps as one worker with the whole global batch (the sampler
 draws each node's neighbours from a per-node stream, so slicing a batch changes no sample).
-Backend: nccl when every rank has a GPU of its own (`gnn.device`), else gloo (CPU, or ranks sharing a GPU).
+Backend: gloo, on the CPU and on GPUs alike: the id embedding's gradients are sparse, and nccl all-reduces
+dense tensors only; gloo all-reduces CUDA tensors too (measured: 2 ranks on one GPU = 1 worker's curve).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig, state, out: str) -> None:
-    from pymk.gnn.device import backend_for, resolve_device
+    from pymk.gnn.device import resolve_device
     from pymk.gnn.train import Trainer
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -40,7 +41,7 @@ def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig
     device = resolve_device(config.device, rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend_for(device, world), init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
         trainer = Trainer(graph, config, rank=rank, world=world)
@@ -63,7 +64,7 @@ def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig
 
 def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, model=None, log=print):
     """Runs `workers` processes; returns (model with rank 0's final weights, TrainResult)."""
-    from pymk.gnn.device import backend_for, resolve_device
+    from pymk.gnn.device import resolve_device
     from pymk.gnn.model import LinkEncoder, input_features
     from pymk.gnn.train import TrainResult
 
@@ -72,7 +73,7 @@ def train_data_parallel(graph: CSRGraph, config: GnnConfig, workers: int, *, mod
     state = model.state_dict() if model is not None else None
     with tempfile.TemporaryDirectory(prefix="pymk-ddp-") as tmp:
         device = resolve_device(config.device)  # fails here, clearly, before any worker starts
-        log(f"data-parallel training on {workers} workers ({device.type}, {backend_for(device, workers)})")
+        log(f"data-parallel training on {workers} workers ({device.type}, gloo)")
         mp.spawn(_worker, args=(workers, _free_port(), graph, config, state, tmp), nprocs=workers, join=True)
         out = LinkEncoder(graph.num_users, config, input_features(graph, config).shape[1])
         out.load_state_dict(torch.load(Path(tmp) / "model.pt", map_location="cpu", weights_only=True))
