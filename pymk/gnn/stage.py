@@ -17,8 +17,12 @@ from pymk.graph.snapshot import CSRGraph
 
 def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = None, *, workers: int = 1,
                      from_checkpoint: Path | None = None, positives=None, progress: bool = True,
-                     log=print) -> tuple[np.ndarray, dict]:
-    """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given."""
+                     infer_graph: CSRGraph | None = None, log=print) -> tuple[np.ndarray, dict]:
+    """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given.
+
+    infer_graph: compute the embeddings by message passing over this graph (same users) instead of
+    `graph`, e.g. weights trained on the ranker's internal G', embeddings over the whole graph G.
+    """
     import torch
 
     from pymk.gnn.model import input_features
@@ -45,14 +49,15 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         trainer = Trainer(graph, config, model=model, positives=positives)
         result = trainer.fit(progress=progress, log=log)
         model = trainer.model
-    emb = infer(model, graph, torch.from_numpy(input_features(graph, model.config)))
+    target = graph if infer_graph is None else infer_graph
+    emb = infer(model, target, torch.from_numpy(input_features(target, model.config)))
     from pymk.gnn.device import resolve_device
 
     summary = {"kind": config.kind, "dim": config.dim, "device": str(resolve_device(config.device)),
                "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
-               "max_batch_nodes": result.max_batch_nodes, "workers": workers,
+               "max_batch_nodes": result.max_batch_nodes, "workers": workers, "train_edges": graph.num_edges,
                "fine_tuned_from": str(from_checkpoint) if from_checkpoint else None,
                "delta_edges": None if positives is None else int(len(positives[0])),
                "seconds": round(time.perf_counter() - t0, 2)}
@@ -61,3 +66,16 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         save_checkpoint(out_dir, model, graph, result)
         np.save(out_dir / "embeddings.npy", emb)
     return emb, summary
+
+
+def embed(checkpoint_dir: Path, graph: CSRGraph) -> np.ndarray:
+    """Embeddings of `graph`'s users by a saved checkpoint's weights, message passing over `graph`.
+
+    Shapes: -> (n, d) float32."""
+    import torch
+
+    from pymk.gnn.model import input_features
+    from pymk.gnn.train import infer, load_checkpoint
+
+    model = load_checkpoint(checkpoint_dir, graph)
+    return infer(model, graph, torch.from_numpy(input_features(graph, model.config)))

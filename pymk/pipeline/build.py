@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from pymk import __version__
 from pymk.config import PymkConfig
 from pymk.graph.edges import EdgeList, IngestReport, normalize_edges
@@ -77,17 +79,27 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             f"({stages['graph']['seconds']:.1f}s)")
         if config.sharding.shards > 1:
             stages["shards"] = _shard_stage(graph, work / "graph", config, log)
+        gnn_train = None
         if config.gnn.enabled:
             from pymk.gnn.stage import train_embeddings
 
-            emb, stages["gnn"] = train_embeddings(graph, config.gnn, work / "gnn", log=log)
-            log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings, best val recall@{config.gnn.val_k} "
+            if config.ranker.kind in ("lightgbm", "auto"):
+                # one GNN for both: its weights never see the ranker's held-out edges (trained on the
+                # internal G'), the ranker's rows embed G' and serving embeds G with the same weights
+                from pymk.ranking.learned import internal_graph
+
+                gnn_train = internal_graph(graph, config, 0)[0]
+            emb, stages["gnn"] = train_embeddings(graph if gnn_train is None else gnn_train, config.gnn,
+                                                  work / "gnn", infer_graph=graph, log=log)
+            on = "the ranker's internal split" if gnn_train is not None else "the graph"
+            log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings trained on {on} "
+                f"({stages['gnn']['train_edges']:,} edges), best val recall@{config.gnn.val_k} "
                 f"{stages['gnn']['val_recall']:.3f} ({stages['gnn']['seconds']:.1f}s)")
             stages["ann"] = ann_stage(emb, work, config, log)
         else:
             emb = None
         if config.ranker.kind in ("lightgbm", "auto"):
-            stages["ranker"] = ranker_stage(graph, emb, work, config, log)
+            stages["ranker"] = ranker_stage(graph, emb, work, config, log, gnn_train=gnn_train)
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -122,18 +134,24 @@ def ann_stage(emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
     return summary
 
 
-def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
+def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log: Log, *,
+                 gnn_train: CSRGraph | None = None) -> dict:
     """Trains the learned ranker on an internal split (pymk.ranking.learned) and stores the serving
-    feature table (features of the full graph)."""
+    feature table (features of the full graph).
+
+    gnn_train: the graph the model's GNN checkpoint (model_dir/gnn) was trained on; a split whose G' it
+    is embeds with those weights, any other split trains a GNN of its own."""
     from pymk.features.store import InProcessFeatureStore, user_feature_table
     from pymk.ranking.learned import LearnedRanker, RankerError, train_ranker, training_data
 
     t0 = time.perf_counter()
     embeddings_fn = None
     if config.gnn.enabled:  # embedding features for training come from a GNN that never saw the labels
-        from pymk.gnn.stage import train_embeddings
+        from pymk.gnn.stage import embed, train_embeddings
 
         def embeddings_fn(sub):
+            if gnn_train is not None and _same_edges(sub, gnn_train):
+                return embed(model_dir / "gnn", sub)
             return train_embeddings(sub, config.gnn, None, progress=False, log=lambda s: None)[0]
 
     try:
@@ -154,6 +172,11 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
         f"{summary['validation_recall@20'][summary['objective']]:.4f}, top features {top}; serving "
         f"{summary['chosen'] if config.ranker.kind == 'auto' else 'lightgbm'} ({summary['seconds']:.1f}s)")
     return summary
+
+
+def _same_edges(a: CSRGraph, b: CSRGraph) -> bool:
+    return a.num_users == b.num_users and np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices,
+                                                                                              b.indices)
 
 
 def _shard_stage(graph: CSRGraph, snapshot_dir: Path, config: PymkConfig, log: Log) -> dict:

@@ -155,18 +155,27 @@ def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
     return {key: np.concatenate([p[key] for p in parts]) for key in ("X", "y", "group", "users")}
 
 
-def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int) -> dict:
-    from pymk.candidates.stage1 import Stage1
-    from pymk.features.store import InProcessFeatureStore, user_feature_table
+def internal_graph(graph, config, split: int = 0):
+    """The ranker's internal split number `split`: (G' as a CSRGraph, held-out lo, hi). Deterministic in
+    the config, so the build's GNN stage can train on exactly the G' the ranker's first split uses."""
     from pymk.graph.edges import EdgeList
     from pymk.graph.snapshot import CSRGraph
 
     rc = config.ranker
-    a, b, ha, hb = internal_split(graph, holdout=rc.holdout, seed=rc.seed + seed, by_time=rc.split == "time")
+    a, b, ha, hb = internal_split(graph, holdout=rc.holdout, seed=rc.seed + split, by_time=rc.split == "time")
     sub = CSRGraph.from_edges(EdgeList(np.asarray(graph.ids), a.astype(graph.indices.dtype),
                                        b.astype(graph.indices.dtype)))
     if graph.ts is not None:  # keep the timestamps of the edges that stay
         sub = _with_times(sub, graph)
+    return sub, ha, hb
+
+
+def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int) -> dict:
+    from pymk.candidates.stage1 import Stage1
+    from pymk.features.store import InProcessFeatureStore, user_feature_table
+
+    rc = config.ranker
+    sub, ha, hb = internal_graph(graph, config, seed)
     emb = embeddings_fn(sub) if embeddings_fn is not None else None
     store = InProcessFeatureStore(user_feature_table(sub, emb), 0 if emb is None else emb.shape[1])
     # held-out friends per user, both directions

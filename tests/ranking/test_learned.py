@@ -157,3 +157,34 @@ def test_auto_serves_the_ranker_that_validates_best(tmp_path):
     best = max(("adamic_adar", "resource_allocation", "common_neighbors", summary["objective"]), key=val.get)
     assert summary["chosen"] == ("lightgbm" if best == summary["objective"] else best) == m.ranker_kind
     assert m.recommend([1, 2], 5).count.tolist() == [5, 5]
+
+
+def test_one_gnn_serves_and_trains_the_ranker_without_seeing_its_labels(tmp_path, monkeypatch):
+    """With GNN embeddings the build trains one GNN, on the ranker's internal G': the ranker's rows
+    embed G' with those weights (never saw the held-out labels) and serving embeds G with the same ones."""
+    import pymk.gnn.stage as stage
+    from pymk.graph.edges import EdgeList
+    from pymk.pipeline.build import build_from_edges
+    from pymk.pipeline.model import Model
+    from pymk.ranking.learned import internal_graph
+
+    g = _graph()
+    lo, hi = g.edge_pairs()
+    cfg = _config()
+    cfg.gnn.enabled, cfg.gnn.epochs, cfg.gnn.dim, cfg.gnn.val_k = True, 1, 16, 20
+    trained_on, embedded = [], []
+    real_train, real_embed = stage.train_embeddings, stage.embed
+    monkeypatch.setattr(stage, "train_embeddings", lambda graph, *a, **k: trained_on.append(graph.num_edges)
+                        or real_train(graph, *a, **k))
+    monkeypatch.setattr(stage, "embed", lambda path, graph: embedded.append(graph.num_edges)
+                        or real_embed(path, graph))
+    path = build_from_edges(EdgeList(np.asarray(g.ids), lo, hi), tmp_path / "m", cfg, log=lambda s: None)
+    sub, ha, _ = internal_graph(g, cfg, 0)
+    assert trained_on == [g.num_edges - ha.size] == [sub.num_edges]  # one GNN, trained without the labels
+    assert embedded == [sub.num_edges]  # the ranker's rows: the same weights over G'
+    m = Model.load(path)
+    assert m.meta["stages"]["gnn"]["train_edges"] == sub.num_edges
+    served = np.load(path / "gnn" / "embeddings.npy")
+    np.testing.assert_allclose(served, real_embed(path / "gnn", m.graph), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(served, real_embed(path / "gnn", sub), atol=1e-3)  # G's messages, not G''s
+    assert (m.recommend(np.arange(0, 600, 60), 5).count == 5).all()
