@@ -25,6 +25,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
     """
     import torch
 
+    from pymk.gnn.device import resolve_device
     from pymk.gnn.model import input_features
     from pymk.gnn.train import Trainer, infer, load_checkpoint, save_checkpoint
 
@@ -51,8 +52,6 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         model = trainer.model
     target = graph if infer_graph is None else infer_graph
     emb = infer(model, target, torch.from_numpy(input_features(target, model.config)))
-    from pymk.gnn.device import resolve_device
-
     summary = {"kind": config.kind, "dim": config.dim, "device": str(resolve_device(config.device)),
                "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
