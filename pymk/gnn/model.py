@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pymk.gnn.config import GnnConfig
+from pymk.gnn.dropout import input_dropout
 
 
 def _conv(kind: str, d_in: int, d_out: int) -> nn.Module:
@@ -77,7 +78,7 @@ class LinkEncoder(nn.Module):
         """
         x0 = x = self.features(nodes, struct)
         if self.config.dropout > 0:
-            x = torch.nn.functional.dropout(x, self.config.dropout, self.training)
+            x = input_dropout(x, self.config.dropout, self.training)
         n_layers = len(self.convs)
         for i in range(n_layers):
             if num_sampled_nodes is None:
