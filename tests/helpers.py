@@ -18,6 +18,17 @@ def graph_from_pairs(pairs, n: int) -> CSRGraph:
                                         p[:, 1].astype(np.int32)))
 
 
+def synth_graph(users: int, avg_degree: float, seed: int) -> CSRGraph:
+    """pymk's synthetic social graph (timestamps included) as a CSRGraph."""
+    from pymk.graph.edges import normalize_edges
+    from pymk.graph.ingest import RawEdges
+    from pymk.graph.synth import SynthConfig, generate
+
+    src, dst, ts = generate(SynthConfig(users, avg_degree, seed=seed))
+    edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
+    return CSRGraph.from_edges(edges)
+
+
 def nx_graph(graph: CSRGraph) -> nx.Graph:
     g = nx.Graph()
     g.add_nodes_from(range(graph.num_users))

@@ -11,11 +11,7 @@ from pymk.gnn.config import GnnConfig
 from pymk.gnn.device import DeviceError, resolve_device
 from pymk.gnn.model import LinkEncoder, structural_features
 from pymk.gnn.train import Trainer, infer, load_checkpoint, save_checkpoint
-from pymk.graph.edges import normalize_edges
-from pymk.graph.ingest import RawEdges
-from pymk.graph.snapshot import CSRGraph
-from pymk.graph.synth import SynthConfig, generate
-from tests.helpers import graph_from_pairs
+from tests.helpers import graph_from_pairs, synth_graph
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
@@ -23,9 +19,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
 
 @pytest.fixture(scope="module")
 def graph():
-    src, dst, ts = generate(SynthConfig(600, 10, seed=5))
-    edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
-    return CSRGraph.from_edges(edges)
+    return synth_graph(600, 10, 5)
 
 
 def test_auto_and_cpu():

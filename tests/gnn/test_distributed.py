@@ -6,19 +6,14 @@ import pytest
 from pymk.gnn.config import GnnConfig
 from pymk.gnn.distributed import train_data_parallel
 from pymk.gnn.train import Trainer
-from pymk.graph.edges import normalize_edges
-from pymk.graph.ingest import RawEdges
-from pymk.graph.snapshot import CSRGraph
-from pymk.graph.synth import SynthConfig, generate
+from tests.helpers import synth_graph
 
 TOLERANCE = 1e-3  # relative; float reductions differ in order between one and two processes
 
 
 @pytest.fixture(scope="module")
 def graph():
-    src, dst, ts = generate(SynthConfig(400, 8, seed=9))
-    edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
-    return CSRGraph.from_edges(edges)
+    return synth_graph(400, 8, 9)
 
 
 def test_two_workers_match_one_worker(graph):

@@ -6,18 +6,13 @@ from pymk.gnn.config import CheckpointError, GnnConfig
 from pymk.gnn.model import LinkEncoder, structural_features
 from pymk.gnn.sampler import NeighborSampler
 from pymk.gnn.train import Trainer, carve_validation, infer, load_checkpoint, save_checkpoint
-from pymk.graph.edges import normalize_edges
-from pymk.graph.ingest import RawEdges
 from pymk.graph.snapshot import CSRGraph
-from pymk.graph.synth import SynthConfig, generate
-from tests.helpers import graph_from_pairs
+from tests.helpers import graph_from_pairs, synth_graph
 
 
 @pytest.fixture(scope="module")
 def small_graph():
-    src, dst, ts = generate(SynthConfig(600, 10, seed=5))
-    edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
-    return CSRGraph.from_edges(edges)
+    return synth_graph(600, 10, 5)
 
 
 @pytest.mark.parametrize("kind", ["sage", "gcn", "gat"])

@@ -12,19 +12,13 @@ from pymk.graph.partition import (
     plan_replicas,
     stable_hash,
 )
-from pymk.graph.snapshot import CSRGraph
-from pymk.graph.synth import SynthConfig, generate
+from tests import helpers
 from tests.helpers import graph_from_pairs
 
 
 @pytest.fixture(scope="module")
 def synth_graph():
-    from pymk.graph.edges import normalize_edges
-    from pymk.graph.ingest import RawEdges
-
-    src, dst, ts = generate(SynthConfig(4000, 12, seed=2))
-    edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
-    return CSRGraph.from_edges(edges)
+    return helpers.synth_graph(4000, 12, 2)
 
 
 def test_stable_hash_is_fixed():
