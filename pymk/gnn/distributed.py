@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig, state, out: str) -> None:
     from pymk.gnn.device import resolve_device
-    from pymk.gnn.train import Trainer
+    from pymk.gnn.train import Trainer, cpu_state_dict
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -49,7 +49,7 @@ def _worker(rank: int, world: int, port: int, graph: CSRGraph, config: GnnConfig
             trainer.model.load_state_dict(state)
         result = trainer.fit(progress=rank == 0, log=print if rank == 0 else (lambda s: None))
         if rank == 0:
-            torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, Path(out) / "model.pt")
+            torch.save(cpu_state_dict(trainer.model), Path(out) / "model.pt")
             (Path(out) / "result.json").write_text(json.dumps(result.__dict__))
         # No rank tears its connections down while another may still be sending.
         dist.barrier()

@@ -1,8 +1,8 @@
 """Input dropout whose mask is cheap to draw on a CPU.
 
 `torch.nn.functional.dropout` on a CPU draws one Bernoulli variate per element from a sequential
-generator: ~11 ms of a ~35 ms training step for a 25K x 64 batch (a third of the step). Here a numba
-xorshift64* stream gives four 16-bit uniforms per draw (keep probability quantised to 1/65536) and
+generator: ~11 ms of a ~35 ms training step for a 25K x 64 batch (a third of the step). Here the numba
+stream of `pymk.gnn.rng` (xorshift64*) gives four 16-bit uniforms per draw (keep probability quantised to 1/65536) and
 writes the scaled mask directly; the product with it backpropagates like dropout. On a GPU torch's own
 dropout is fast and is used as is. The stream is seeded from torch's generator, so `torch.manual_seed`
 makes runs repeatable.
@@ -14,21 +14,19 @@ import numpy as np
 import torch
 from numba import njit
 
+from pymk.gnn.rng import mix64, next_u64
+
 
 @njit(cache=True)
 def _mask(n: int, keep16: int, scale: float, seed: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    x = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x632BE59BD9B4E019)
-    if x == 0:
-        x = np.uint64(1)
+    state = np.empty(1, np.uint64)
+    state[0] = mix64(np.uint64(seed))
     k = np.uint64(keep16)
     s = np.float32(scale)
     m16 = np.uint64(0xFFFF)
-    for b in range((n + 3) // 4):  # one xorshift64* draw: four 16-bit uniforms
-        x ^= x >> np.uint64(12)
-        x ^= x << np.uint64(25)
-        x ^= x >> np.uint64(27)
-        r = x * np.uint64(2685821657736338717)
+    for b in range((n + 3) // 4):  # one draw: four 16-bit uniforms
+        r = next_u64(state)
         i = 4 * b
         if i + 4 <= n:
             out[i] = s * np.float32((r & m16) < k)

@@ -6,7 +6,7 @@ across hops, so a batch holds at most B * (1 + K1 + K1 K2 + ...) nodes (28,416 f
 Edges whose both ends are in `exclude` (a batch's positive training edges) are never sampled, so a
 link-prediction batch cannot read its own labels through message passing.
 
-The kernel is numba with its own seeded xorshift generator, one stream per (batch seed, node): the
+The kernel is numba with a seeded xorshift stream (`pymk.gnn.rng`) per (batch seed, node): the
 same seed gives the same batch, and a node's sample does not depend on the rest of its batch.
 """
 
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from pymk.gnn.rng import mix64 as _mix
+from pymk.gnn.rng import next_u64 as _next
 from pymk.graph.snapshot import CSRGraph
 
 
@@ -41,27 +43,6 @@ class SamplerOutput:
         import torch
 
         return torch.from_numpy(np.stack([self.row, self.col]))
-
-
-@njit(cache=True, inline="always")
-def _next(state):
-    # xorshift64*: small, fast, good enough for sampling; state is a 1-element uint64 array
-    x = state[0]
-    x ^= x >> np.uint64(12)
-    x ^= x << np.uint64(25)
-    x ^= x >> np.uint64(27)
-    state[0] = x
-    return x * np.uint64(2685821657736338717)
-
-
-@njit(cache=True, inline="always")
-def _mix(z):
-    # splitmix64 finaliser; never returns 0 for the xorshift state below (0 maps to a fixed non-zero)
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return z if z != 0 else np.uint64(1)
 
 
 @njit(cache=True)

@@ -279,10 +279,15 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     return x.cpu().numpy().astype(np.float32)
 
 
+def cpu_state_dict(model: torch.nn.Module) -> dict:
+    """The model's weights on the CPU, so a checkpoint trained on a GPU loads anywhere."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(path: str | Path, model: LinkEncoder, graph: CSRGraph, result: TrainResult | None) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "model.pt")
+    torch.save(cpu_state_dict(model), path / "model.pt")
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "pymk_version": __version__,
             "config": model.config.to_dict(), "num_users": graph.num_users, "n_struct": model.struct.in_features,
             "history": result.history if result else [], "best_epoch": result.best_epoch if result else None}
