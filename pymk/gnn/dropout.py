@@ -1,9 +1,10 @@
 """Input dropout whose mask is cheap to draw on a CPU.
 
 `torch.nn.functional.dropout` on a CPU draws one Bernoulli variate per element from a sequential
-generator: ~11 ms of a ~35 ms training step for a 25K x 64 batch (a third of the step). Here the numba
-stream of `pymk.gnn.rng` (xorshift64*) gives four 16-bit uniforms per draw (keep probability quantised to 1/65536) and
-writes the scaled mask directly; the product with it backpropagates like dropout. On a GPU torch's own
+generator: ~11 ms of a ~35 ms training step for a 25K x 64 batch (a third of the step). Here the
+numba stream of `pymk.gnn.rng` (xorshift64*) gives four 16-bit uniforms per draw (keep probability
+quantised to 1/65536) and writes the scaled mask directly; the product with it backpropagates like
+dropout. On a GPU torch's own
 dropout is fast and is used as is. The stream is seeded from torch's generator, so `torch.manual_seed`
 makes runs repeatable.
 """
