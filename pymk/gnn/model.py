@@ -134,7 +134,17 @@ def _feature_file(path: str, graph) -> np.ndarray:
     return out
 
 
-def structural_features(degree: np.ndarray) -> np.ndarray:
-    """Per-user structural inputs. Shapes: (n,) -> (n, 1) float32: log(1 + degree), centred."""
+def degree_stats(degree: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of log(1 + degree): the standardisation `structural_features` applies."""
+    f = np.log1p(np.asarray(degree, np.float32))
+    return (float(f.mean()), max(float(f.std()), 1e-6)) if f.size else (0.0, 1.0)
+
+
+def structural_features(degree: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
+    """Per-user structural inputs. Shapes: (n,) -> (n, 1) float32: log(1 + degree), centred.
+
+    stats: (mean, std) to standardise with (default: this degree array's own), so a few users whose
+    degree changed can be re-featured as the whole graph was (the streaming refresh)."""
     f = np.log1p(np.asarray(degree, np.float32))[:, None]
-    return (f - f.mean()) / max(float(f.std()), 1e-6)
+    mean, std = degree_stats(degree) if stats is None else stats
+    return ((f - mean) / std).astype(np.float32)

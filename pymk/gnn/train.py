@@ -247,11 +247,13 @@ class Trainer:
 
 
 @torch.no_grad()
-def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int = 8192) -> np.ndarray:
+def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int = 8192, *,
+          keep_states: bool = False):
     """Embeddings of every user, layer by layer over full neighbourhoods (no sampling), in chunks, on the
     model's device.
 
-    Shapes: struct (n, s) -> (n, d) float32.
+    keep_states: also return the hidden layers' outputs (what the streaming refresh updates in place).
+    Shapes: struct (n, s) -> (n, d) float32; with keep_states, (emb, [h_1 .. h_{L-1}] each (n, d)).
     """
     was_training = model.training
     model.eval()
@@ -264,7 +266,10 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     counts = torch.from_numpy(np.diff(indptr)).to(dev)
     x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk), device=dev), struct[s:s + chunk])
                         for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim, device=dev)
+    states = []
     for i in range(len(model.convs)):
+        if i:
+            states.append(x.cpu().numpy())
         out = torch.empty(n, model.config.dim, device=dev)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
@@ -276,7 +281,8 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     if model.config.skip:
         x = x + x0
     model.train(was_training)
-    return x.cpu().numpy().astype(np.float32)
+    emb = x.cpu().numpy().astype(np.float32)
+    return (emb, states) if keep_states else emb
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict:

@@ -132,6 +132,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @asynccontextmanager
     async def lifespan(_app):
         yield
+        svc.close()
         svc.metrics.close()
 
     app = FastAPI(title="pymk", version=__version__, lifespan=lifespan,
@@ -203,7 +204,10 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
 
     @app.post("/v1/edges", response_model=ActionResult)
     def new_edge(body: NewEdge) -> ActionResult:
-        return act("friends", body.src, body.dst)
+        out = act("friends", body.src, body.dst)  # 422 for a self-loop before anything is logged
+        if not svc.log_edge(body.src, body.dst):
+            out.degraded = True
+        return out
 
     app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
     return app

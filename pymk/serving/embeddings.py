@@ -30,8 +30,8 @@ log = logging.getLogger("pymk.serving")
 def quantize_int8(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-vector symmetric int8. Shapes: (n, d) float -> q (n, d) int8, scale (n,) float32 (x ~ q * scale)."""
     emb = np.asarray(emb, np.float32)
-    scale = np.abs(emb).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
+    # floored at the smallest normal float: a subnormal scale loses the precision the bound relies on
+    scale = np.maximum(np.abs(emb).max(axis=1) / 127.0, np.finfo(np.float32).tiny)
     q = np.clip(np.rint(emb / scale[:, None]), -127, 127).astype(np.int8)
     return q, scale.astype(np.float32)
 
@@ -121,6 +121,7 @@ class TieredEmbeddings:
         self.prefix = hot_prefix(version)
         self.metrics = metrics
         self.counts = {"hot": 0, "cold": 0, "mmap": 0}
+        self.live: np.ndarray | None = None  # (n,) bool: refreshed since the tiers were written (stream)
         self.cold = None
         if cold_path is not None:
             from rocksdict import AccessType, Options, Rdict
@@ -137,17 +138,19 @@ class TieredEmbeddings:
         users = np.atleast_1d(np.asarray(users, np.int64))
         out = np.empty((users.size, self.d), np.float32)
         todo = np.arange(users.size)
+        if self.live is not None:  # newer in the in-memory matrix than in the tiers
+            todo = todo[~self.live[users]]
         if self.link is not None and todo.size:
-            keys = [f"{self.prefix}:{u}" for u in users.tolist()]
+            keys = [f"{self.prefix}:{u}" for u in users[todo].tolist()]
             try:
                 raw = self.link.call(lambda c: c.mget(keys))
             except RedisDown:
-                raw = [None] * users.size
+                raw = [None] * todo.size
             got = [i for i, b in enumerate(raw) if b is not None]
             if got:
-                out[got] = unpack([raw[i] for i in got], self.d)
+                out[todo[got]] = unpack([raw[i] for i in got], self.d)
             self._count("hot", len(got))
-            todo = np.array([i for i, b in enumerate(raw) if b is None], np.int64)
+            todo = todo[[i for i, b in enumerate(raw) if b is None]]
         if self.cold is not None and todo.size:
             blobs = self.cold.get([_key(u) for u in users[todo].tolist()])
             got = [j for j, b in enumerate(blobs) if b is not None]

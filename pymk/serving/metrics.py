@@ -37,6 +37,10 @@ class Metrics:
         self.degraded = Counter("pymk_degraded_requests", "requests served without a store", ["source"], registry=r)
         self.embedding_tier = Counter("pymk_embedding_lookups", "embedding lookups by the tier that answered",
                                       ["tier"], registry=r)
+        self.stream_events = Counter("pymk_stream_events", "edge events applied from the log", registry=r)
+        self.stream_refreshed = Counter("pymk_stream_refreshed", "embeddings recomputed by the stream", registry=r)
+        self.stream_lag = Histogram("pymk_stream_lag_seconds", "edge posted -> its embeddings refreshed", registry=r,
+                                    buckets=BUCKETS + (5.0, 10.0, 30.0, 60.0))
         self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r,
                               multiprocess_mode="livemin")
 

@@ -4,6 +4,7 @@ their embedded twins behind them), the cache, the user actions, the metrics and 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,12 @@ class Service:
         from pymk.serving.embeddings import attach_tiered_embeddings
 
         self.embeddings = attach_tiered_embeddings(self)  # None unless the model has embeddings and tiers
+        from pymk.serving.live import attach_stream, event_log
+
+        self._unlogged: list[tuple[int, int, float]] = []  # edges posted while the log (Redis) was down
+        self._log_lock = threading.Lock()
+        self.stream_log = event_log(settings, model.path, model.version) if model.path is not None else None
+        self.stream = attach_stream(self) if self.stream_log is not None else None
 
     @classmethod
     def from_settings(cls, settings: ServeSettings, *, shards: int | None = None) -> Service:
@@ -71,6 +78,28 @@ class Service:
             ss = FallbackStore(m.store, InProcessShardStore(m.graph, m.plan), self.link, "graph")
             m.store = m.sharded.store = ss
             self.fallbacks.append(ss)
+
+    def log_edge(self, src: int, dst: int) -> bool:
+        """Appends a posted friendship to the edge-event log; False (kept, retried on the next post) when the
+        log cannot be written now."""
+        if self.stream_log is None:
+            return True
+        import time
+
+        with self._log_lock:
+            self._unlogged.append((src, dst, time.time()))
+            try:
+                while self._unlogged:
+                    self.stream_log.append(*self._unlogged[0])
+                    self._unlogged.pop(0)
+            except Exception as exc:  # noqa: BLE001 - Redis down or slow: answer degraded, keep the edge
+                log.warning("edge log unavailable, %d edges waiting: %s", len(self._unlogged), exc)
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
 
     def take_store_degradation(self, req: Request) -> None:
         for fb in self.fallbacks:

@@ -25,6 +25,13 @@ class ServeSettings(BaseSettings):
     default_k: int = Field(20, ge=1)
     max_k: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4096, ge=64, description="larger request bodies are refused with 413")
+    stream: bool | None = Field(None, description="refresh embeddings as friendships are posted (default: when "
+                                "the model has GNN embeddings)")
+    stream_radius: int = Field(1, ge=0, description="a new edge A-B refreshes the embeddings within this many hops "
+                               "of A and B (1: A, B and their friends, the brief's policy; the GNN's layers: all)")
+    stream_log: str | None = Field(None, description="edge-event log file without Redis (default: "
+                                   "DIR/stream/events.log); with Redis, the stream pymk:stream:<model version>:edges")
+    stream_block_ms: int = Field(200, ge=1, description="how long a worker waits on the log per poll")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
                                   "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")
 

@@ -1,0 +1,138 @@
+"""The service's live state: friendships posted to `/v1/edges` refresh embeddings within seconds.
+
+`POST /v1/edges` appends the friendship to the edge-event log (Redis Stream when the service has
+Redis, else `DIR/stream/events.log`); every worker tails that log with a `StreamWorker`, which refreshes
+the embeddings the edge changes (the two users and their friends, exactly), updates the worker's ANN
+index and invalidates those users' cached recommendations. At start a worker replays the log, so its
+state is the snapshot plus every friendship posted since, whichever worker took it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("pymk.serving")
+
+
+def stream_key(version: str) -> str:
+    """The Redis Stream of a model's posted friendships (per model version, as its file log is per model
+    directory: a rebuild from an edge list that includes them starts a new log)."""
+    return f"pymk:stream:{version}:edges"
+
+
+class LockedAnn:
+    """An ANN index whose searches and updates take one lock (FAISS indexes are not safe to change while
+    another thread searches them)."""
+
+    def __init__(self, ann, lock):
+        self._ann = ann
+        self._lock = lock
+
+    def search(self, queries, k):
+        with self._lock:
+            return self._ann.search(queries, k)
+
+    def replace(self, users, vectors):
+        with self._lock:
+            self._ann.replace(users, vectors)
+
+    def contains(self, users):
+        with self._lock:
+            return self._ann.contains(users)
+
+    def __getattr__(self, name):
+        return getattr(self._ann, name)
+
+
+def stream_enabled(svc) -> bool:
+    m = svc.model
+    has_gnn = m.path is not None and (m.path / "gnn" / "checkpoint.json").exists() and m.embeddings is not None
+    if svc.settings.stream is None:  # auto: wherever there are embeddings to refresh
+        return has_gnn
+    if svc.settings.stream and not has_gnn:
+        log.warning("PYMK_STREAM is on but %s has no GNN embeddings: edges are logged, nothing to refresh", m.path)
+    return bool(svc.settings.stream) and has_gnn
+
+
+def event_log(settings, model_dir: Path, version: str):
+    """The service's edge-event log: a Redis Stream with Redis, else a file in the model directory."""
+    from pymk.stream.log import FileEventLog, RedisEventLog
+
+    if settings.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=max(2.0, settings.stream_block_ms / 500),
+                                      socket_connect_timeout=settings.redis_timeout_ms / 1000.0)
+        return RedisEventLog(client, stream_key(version))
+    return FileEventLog(Path(settings.stream_log) if settings.stream_log else model_dir / "stream" / "events.log")
+
+
+def attach_stream(svc):
+    """Starts the worker's `StreamWorker` (returns it), or None when the model has nothing to refresh."""
+    from pymk.gnn.model import degree_stats
+    from pymk.gnn.train import load_checkpoint
+    from pymk.stream.adjacency import LiveAdjacency
+    from pymk.stream.refresh import EmbeddingRefresher
+    from pymk.stream.staleness import StalenessTracker
+    from pymk.stream.worker import StreamWorker
+
+    m = svc.model
+    if not stream_enabled(svc):
+        return None
+    if m.embeddings.shape[0] != m.graph.num_users:
+        log.warning("%s: %d embeddings for %d users; streaming refresh needs one per user (rebuild)",
+                    m.path, m.embeddings.shape[0], m.graph.num_users)
+        return None
+    adj = LiveAdjacency(m.graph)
+    worker_log = svc.stream_log
+    caught_up = 0
+    position = None
+    while True:  # replay what was posted since the snapshot: edges first, one inference after
+        events, position = worker_log.read(position, 100_000)
+        if not events:
+            break
+        src = m.graph.index_of(np.array([e.src for e in events], np.int64))
+        dst = m.graph.index_of(np.array([e.dst for e in events], np.int64))
+        ok = (src >= 0) & (dst >= 0)
+        caught_up += adj.add(src[ok], dst[ok])[0].size
+    refresher = EmbeddingRefresher(load_checkpoint(m.path / "gnn", m.graph), adj, radius=svc.settings.stream_radius,
+                                   stats=degree_stats(m.graph.degree))
+    served = np.asarray(m.embeddings)
+    lock = threading.RLock()
+    ann = LockedAnn(m.ann, lock) if m.ann is not None else None
+    if ann is not None:
+        changed = np.flatnonzero(np.abs(refresher.emb - served).max(axis=1) > 1e-4)
+        if changed.size:
+            ann.replace(changed, refresher.emb[changed])
+        m.stage1.ann = m._ann = ann
+    m._emb = refresher.emb  # the live matrix is what Stage 1 reads from now on
+    if svc.embeddings is not None:
+        svc.embeddings.fallback = refresher.emb
+        svc.embeddings.live = np.zeros(m.graph.num_users, bool)
+    else:
+        m.stage1.embeddings = refresher.emb
+
+    def on_refresh(users):
+        if svc.embeddings is not None:
+            svc.embeddings.live[users] = True  # newer than the hot / cold tiers
+        svc.metrics.stream_refreshed.inc(int(users.size))
+        try:
+            svc.cache.invalidate(m.graph.ids[users].tolist())
+        except Exception as exc:  # noqa: BLE001 - RedisDown: the cache replays its invalidations later
+            log.warning("stream: cache invalidation deferred: %s", exc)
+
+    def on_batch(events, lag):
+        svc.metrics.stream_events.inc(events)
+        svc.metrics.stream_lag.observe(max(lag, 0.0))
+
+    worker = StreamWorker(worker_log, refresher, m.graph.index_of, ann=ann, lock=lock, on_refresh=on_refresh,
+                          staleness=StalenessTracker(adj.degree), on_batch=on_batch)
+    worker.position = position
+    log.info("stream: replayed %d friendships posted since the snapshot; tailing %s", caught_up,
+             getattr(worker_log, "path", None) or getattr(worker_log, "key", ""))
+    worker.start(svc.settings.stream_block_ms)
+    return worker

@@ -1,0 +1,109 @@
+"""Streaming embedding refresh: a new friendship A-B recomputes the embeddings it changes, in milliseconds.
+
+A GNN of L layers computes user v's embedding from its L-hop neighbourhood. When A-B arrives:
+- layer 0 (inputs) changes for A and B only (their degree feature);
+- layer i's output changes exactly for the users within i hops of A or B (C_i = N[C_{i-1}]);
+so keeping every hidden layer's output for every user (`states`), a refresh recomputes layer i only
+for C_i, reading the cached outputs of everyone else, and gets the same numbers as full inference over
+the new graph. The final layer is recomputed for the users within `radius` hops of A and B; the brief's
+policy (A, B and their 1-hop neighbours) is radius 1, and radius L makes every embedding exact. Users
+further out keep an embedding that lags by one neighbour's change until the next batch refresh
+(the staleness tracker decides who needs one).
+
+Degree inputs are standardised with the snapshot's statistics (frozen), so a refresh and a full
+inference over the new graph with those statistics agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pymk.gnn.model import LinkEncoder, degree_stats, input_features, structural_features
+from pymk.stream.adjacency import LiveAdjacency
+
+
+@dataclass
+class Refresh:
+    """What one refresh changed. Shapes: users (r,) sorted dense indices, vectors (r, d) float32."""
+
+    users: np.ndarray
+    vectors: np.ndarray
+    new_edges: int
+    seconds: float
+
+
+class EmbeddingRefresher:
+    """Keeps a model's embeddings current as friendships arrive.
+
+    Args:
+        model: the trained encoder (its id embedding covers every user of `adjacency`).
+        adjacency: the live graph; `apply` adds the new edges to it.
+        radius: final-layer refresh radius around the new edges' endpoints (0 .. layers).
+        emb: (n, d) current embeddings to update in place (default: full inference now).
+        states: hidden layers' outputs [h_1 .. h_{L-1}], each (n, d) (default: full inference now).
+        stats: (mean, std) the degree input is standardised with (default: the snapshot's).
+    """
+
+    def __init__(self, model: LinkEncoder, adjacency: LiveAdjacency, *, radius: int = 1,
+                 emb: np.ndarray | None = None, states: list[np.ndarray] | None = None,
+                 stats: tuple[float, float] | None = None):
+        from pymk.gnn.train import infer
+
+        layers = len(model.convs)
+        if not 0 <= radius <= layers:
+            raise ValueError(f"refresh radius must be in 0..{layers} (the model's layers), got {radius}")
+        self.model = model.eval()
+        self.adj = adjacency
+        self.radius = radius
+        self.stats = stats or degree_stats(adjacency.degree)
+        self.struct = input_features(adjacency.graph, model.config)
+        self.struct[:, 0] = structural_features(adjacency.degree, self.stats)[:, 0]
+        if emb is None or (states is None and layers > 1):
+            emb, states = infer(model, adjacency.to_graph() if adjacency.added else adjacency.graph,
+                                torch.from_numpy(self.struct), keep_states=True)
+        self.emb = emb if emb.flags.writeable else np.array(emb)  # updated in place
+        self.states = list(states or [])
+        if len(self.states) != layers - 1:
+            raise ValueError(f"{layers}-layer model needs {layers - 1} hidden states, got {len(self.states)}")
+
+    def _inputs(self, nodes: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(nodes)
+        return self.model.features(t, torch.from_numpy(self.struct[nodes]))
+
+    def _layer(self, i: int, targets: np.ndarray) -> torch.Tensor:
+        """Layer i's output for `targets`, over their current full neighbourhoods. Shapes: (t,) -> (t, d)."""
+        ptr, idx = self.adj.rows(targets)
+        src, local = np.unique(idx, return_inverse=True)
+        prev = self._inputs if i == 0 else (lambda v: torch.from_numpy(self.states[i - 1][v]))
+        dst = np.repeat(np.arange(targets.size), np.diff(ptr))
+        edge_index = torch.from_numpy(np.stack([local.reshape(-1), dst]).astype(np.int64))
+        return self.model.layer(i, prev(src), prev(targets), edge_index)
+
+    @torch.no_grad()
+    def apply(self, lo: np.ndarray, hi: np.ndarray) -> Refresh:
+        """Adds friendships (dense indices) and refreshes the embeddings they change.
+
+        Shapes: lo, hi (e,) -> Refresh with the users whose embedding was recomputed.
+        """
+        t0 = time.perf_counter()
+        lo, hi = self.adj.add(lo, hi)
+        if not lo.size:
+            return Refresh(np.empty(0, np.int64), np.empty((0, self.emb.shape[1]), np.float32), 0,
+                           time.perf_counter() - t0)
+        ends = np.unique(np.concatenate([lo, hi]))
+        self.struct[ends, 0] = structural_features(self.adj.degree[ends], self.stats)[:, 0]
+        changed = ends
+        for i in range(1, len(self.model.convs)):  # hidden layers: exactly the users they change
+            changed = self.adj.ball(changed, 1)
+            self.states[i - 1][changed] = self._layer(i - 1, changed).numpy()
+        users = self.adj.ball(ends, self.radius)
+        out = self._layer(len(self.model.convs) - 1, users)
+        if self.model.config.skip:
+            out = out + self._inputs(users)
+        vectors = out.numpy().astype(np.float32)
+        self.emb[users] = vectors
+        return Refresh(users, vectors, int(lo.size), time.perf_counter() - t0)

@@ -1,0 +1,124 @@
+"""The stream worker: tails the edge-event log and keeps a model's live state current.
+
+For each micro-batch of events: map ids, add the friendships to the live graph, refresh the embeddings
+they change (`EmbeddingRefresher`), put the new vectors in the ANN index, count staleness, and tell the
+caller which users changed (the service invalidates their cached recommendations).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pymk.stream.refresh import EmbeddingRefresher
+from pymk.stream.staleness import StalenessTracker
+
+log = logging.getLogger("pymk.stream")
+
+
+@dataclass
+class StreamStats:
+    events: int = 0
+    new_edges: int = 0
+    unknown_users: int = 0  # events naming a user the model does not have (a rebuild adds them)
+    refreshed: int = 0  # embeddings recomputed, summed over batches
+    batches: int = 0
+    last_lag_s: float = 0.0  # event time -> its embeddings published, for the newest event applied
+    lags_s: list = field(default_factory=list)  # recent lags (the service's histogram reads them too)
+
+
+class StreamWorker:
+    """Args:
+        log: a `FileEventLog` or `RedisEventLog`.
+        refresher: the live graph and embeddings to update.
+        index_of: external ids -> dense indices (-1 unknown), e.g. `graph.index_of`.
+        ann: an ANN index with `replace(users, vectors)` (or None); updated under `lock`.
+        lock: held while the ANN changes (searches take it too); default a fresh one.
+        on_refresh: called with the dense users whose embedding changed.
+        on_batch: called with (events read, lag in seconds of the newest) after each micro-batch.
+        staleness: a `StalenessTracker` fed with every new edge (refreshed users are marked).
+        batch: events per micro-batch.
+    """
+
+    def __init__(self, log, refresher: EmbeddingRefresher, index_of, *, ann=None, lock=None, on_refresh=None,
+                 staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None):
+        self.log = log
+        self.refresher = refresher
+        self.index_of = index_of
+        self.ann = ann
+        self.lock = lock or threading.RLock()
+        self.on_refresh = on_refresh
+        self.staleness = staleness
+        self.on_batch = on_batch
+        self.batch = batch
+        self.position: str | None = None
+        self.stats = StreamStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self, block_ms: int = 0) -> int:
+        """Applies the next micro-batch of events; returns how many events it read."""
+        events, position = self.log.read(self.position, self.batch, block_ms)
+        if not events:
+            self.position = position  # past unreadable entries, if any
+            return 0
+        src = self.index_of(np.array([e.src for e in events], np.int64))
+        dst = self.index_of(np.array([e.dst for e in events], np.int64))
+        ts = np.array([e.ts for e in events])
+        known = (src >= 0) & (dst >= 0)
+        if not known.all():
+            self.stats.unknown_users += int((~known).sum())
+            bad = events[int(np.flatnonzero(~known)[0])]
+            log.warning("%d edge events name users the model does not have (first: %d-%d); a rebuild adds "
+                        "them", int((~known).sum()), bad.src, bad.dst)
+        out = self.refresher.apply(src[known], dst[known])
+        if out.users.size:
+            with self.lock:
+                if self.ann is not None:
+                    self.ann.replace(out.users, out.vectors)
+            if self.staleness is not None:
+                self.staleness.record(src[known], dst[known], ts[known])
+                self.staleness.mark_refreshed(out.users)
+            if self.on_refresh is not None:
+                self.on_refresh(out.users)
+        self.position = position  # only once applied: a failed batch is read again
+        lag = time.time() - float(ts.max())
+        s = self.stats
+        s.events += len(events)
+        s.new_edges += out.new_edges
+        s.refreshed += int(out.users.size)
+        s.batches += 1
+        s.last_lag_s = lag
+        s.lags_s = (s.lags_s + [lag])[-1000:]
+        if self.on_batch is not None:
+            self.on_batch(len(events), lag)
+        return len(events)
+
+    def drain(self) -> int:
+        """Applies every event in the log now; returns how many."""
+        total = 0
+        while n := self.poll():
+            total += n
+        return total
+
+    def start(self, block_ms: int = 200) -> None:
+        """Tails the log in a daemon thread until `stop()`; an error in a batch is logged, not fatal."""
+        def loop():
+            while not self._stop.is_set():
+                try:
+                    self.poll(block_ms)
+                except Exception:  # noqa: BLE001 - the service keeps serving; the next poll retries
+                    log.exception("stream worker: batch failed")
+                    self._stop.wait(1.0)
+
+        self._thread = threading.Thread(target=loop, name="pymk-stream", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
