@@ -12,6 +12,10 @@ further out keep an embedding that lags by one neighbour's change until the next
 
 Degree inputs are standardised with the snapshot's statistics (frozen), so a refresh and a full
 inference over the new graph with those statistics agree to float rounding.
+
+A refresh reads the adjacency lists of the users it recomputes; when a micro-batch touches so much of
+the graph (hubs, big batches) that this passes `full_share` of what full inference reads, it runs full
+inference instead: the cost of a batch is bounded by one full pass, so throughput grows with the batch.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ class EmbeddingRefresher:
         emb: (n, d) current embeddings to update in place (default: full inference now).
         states: hidden layers' outputs [h_1 .. h_{L-1}], each (n, d) (default: full inference now).
         stats: (mean, std) the degree input is standardised with (default: the snapshot's).
+        full_share: run full inference when a refresh would read more than this share of the adjacency
+            entries full inference reads.
     """
 
     def __init__(self, model: LinkEncoder, adjacency: LiveAdjacency, *, radius: int = 1,
                  emb: np.ndarray | None = None, states: list[np.ndarray] | None = None,
-                 stats: tuple[float, float] | None = None):
+                 stats: tuple[float, float] | None = None, full_share: float = 0.5):
         from pymk.gnn.train import infer
 
         layers = len(model.convs)
@@ -59,7 +65,9 @@ class EmbeddingRefresher:
         self.model = model.eval()
         self.adj = adjacency
         self.radius = radius
-        self.stats = stats or degree_stats(adjacency.degree)
+        self.full_share = full_share
+        self.full_passes = 0
+        self.stats = stats or degree_stats(adjacency.graph.degree)
         self.struct = input_features(adjacency.graph, model.config)
         self.struct[:, 0] = structural_features(adjacency.degree, self.stats)[:, 0]
         if emb is None or (states is None and layers > 1):
@@ -96,14 +104,31 @@ class EmbeddingRefresher:
                            time.perf_counter() - t0)
         ends = np.unique(np.concatenate([lo, hi]))
         self.struct[ends, 0] = structural_features(self.adj.degree[ends], self.stats)[:, 0]
-        changed = ends
-        for i in range(1, len(self.model.convs)):  # hidden layers: exactly the users they change
-            changed = self.adj.ball(changed, 1)
-            self.states[i - 1][changed] = self._layer(i - 1, changed).numpy()
+        layers = len(self.model.convs)
+        hidden = [ends]
+        for _ in range(1, layers):  # hidden layer i changes exactly for the users within i hops
+            hidden.append(self.adj.ball(hidden[-1], 1))
         users = self.adj.ball(ends, self.radius)
-        out = self._layer(len(self.model.convs) - 1, users)
-        if self.model.config.skip:
-            out = out + self._inputs(users)
-        vectors = out.numpy().astype(np.float32)
+        deg = self.adj.degree
+        work = sum(int(deg[c].sum()) for c in hidden[1:]) + int(deg[users].sum())
+        if work > self.full_share * layers * int(deg.sum()):
+            vectors = self._full(users)
+        else:
+            for i in range(1, layers):
+                self.states[i - 1][hidden[i]] = self._layer(i - 1, hidden[i]).numpy()
+            out = self._layer(layers - 1, users)
+            if self.model.config.skip:
+                out = out + self._inputs(users)
+            vectors = out.numpy().astype(np.float32)
         self.emb[users] = vectors
         return Refresh(users, vectors, int(lo.size), time.perf_counter() - t0)
+
+    def _full(self, users: np.ndarray) -> np.ndarray:
+        """Full inference over the live graph: every hidden state exact; returns `users`' new embeddings."""
+        from pymk.gnn.train import infer
+
+        emb, states = infer(self.model, self.adj.to_graph(), torch.from_numpy(self.struct), keep_states=True)
+        for mine, new in zip(self.states, states, strict=True):
+            mine[:] = new
+        self.full_passes += 1
+        return emb[users]

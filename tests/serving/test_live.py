@@ -107,3 +107,33 @@ def test_two_workers_on_one_redis_stream_both_refresh(gnn_model, redis_server):
         import redis
 
         redis.Redis.from_url(redis_server.url).delete(f"pymk:stream:{one.model.version}:edges")
+
+
+def test_edges_posted_while_redis_is_down_are_kept_and_logged_when_it_returns(gnn_model, tmp_path):
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path)
+    try:
+        res = CliRunner().invoke(app, ["publish", "--model", str(gnn_model), "--redis", server.url])
+        assert res.exit_code == 0, res.output
+        svc = Service.from_settings(ServeSettings(model=str(gnn_model), redis_url=server.url, stream_block_ms=20,
+                                                  redis_retry_s=0.0))
+        c = TestClient(create_app(svc))
+        g = svc.model.graph
+        deg = np.asarray(g.degree)
+        quiet = [int(u) for u in np.argsort(deg, kind="stable")[:40]]
+        pairs = [(a, b) for a in quiet for b in quiet if a < b and b not in set(g.neighbors(a).tolist())][:2]
+        server.stop(kill=True)
+        r = c.post("/v1/edges", json={"src": int(g.ids[pairs[0][0]]), "dst": int(g.ids[pairs[0][1]])})
+        assert r.status_code == 200 and r.json()["degraded"]
+        server.start()
+        r = c.post("/v1/edges", json={"src": int(g.ids[pairs[1][0]]), "dst": int(g.ids[pairs[1][1]])})
+        assert r.status_code == 200
+        _wait(lambda: svc.stream.stats.new_edges == 2, timeout=20)
+        want, _ = _expected(svc, pairs)
+        ends = np.unique(np.array(pairs))
+        np.testing.assert_allclose(svc.model.embeddings[ends], want[ends], rtol=1e-4, atol=1e-5)
+        svc.close()
+    finally:
+        if server.proc.poll() is None:
+            server.stop()

@@ -91,6 +91,20 @@ def test_radius_one_refreshes_the_endpoints_and_their_neighbours_exactly_and_nob
     assert lag.any() and set(np.flatnonzero(lag)) <= set(ring2.tolist())
 
 
+def test_a_batch_too_big_for_a_local_refresh_runs_full_inference_with_the_same_result():
+    rng = np.random.default_rng(5)
+    g = graph_from_pairs(rng.integers(0, 90, (250, 2)), 90)
+    model = _model(90)
+    lo, hi = rng.integers(0, 90, 30), rng.integers(0, 90, 30)
+    local = EmbeddingRefresher(model, LiveAdjacency(g), radius=1, full_share=float("inf"))
+    full = EmbeddingRefresher(model, LiveAdjacency(g), radius=1, full_share=0.0)
+    a, b = local.apply(lo, hi), full.apply(lo, hi)
+    assert local.full_passes == 0 and full.full_passes == 1
+    assert np.array_equal(a.users, b.users)
+    np.testing.assert_allclose(full.emb, local.emb, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(full.states[0], local.states[0], rtol=1e-4, atol=1e-5)
+
+
 def test_known_and_self_edges_change_nothing():
     g = graph_from_pairs([(0, 1), (1, 2), (2, 3)], 4)
     r = EmbeddingRefresher(_model(4), LiveAdjacency(g), radius=2)
