@@ -61,10 +61,28 @@ class LinkEncoder(nn.Module):
 
     def layer(self, i: int, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """One message-passing layer on a bipartite block (sources -> destinations)."""
-        h = self.convs[i]((x_src, x_dst), edge_index)
-        if i < len(self.convs) - 1:
-            h = torch.relu(self.norms[i](h))
-        return h
+        return self.activate(i, self.convs[i]((x_src, x_dst), edge_index))
+
+    def activate(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """What follows layer i's convolution: LayerNorm + ReLU on hidden layers, nothing on the last."""
+        return torch.relu(self.norms[i](h)) if i < len(self.convs) - 1 else h
+
+    def conv_from_mean(self, i: int, mean: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor | None:
+        """Layer i's output from its destinations' neighbour means, for the mean-aggregating kinds (sage,
+        gcn); None for gat. Equals `layer` on the full neighbourhoods. Shapes: (t, d), (t, d) -> (t, d)."""
+        from torch_geometric.nn import GraphConv, SAGEConv
+
+        conv = self.convs[i]
+        if isinstance(conv, SAGEConv) and not conv.project:
+            out = conv.lin_l(mean)
+            if conv.root_weight:
+                out = out + conv.lin_r(x_dst)
+            h = torch.nn.functional.normalize(out, p=2.0, dim=-1) if conv.normalize else out
+        elif isinstance(conv, GraphConv):
+            h = conv.lin_rel(mean) + conv.lin_root(x_dst)
+        else:
+            return None
+        return self.activate(i, h)
 
     def forward(self, nodes: torch.Tensor, struct: torch.Tensor, edge_index: torch.Tensor,
                 num_sampled_nodes: list[int] | None = None, num_sampled_edges: list[int] | None = None

@@ -21,6 +21,7 @@ inference instead: the cost of a batch is bounded by one full pass, so throughpu
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,17 @@ class EmbeddingRefresher:
         self.stats = stats or degree_stats(adjacency.graph.degree)
         self.struct = input_features(adjacency.graph, model.config)
         self.struct[:, 0] = structural_features(adjacency.degree, self.stats)[:, 0]
+        # mean-aggregating layers read their inputs by sparse matrix products over whole-graph arrays, so the
+        # inputs of every user are kept too (gat gathers the neighbourhoods and computes inputs on the fly)
+        self.mean_aggr = model.conv_from_mean(0, torch.zeros(1, model.config.dim),
+                                              torch.zeros(1, model.config.dim)) is not None
+        self.x0 = None
+        if self.mean_aggr:
+            with torch.no_grad():
+                n = adjacency.num_users
+                self.x0 = np.concatenate([self._inputs(np.arange(s, min(n, s + 65536))).numpy()
+                                          for s in range(0, n, 65536)]) if n else \
+                    np.zeros((0, model.config.dim), np.float32)
         if emb is None or (states is None and layers > 1):
             emb, states = infer(model, adjacency.to_graph() if adjacency.added else adjacency.graph,
                                 torch.from_numpy(self.struct), keep_states=True)
@@ -84,12 +96,27 @@ class EmbeddingRefresher:
 
     def _layer(self, i: int, targets: np.ndarray) -> torch.Tensor:
         """Layer i's output for `targets`, over their current full neighbourhoods. Shapes: (t,) -> (t, d)."""
+        if self.mean_aggr:
+            return self._mean_layer(i, targets)
         ptr, idx = self.adj.rows(targets)
         src, local = np.unique(idx, return_inverse=True)
         prev = self._inputs if i == 0 else (lambda v: torch.from_numpy(self.states[i - 1][v]))
         dst = np.repeat(np.arange(targets.size), np.diff(ptr))
         edge_index = torch.from_numpy(np.stack([local.reshape(-1), dst]).astype(np.int64))
         return self.model.layer(i, prev(src), prev(targets), edge_index)
+
+    def _mean_layer(self, i: int, targets: np.ndarray) -> torch.Tensor:
+        """The same for mean aggregators: neighbour means as one CSR (t x n) times the (n, d) inputs."""
+        ptr, idx = self.adj.rows(targets)
+        prev = torch.from_numpy(self.x0 if i == 0 else self.states[i - 1])
+        lens = np.diff(ptr)
+        weights = np.repeat(1.0 / np.maximum(lens, 1), lens).astype(np.float32)
+        with warnings.catch_warnings():  # "CSR support is in beta": the product used here is stable
+            warnings.simplefilter("ignore", UserWarning)
+            a = torch.sparse_csr_tensor(torch.from_numpy(ptr), torch.from_numpy(idx), torch.from_numpy(weights),
+                                        size=(targets.size, prev.shape[0]), check_invariants=False)
+        mean = torch.sparse.mm(a, prev) if idx.size else torch.zeros(targets.size, prev.shape[1])
+        return self.model.conv_from_mean(i, mean, prev[torch.from_numpy(targets)])
 
     @torch.no_grad()
     def apply(self, lo: np.ndarray, hi: np.ndarray) -> Refresh:
@@ -104,6 +131,8 @@ class EmbeddingRefresher:
                            time.perf_counter() - t0)
         ends = np.unique(np.concatenate([lo, hi]))
         self.struct[ends, 0] = structural_features(self.adj.degree[ends], self.stats)[:, 0]
+        if self.x0 is not None:
+            self.x0[ends] = self._inputs(ends).numpy()
         layers = len(self.model.convs)
         hidden = [ends]
         for _ in range(1, layers):  # hidden layer i changes exactly for the users within i hops
@@ -118,7 +147,7 @@ class EmbeddingRefresher:
                 self.states[i - 1][hidden[i]] = self._layer(i - 1, hidden[i]).numpy()
             out = self._layer(layers - 1, users)
             if self.model.config.skip:
-                out = out + self._inputs(users)
+                out = out + (torch.from_numpy(self.x0[users]) if self.x0 is not None else self._inputs(users))
             vectors = out.numpy().astype(np.float32)
         self.emb[users] = vectors
         return Refresh(users, vectors, int(lo.size), time.perf_counter() - t0)
@@ -127,8 +156,20 @@ class EmbeddingRefresher:
         """Full inference over the live graph: every hidden state exact; returns `users`' new embeddings."""
         from pymk.gnn.train import infer
 
-        emb, states = infer(self.model, self.adj.to_graph(), torch.from_numpy(self.struct), keep_states=True)
-        for mine, new in zip(self.states, states, strict=True):
-            mine[:] = new
         self.full_passes += 1
-        return emb[users]
+        if not self.mean_aggr:
+            emb, states = infer(self.model, self.adj.to_graph(), torch.from_numpy(self.struct), keep_states=True)
+            for mine, new in zip(self.states, states, strict=True):
+                mine[:] = new
+            return emb[users]
+        # the same sparse products over everyone, in chunks (each layer reads the previous one's array whole)
+        n, chunk = self.adj.num_users, 65536
+        for i in range(len(self.model.convs) - 1):
+            new = np.empty_like(self.states[i])
+            for s in range(0, n, chunk):
+                new[s:s + chunk] = self._mean_layer(i, np.arange(s, min(n, s + chunk))).numpy()
+            self.states[i][:] = new
+        out = self._mean_layer(len(self.model.convs) - 1, users)
+        if self.model.config.skip:
+            out = out + torch.from_numpy(self.x0[users])
+        return out.numpy().astype(np.float32)

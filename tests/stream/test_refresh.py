@@ -91,10 +91,11 @@ def test_radius_one_refreshes_the_endpoints_and_their_neighbours_exactly_and_nob
     assert lag.any() and set(np.flatnonzero(lag)) <= set(ring2.tolist())
 
 
-def test_a_batch_too_big_for_a_local_refresh_runs_full_inference_with_the_same_result():
+@pytest.mark.parametrize("kind", ["sage", "gat"])  # sparse products over everyone; gat: full inference
+def test_a_batch_too_big_for_a_local_refresh_runs_full_inference_with_the_same_result(kind):
     rng = np.random.default_rng(5)
     g = graph_from_pairs(rng.integers(0, 90, (250, 2)), 90)
-    model = _model(90)
+    model = _model(90, kind)
     lo, hi = rng.integers(0, 90, 30), rng.integers(0, 90, 30)
     local = EmbeddingRefresher(model, LiveAdjacency(g), radius=1, full_share=float("inf"))
     full = EmbeddingRefresher(model, LiveAdjacency(g), radius=1, full_share=0.0)
