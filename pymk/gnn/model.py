@@ -67,6 +67,13 @@ class LinkEncoder(nn.Module):
         """What follows layer i's convolution: LayerNorm + ReLU on hidden layers, nothing on the last."""
         return torch.relu(self.norms[i](h)) if i < len(self.convs) - 1 else h
 
+    @property
+    def mean_aggregating(self) -> bool:
+        """Whether every layer is a function of its destinations' neighbour means (sage, gcn; not gat)."""
+        from torch_geometric.nn import GraphConv, SAGEConv
+
+        return all(isinstance(c, GraphConv) or (isinstance(c, SAGEConv) and not c.project) for c in self.convs)
+
     def conv_from_mean(self, i: int, mean: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor | None:
         """Layer i's output from its destinations' neighbour means, for the mean-aggregating kinds (sage,
         gcn); None for gat. Equals `layer` on the full neighbourhoods. Shapes: (t, d), (t, d) -> (t, d)."""
@@ -106,6 +113,26 @@ class LinkEncoder(nn.Module):
             keep_e = sum(num_sampled_edges[: n_layers - i])
             x = self.layer(i, x, x[:keep_n], edge_index[:, :keep_e])
         return x + x0[: x.shape[0]] if self.config.skip else x
+
+
+def neighbour_mean(ptr: np.ndarray, idx: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over each row's neighbours (0 for none), as one CSR x dense product: no (E, d) gather.
+
+    Shapes: ptr (t + 1,) int64, idx (E,) int64 rows of x, x (n, d) -> (t, d).
+    """
+    import warnings
+
+    t = ptr.size - 1
+    if idx.size == 0:
+        return torch.zeros(t, x.shape[1], dtype=x.dtype, device=x.device)
+    lens = np.diff(ptr)
+    weights = np.repeat(1.0 / np.maximum(lens, 1), lens).astype(np.float32)
+    with warnings.catch_warnings():  # "CSR support is in beta": the product used here is stable
+        warnings.simplefilter("ignore", UserWarning)
+        a = torch.sparse_csr_tensor(torch.from_numpy(np.asarray(ptr, np.int64)),
+                                    torch.from_numpy(np.asarray(idx, np.int64)), torch.from_numpy(weights),
+                                    size=(t, x.shape[0]), check_invariants=False)
+    return torch.sparse.mm(a, x)
 
 
 def community_labels(graph, config: GnnConfig) -> np.ndarray | None:

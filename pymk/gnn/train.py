@@ -20,7 +20,7 @@ import torch
 from pymk import __version__
 from pymk.gnn.config import CheckpointError, GnnConfig
 from pymk.gnn.device import resolve_device
-from pymk.gnn.model import LinkEncoder, input_features
+from pymk.gnn.model import LinkEncoder, input_features, neighbour_mean
 from pymk.gnn.sampler import NeighborSampler
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
@@ -262,11 +262,14 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     struct = struct.to(dev)
     indptr = np.asarray(graph.indptr, np.int64)
     # a copy (mmapped snapshots are read-only), on the device
-    indices = torch.from_numpy(np.array(graph.indices, np.int64)).to(dev)
+    indices_np = np.array(graph.indices, np.int64)
+    indices = torch.from_numpy(indices_np).to(dev)
     counts = torch.from_numpy(np.diff(indptr)).to(dev)
     x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk), device=dev), struct[s:s + chunk])
                         for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim, device=dev)
     states = []
+    # mean aggregators on the CPU: one CSR x dense product per chunk, without materialising (E, d) messages
+    sparse = model.mean_aggregating and dev.type == "cpu"
     for i in range(len(model.convs)):
         if i:
             states.append(x.cpu().numpy())
@@ -274,6 +277,10 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             a, b = int(indptr[s]), int(indptr[e])
+            if sparse:
+                mean = neighbour_mean(indptr[s:e + 1] - a, indices_np[a:b], x)
+                out[s:e] = model.conv_from_mean(i, mean, x[s:e])
+                continue
             src = indices[a:b]
             dst = torch.repeat_interleave(torch.arange(e - s, device=dev), counts[s:e])
             out[s:e] = model.layer(i, x, x[s:e], torch.stack([src, dst]))

@@ -21,13 +21,12 @@ inference instead: the cost of a batch is bounded by one full pass, so throughpu
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pymk.gnn.model import LinkEncoder, degree_stats, input_features, structural_features
+from pymk.gnn.model import LinkEncoder, degree_stats, input_features, neighbour_mean, structural_features
 from pymk.stream.adjacency import LiveAdjacency
 
 
@@ -73,8 +72,7 @@ class EmbeddingRefresher:
         self.struct[:, 0] = structural_features(adjacency.degree, self.stats)[:, 0]
         # mean-aggregating layers read their inputs by sparse matrix products over whole-graph arrays, so the
         # inputs of every user are kept too (gat gathers the neighbourhoods and computes inputs on the fly)
-        self.mean_aggr = model.conv_from_mean(0, torch.zeros(1, model.config.dim),
-                                              torch.zeros(1, model.config.dim)) is not None
+        self.mean_aggr = model.mean_aggregating
         self.x0 = None
         if self.mean_aggr:
             with torch.no_grad():
@@ -109,14 +107,7 @@ class EmbeddingRefresher:
         """The same for mean aggregators: neighbour means as one CSR (t x n) times the (n, d) inputs."""
         ptr, idx = self.adj.rows(targets)
         prev = torch.from_numpy(self.x0 if i == 0 else self.states[i - 1])
-        lens = np.diff(ptr)
-        weights = np.repeat(1.0 / np.maximum(lens, 1), lens).astype(np.float32)
-        with warnings.catch_warnings():  # "CSR support is in beta": the product used here is stable
-            warnings.simplefilter("ignore", UserWarning)
-            a = torch.sparse_csr_tensor(torch.from_numpy(ptr), torch.from_numpy(idx), torch.from_numpy(weights),
-                                        size=(targets.size, prev.shape[0]), check_invariants=False)
-        mean = torch.sparse.mm(a, prev) if idx.size else torch.zeros(targets.size, prev.shape[1])
-        return self.model.conv_from_mean(i, mean, prev[torch.from_numpy(targets)])
+        return self.model.conv_from_mean(i, neighbour_mean(ptr, idx, prev), prev[torch.from_numpy(targets)])
 
     @torch.no_grad()
     def apply(self, lo: np.ndarray, hi: np.ndarray) -> Refresh:
