@@ -74,12 +74,23 @@ class ActionResult(BaseModel):
     degraded: bool  # Redis did not take it yet: applied in this worker, replayed to Redis when it returns
 
 
+class StreamHealth(BaseModel):
+    events: int  # edge events this worker applied from the log (posted here or by any other worker)
+    new_edges: int  # of which friendships the graph did not have
+    refreshed: int  # embeddings recomputed
+    unknown_users: int  # events naming users the model does not have (a rebuild adds them)
+    lag_s: float  # posted -> refreshed, for the newest event applied
+
+
 class Health(BaseModel):
     status: str
     model_version: str
     users: int
     edges: int
     redis: str  # "none" (embedded), "up", "down" (serving degraded)
+    stream: StreamHealth | None = None  # None: no embeddings to refresh (edges are still logged)
+
+
 
 
 class BodyLimit:
@@ -142,8 +153,11 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
+        st = svc.stream.stats if svc.stream is not None else None
+        stream = None if st is None else StreamHealth(events=st.events, new_edges=st.new_edges, refreshed=st.refreshed,
+                                                      unknown_users=st.unknown_users, lag_s=round(st.last_lag_s, 4))
         return Health(status="ok", model_version=model.version, users=model.graph.num_users,
-                      edges=model.graph.num_edges, redis=svc.redis_state())
+                      edges=model.graph.num_edges, redis=svc.redis_state(), stream=stream)
 
     @app.get("/readyz", response_model=Health)
     def readyz() -> Health:  # the app exists only once its model is loaded and warm: ready when it answers

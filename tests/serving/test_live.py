@@ -74,6 +74,8 @@ def test_posted_edge_refreshes_embeddings_ann_and_survives_a_restart(gnn_model, 
         exact = np.argsort(-(want @ want[a]), kind="stable")[:50]
         assert len(set(got[0].tolist()) & set(exact.tolist())) >= 45
         assert 'pymk_stream_events_total 1.0' in c.get("/metrics").text
+        health = c.get("/healthz").json()["stream"]
+        assert health["events"] == health["new_edges"] == 1 and health["refreshed"] == ring.size
         assert c.get(f"/v1/users/{int(g.ids[a])}/recommendations").status_code == 200
     finally:
         svc.close()
