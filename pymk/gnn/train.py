@@ -21,6 +21,7 @@ from pymk import __version__
 from pymk.gnn.config import CheckpointError, GnnConfig
 from pymk.gnn.device import resolve_device
 from pymk.gnn.model import LinkEncoder, input_features, neighbour_mean
+from pymk.gnn.optim import RowAdam
 from pymk.gnn.sampler import NeighborSampler
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
@@ -111,7 +112,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         dense = [p for name, p in self.model.named_parameters() if not name.startswith("emb.")]
-        self.opts = [torch.optim.SparseAdam(list(self.model.emb.parameters()), lr=config.lr),
+        self.opts = [RowAdam(list(self.model.emb.parameters()), lr=config.lr),
                      torch.optim.Adam(dense, lr=config.lr)]
         self.sampler = NeighborSampler(self.graph, config.fanouts)
         # supervision edges: every message-passing edge, or only the given ones (fine-tuning on a delta)
