@@ -81,6 +81,16 @@ def refresh_section(g: CSRGraph, n_edges: int, exact_edges: int) -> None:
               f"{np.percentile(ms, 99):.1f} ms, mean {ms.mean():.2f} ms; users refreshed / edge: mean "
               f"{np.mean(users):.0f}, max {max(users)}; full inference / mean refresh = "
               f"{full_s * 1000 / ms.mean():,.0f}x; {r.full_passes} of {ms.size} ran full inference")
+        if radius == 1:  # what the service pays to let Stage 1 see the new friendships
+            from pymk.candidates.stage1 import Stage1
+            from pymk.config import CandidatesConfig
+
+            t = time.perf_counter()
+            live = adj.to_graph()
+            t_csr = time.perf_counter() - t
+            Stage1(live, CandidatesConfig())
+            print(f"  compaction for Stage 1 ({adj.added} added friendships): new CSR {t_csr:.2f} s, with the new "
+                  f"Stage 1 {time.perf_counter() - t:.2f} s")
         if radius == 1:  # under load the worker takes micro-batches: their balls overlap, the cost per edge falls
             more_lo, more_hi = degree_biased_edges(g, 3 * 1000 + 3 * 100 + 3 * 10, rng)
             at = 0

@@ -141,6 +141,25 @@ class Model:
                 features = _redis_features(client, path, meta)
         return cls(path, meta, config, CSRGraph.load(path / "graph"), plan, store, features)
 
+    def swap_graph(self, graph: CSRGraph) -> None:
+        """Serves `graph` from now on: the same users, with the friendships made since the build (the stream
+        worker's compaction). Stage 1, the ranker's pair features, the filters and the explanations read it;
+        the embeddings, the ANN index and the user feature table stay as they are.
+
+        Raises ModelError for other users, or a sharded model (its shard stores hold the build's lists).
+        """
+        if self.plan is not None:
+            raise ModelError(f"{self.path} is sharded: its shard stores hold the build's adjacency lists; rebuild "
+                             "to serve new friendships from Stage 1")
+        if graph.num_users != self.graph.num_users or (
+                graph.ids is not self.graph.ids and not np.array_equal(graph.ids, self.graph.ids)):
+            raise ModelError(f"the new graph has other users ({graph.num_users} vs {self.graph.num_users})")
+        stage1 = Stage1(graph, self.config.candidates, embeddings=self.stage1.embeddings, ann=self.stage1.ann)
+        stage1.missing_embedding = self.stage1.missing_embedding
+        if hasattr(self.ranker, "graph"):
+            self.ranker.graph = graph
+        self.stage1, self.graph = stage1, graph
+
     def index_of(self, user_ids) -> np.ndarray:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""
         return self.graph.index_of(user_ids)

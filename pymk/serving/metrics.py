@@ -39,6 +39,8 @@ class Metrics:
                                       ["tier"], registry=r)
         self.stream_events = Counter("pymk_stream_events", "edge events applied from the log", registry=r)
         self.stream_refreshed = Counter("pymk_stream_refreshed", "embeddings recomputed by the stream", registry=r)
+        self.stream_graph_swaps = Counter("pymk_stream_graph_swaps", "live graph compacted and swapped in for "
+                                          "Stage 1", registry=r)
         self.stream_lag = Histogram("pymk_stream_lag_seconds", "edge posted -> its embeddings refreshed", registry=r,
                                     buckets=BUCKETS + (5.0, 10.0, 30.0, 60.0))
         self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+from numba import njit
 
 from pymk.graph.shard_store import gather_rows
 from pymk.graph.snapshot import CSRGraph
@@ -19,6 +22,7 @@ class LiveAdjacency:
         self.graph = graph
         self.degree = np.array(graph.degree, np.int64)  # writable copy, kept current
         self.extra: dict[int, list[int]] = {}
+        self.extra_ts: dict[int, list[int]] = {}  # when each added friendship was made (unix seconds)
         self.has_extra = np.zeros(graph.num_users, bool)
         self.added = 0
 
@@ -30,24 +34,28 @@ class LiveAdjacency:
         row = self.graph.neighbors(a)
         return bool(np.any(row == b)) or b in self.extra.get(a, ())
 
-    def add(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Adds friendships; returns the ones that were new (no self-loops, repeats or known edges).
+    def add(self, lo: np.ndarray, hi: np.ndarray, ts=None) -> tuple[np.ndarray, np.ndarray]:
+        """Adds friendships made at `ts` (unix seconds; default now); returns the ones that were new (no
+        self-loops, repeats or known edges).
 
         Raises IndexError for an index outside the graph (new users need a rebuild: the model has no
-        id embedding for them). Shapes: lo, hi (e,) dense indices -> (new,), (new,).
+        id embedding for them). Shapes: lo, hi, ts (e,) dense indices -> (new,), (new,).
         """
         lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+        ts = np.broadcast_to(np.asarray(time.time() if ts is None else ts, np.float64), lo.shape).astype(np.int64)
         n = self.num_users
         bad = (lo < 0) | (lo >= n) | (hi < 0) | (hi >= n)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise IndexError(f"edge {int(lo[i])}-{int(hi[i])}: user index outside the graph's {n} users")
         new_lo, new_hi = [], []
-        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+        for a, b, t in zip(lo.tolist(), hi.tolist(), ts.tolist(), strict=True):
             if a == b or self.has_edge(a, b):
                 continue
             self.extra.setdefault(a, []).append(b)
             self.extra.setdefault(b, []).append(a)
+            self.extra_ts.setdefault(a, []).append(t)
+            self.extra_ts.setdefault(b, []).append(t)
             self.has_extra[[a, b]] = True
             self.degree[a] += 1
             self.degree[b] += 1
@@ -88,7 +96,32 @@ class LiveAdjacency:
         return ball
 
     def to_graph(self) -> CSRGraph:
-        """The current graph as a CSR snapshot (same ids). O(edges): for checks and compaction."""
-        ptr, idx = self.rows(np.arange(self.num_users))
-        return CSRGraph(ptr, idx.astype(np.asarray(self.graph.indices).dtype), self.graph.ids, None,
-                        dict(self.graph.meta))
+        """The current graph as a new in-memory CSR snapshot (same ids; timestamps kept where the snapshot
+        has them, added friendships at their event time). O(edges)."""
+        g = self.graph
+        base_ptr, base_idx = np.asarray(g.indptr), np.asarray(g.indices)
+        lens = np.diff(base_ptr)
+        users = np.array(sorted(self.extra), np.int64)
+        lens[users] += np.fromiter((len(self.extra[u]) for u in users.tolist()), np.int64, users.size)
+        ptr = np.zeros(self.num_users + 1, np.int64)
+        np.cumsum(lens, out=ptr[1:])
+        idx = np.empty(int(ptr[-1]), base_idx.dtype)
+        _copy_rows(base_ptr, base_idx, ptr, idx)
+        ts = None
+        if g.ts is not None:
+            ts = np.empty(idx.size, np.int64)
+            _copy_rows(base_ptr, np.asarray(g.ts), ptr, ts)
+        for u in users.tolist():  # the added friendships go after each user's snapshot list
+            at = ptr[u] + base_ptr[u + 1] - base_ptr[u]
+            idx[at:ptr[u + 1]] = self.extra[u]
+            if ts is not None:
+                ts[at:ptr[u + 1]] = self.extra_ts[u]
+        return CSRGraph(ptr, idx, g.ids, ts, dict(g.meta))
+
+
+@njit(cache=True)
+def _copy_rows(src_ptr, src, dst_ptr, dst):
+    """Each row of a CSR to the start of its (longer or equal) row in another."""
+    for u in range(src_ptr.shape[0] - 1):
+        a, b = src_ptr[u], src_ptr[u + 1]
+        dst[dst_ptr[u]:dst_ptr[u] + b - a] = src[a:b]

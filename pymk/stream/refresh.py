@@ -32,12 +32,14 @@ from pymk.stream.adjacency import LiveAdjacency
 
 @dataclass
 class Refresh:
-    """What one refresh changed. Shapes: users (r,) sorted dense indices, vectors (r, d) float32."""
+    """What one refresh changed. Shapes: users (r,) sorted dense indices, vectors (r, d) float32;
+    ends (e,) the new friendships' endpoints, sorted."""
 
     users: np.ndarray
     vectors: np.ndarray
     new_edges: int
     seconds: float
+    ends: np.ndarray
 
 
 class EmbeddingRefresher:
@@ -110,16 +112,16 @@ class EmbeddingRefresher:
         return self.model.conv_from_mean(i, neighbour_mean(ptr, idx, prev), prev[torch.from_numpy(targets)])
 
     @torch.no_grad()
-    def apply(self, lo: np.ndarray, hi: np.ndarray) -> Refresh:
-        """Adds friendships (dense indices) and refreshes the embeddings they change.
+    def apply(self, lo: np.ndarray, hi: np.ndarray, ts=None) -> Refresh:
+        """Adds friendships (dense indices, made at `ts`, default now) and refreshes the embeddings they change.
 
         Shapes: lo, hi (e,) -> Refresh with the users whose embedding was recomputed.
         """
         t0 = time.perf_counter()
-        lo, hi = self.adj.add(lo, hi)
+        lo, hi = self.adj.add(lo, hi, ts)
         if not lo.size:
             return Refresh(np.empty(0, np.int64), np.empty((0, self.emb.shape[1]), np.float32), 0,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, np.empty(0, np.int64))
         ends = np.unique(np.concatenate([lo, hi]))
         self.struct[ends, 0] = structural_features(self.adj.degree[ends], self.stats)[:, 0]
         if self.x0 is not None:
@@ -141,7 +143,7 @@ class EmbeddingRefresher:
                 out = out + (torch.from_numpy(self.x0[users]) if self.x0 is not None else self._inputs(users))
             vectors = out.numpy().astype(np.float32)
         self.emb[users] = vectors
-        return Refresh(users, vectors, int(lo.size), time.perf_counter() - t0)
+        return Refresh(users, vectors, int(lo.size), time.perf_counter() - t0, ends)
 
     def _full(self, users: np.ndarray) -> np.ndarray:
         """Full inference over the live graph: every hidden state exact; returns `users`' new embeddings."""

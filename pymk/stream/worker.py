@@ -38,14 +38,15 @@ class StreamWorker:
         index_of: external ids -> dense indices (-1 unknown), e.g. `graph.index_of`.
         ann: an ANN index with `replace(users, vectors)` (or None); updated under `lock`.
         lock: held while the ANN changes (searches take it too); default a fresh one.
-        on_refresh: called with the dense users whose embedding changed.
+        on_refresh: called with each batch's `Refresh` (users whose embedding changed, new edges' endpoints).
+        tick: called after every poll, events or not (the service's graph compaction).
         on_batch: called with (events read, lag in seconds of the newest) after each micro-batch.
         staleness: a `StalenessTracker` fed with every new edge (refreshed users are marked).
         batch: events per micro-batch.
     """
 
     def __init__(self, log, refresher: EmbeddingRefresher, index_of, *, ann=None, lock=None, on_refresh=None,
-                 staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None):
+                 staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None, tick=None):
         self.log = log
         self.refresher = refresher
         self.index_of = index_of
@@ -54,6 +55,7 @@ class StreamWorker:
         self.on_refresh = on_refresh
         self.staleness = staleness
         self.on_batch = on_batch
+        self.tick = tick
         self.batch = batch
         self.position: str | None = None
         self.stats = StreamStats()
@@ -75,7 +77,7 @@ class StreamWorker:
             bad = events[int(np.flatnonzero(~known)[0])]
             log.warning("%d edge events name users the model does not have (first: %d-%d); a rebuild adds "
                         "them", int((~known).sum()), bad.src, bad.dst)
-        out = self.refresher.apply(src[known], dst[known])
+        out = self.refresher.apply(src[known], dst[known], ts[known])
         if out.users.size:
             with self.lock:
                 if self.ann is not None:
@@ -84,7 +86,7 @@ class StreamWorker:
                 self.staleness.record(src[known], dst[known], ts[known])
                 self.staleness.mark_refreshed(out.users)
             if self.on_refresh is not None:
-                self.on_refresh(out.users)
+                self.on_refresh(out)
         self.position = position  # only once applied: a failed batch is read again
         lag = time.time() - float(ts.max())
         s = self.stats
@@ -111,6 +113,8 @@ class StreamWorker:
             while not self._stop.is_set():
                 try:
                     self.poll(block_ms)
+                    if self.tick is not None:
+                        self.tick()
                 except Exception:  # noqa: BLE001 - the service keeps serving; the next poll retries
                     log.exception("stream worker: batch failed")
                     self._stop.wait(1.0)

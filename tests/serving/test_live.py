@@ -13,6 +13,7 @@ from pymk.serving.app import create_app
 from pymk.serving.service import Service
 from pymk.serving.settings import ServeSettings
 from pymk.stream.adjacency import LiveAdjacency
+from tests.helpers import nx_graph
 from tests.stream.test_refresh import _full
 
 
@@ -45,15 +46,17 @@ def _non_friends(graph):
 def _expected(svc, pairs):
     from pymk.gnn.model import degree_stats
     from pymk.gnn.train import load_checkpoint
+    from pymk.graph.snapshot import CSRGraph
 
-    g = svc.model.graph
+    g = CSRGraph.load(svc.model.path / "graph")  # the build's snapshot (the service may have swapped its graph)
     adj = LiveAdjacency(g)
     adj.add(*np.array(pairs).T)
     return _full(load_checkpoint(svc.model.path / "gnn", g), adj, degree_stats(g.degree))[0], adj
 
 
 def test_posted_edge_refreshes_embeddings_ann_and_survives_a_restart(gnn_model, tmp_path):
-    settings = ServeSettings(model=str(gnn_model), stream_log=str(tmp_path / "events.log"), stream_block_ms=20)
+    settings = ServeSettings(model=str(gnn_model), stream_log=str(tmp_path / "events.log"), stream_block_ms=20,
+                             stream_graph_s=0.0)
     svc = Service.from_settings(settings)
     try:
         assert svc.stream is not None
@@ -76,12 +79,33 @@ def test_posted_edge_refreshes_embeddings_ann_and_survives_a_restart(gnn_model, 
         assert 'pymk_stream_events_total 1.0' in c.get("/metrics").text
         health = c.get("/healthz").json()["stream"]
         assert health["events"] == health["new_edges"] == 1 and health["refreshed"] == ring.size
-        assert c.get(f"/v1/users/{int(g.ids[a])}/recommendations").status_code == 200
+        # Stage 1 reads the new friendship once the worker swapped the compacted graph in: a's recommendations
+        # now count b as a mutual friend of b's friends, as networkx does on the graph plus the edge
+        _wait(lambda: svc.model.graph.num_edges == g.num_edges + 1)
+        ref = nx_graph(svc.model.graph)
+        assert ref.has_edge(a, b) and ref.number_of_edges() == g.num_edges + 1
+        recs = c.get(f"/v1/users/{int(g.ids[a])}/recommendations", params={"k": 200}).json()["recommendations"]
+        index = {int(u): i for i, u in enumerate(g.ids.tolist())}
+        through_b = 0
+        for rec in recs:
+            cand = index[rec["user_id"]]
+            assert not ref.has_edge(a, cand) and cand != a
+            common = set(ref.neighbors(a)) & set(ref.neighbors(cand))
+            assert rec["mutual_friends"] == len(common)
+            through_b += b in common
+        assert through_b > 0  # b's friends reached a's friends-of-friends
+        assert c.get(f"/v1/users/{int(g.ids[b])}/recommendations").status_code == 200
+        from pymk.pipeline.model import ModelError
+        from tests.helpers import graph_from_pairs
+
+        with pytest.raises(ModelError, match="other users"):
+            svc.model.swap_graph(graph_from_pairs([(0, 1)], 2))
     finally:
         svc.close()
     again = Service.from_settings(settings)  # a restarted worker replays the log
     try:
         np.testing.assert_allclose(again.model.embeddings[ring], want[ring], rtol=1e-4, atol=1e-5)
+        assert again.model.graph.num_edges == g.num_edges + 1
     finally:
         again.close()
 

@@ -130,3 +130,28 @@ def test_refresh_matches_full_inference_on_random_graphs(n, m, layers, k, seed):
     np.testing.assert_allclose(r.emb, emb, rtol=1e-4, atol=1e-5)
     for mine, ref in zip(r.states, states, strict=True):
         np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_to_graph_is_the_snapshot_plus_the_added_friendships_with_their_times():
+    from tests.helpers import synth_graph
+
+    g = synth_graph(300, 6, 2)
+    adj = LiveAdjacency(g)
+    rng = np.random.default_rng(6)
+    lo, hi = rng.integers(0, g.num_users, 25), rng.integers(0, g.num_users, 25)
+    new_lo, new_hi = adj.add(lo, hi, ts=np.arange(25) + 2_000_000_000)
+    out = adj.to_graph()
+    base = nx_graph(g)
+    for u in range(g.num_users):
+        row = out.neighbors(u)
+        assert row[: g.degree[u]].tolist() == g.neighbors(u).tolist()  # snapshot list first, same order
+        added = {b for a, b in zip(new_lo, new_hi, strict=True) if a == u}
+        added |= {a for a, b in zip(new_lo, new_hi, strict=True) if b == u}
+        assert set(row.tolist()) == set(base.neighbors(u)) | added
+        np.testing.assert_array_equal(out.ts[out.indptr[u]: out.indptr[u] + g.degree[u]],
+                                      g.ts[g.indptr[u]: g.indptr[u + 1]])
+    when = {(int(a), int(b)): int(t) for a, b, t in zip(lo, hi, np.arange(25) + 2_000_000_000, strict=True)}
+    for a, b in zip(new_lo.tolist(), new_hi.tolist(), strict=True):
+        pos = out.indptr[a] + np.flatnonzero(out.neighbors(a) == b)[0]
+        assert out.ts[pos] == when[(a, b)]
+    assert out.num_edges == g.num_edges + new_lo.size

@@ -27,7 +27,7 @@ def test_worker_applies_the_log_to_embeddings_ann_and_staleness(tmp_path):
     ann = AnnIndex.build(refresher.emb.copy(), config=AnnConfig(kind="exact"))
     log = FileEventLog(tmp_path / "events.log")
     seen = []
-    worker = StreamWorker(log, refresher, g.index_of, ann=ann, on_refresh=seen.append,
+    worker = StreamWorker(log, refresher, g.index_of, ann=ann, on_refresh=lambda r: seen.append(r.users),
                           staleness=StalenessTracker(adj.degree), batch=3)
     a, b = next((u, v) for u in range(n) for v in range(u + 1, n) if not adj.has_edge(u, v))
     log.append(a * 10, b * 10, 1.0)
