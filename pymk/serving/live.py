@@ -55,14 +55,9 @@ class LockedAnn:
         return getattr(self._ann, name)
 
 
-def stream_enabled(svc) -> bool:
-    m = svc.model
-    has_gnn = m.path is not None and (m.path / "gnn" / "checkpoint.json").exists() and m.embeddings is not None
-    if svc.settings.stream is None:  # auto: wherever there are embeddings to refresh
-        return has_gnn
-    if svc.settings.stream and not has_gnn:
-        log.warning("PYMK_STREAM is on but %s has no GNN embeddings: edges are logged, nothing to refresh", m.path)
-    return bool(svc.settings.stream) and has_gnn
+def has_gnn(model) -> bool:
+    return model.path is not None and (model.path / "gnn" / "checkpoint.json").exists() and \
+        model.embeddings is not None and model.embeddings.shape[0] == model.graph.num_users
 
 
 def event_log(settings, model_dir: Path, version: str):
@@ -79,50 +74,61 @@ def event_log(settings, model_dir: Path, version: str):
 
 
 def attach_stream(svc):
-    """Starts the worker's `StreamWorker` (returns it), or None when the model has nothing to refresh."""
+    """Starts the worker's `StreamWorker` (returns it), or None when it is off (`PYMK_STREAM=false`) or has
+    nothing to update (a sharded model without embeddings). Without GNN embeddings only the graph follows."""
     from pymk.gnn.model import degree_stats
     from pymk.gnn.train import load_checkpoint
     from pymk.stream.adjacency import LiveAdjacency
-    from pymk.stream.refresh import EmbeddingRefresher
+    from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
     from pymk.stream.staleness import StalenessTracker
     from pymk.stream.worker import StreamWorker
 
     m = svc.model
-    if not stream_enabled(svc):
-        return None
-    if m.embeddings.shape[0] != m.graph.num_users:
-        log.warning("%s: %d embeddings for %d users; streaming refresh needs one per user (rebuild)",
-                    m.path, m.embeddings.shape[0], m.graph.num_users)
-        return None
+    refresh = has_gnn(m)
+    if svc.settings.stream is False or (not refresh and m.plan is not None):
+        return None  # off, or nothing a sharded model without embeddings could update (its shards hold the graph)
+    if not refresh and m.embeddings is not None:
+        log.warning("%s: %d embeddings for %d users and no checkpoint to refresh them with: only the graph "
+                    "follows posted friendships (rebuild)", m.path, m.embeddings.shape[0], m.graph.num_users)
     adj = LiveAdjacency(m.graph)
     worker_log = svc.stream_log
     caught_up = 0
     position = None
     while True:  # replay what was posted since the snapshot: edges first, one inference after
-        events, position = worker_log.read(position, 100_000)
-        if not events:
+        try:
+            events, new_position = worker_log.read(position, 100_000)
+        except Exception as exc:  # noqa: BLE001 - Redis down at start: serve, the worker catches up later
+            log.warning("edge log unreadable at start (%s): the stream worker catches up when it answers", exc)
             break
+        if not events:
+            position = new_position
+            break
+        position = new_position
         src = m.graph.index_of(np.array([e.src for e in events], np.int64))
         dst = m.graph.index_of(np.array([e.dst for e in events], np.int64))
         ts = np.array([e.ts for e in events])
         ok = (src >= 0) & (dst >= 0)
         caught_up += adj.add(src[ok], dst[ok], ts[ok])[0].size
-    refresher = EmbeddingRefresher(load_checkpoint(m.path / "gnn", m.graph), adj, radius=svc.settings.stream_radius,
-                                   stats=degree_stats(m.graph.degree))
-    served = np.asarray(m.embeddings)
     lock = threading.RLock()
-    ann = LockedAnn(m.ann, lock) if m.ann is not None else None
-    if ann is not None:
-        changed = np.flatnonzero(np.abs(refresher.emb - served).max(axis=1) > 1e-4)
-        if changed.size:
-            ann.replace(changed, refresher.emb[changed])
-        m.stage1.ann = m._ann = ann
-    m._emb = refresher.emb  # the live matrix is what Stage 1 reads from now on
-    if svc.embeddings is not None:
-        svc.embeddings.fallback = refresher.emb
-        svc.embeddings.live = np.zeros(m.graph.num_users, bool)
+    ann = None
+    if refresh:
+        refresher = EmbeddingRefresher(load_checkpoint(m.path / "gnn", m.graph), adj,
+                                       radius=svc.settings.stream_radius, stats=degree_stats(m.graph.degree))
+        served = np.asarray(m.embeddings)
+        ann = LockedAnn(m.ann, lock) if m.ann is not None else None
+        if ann is not None:
+            changed = np.flatnonzero(np.abs(refresher.emb - served).max(axis=1) > 1e-4)
+            if changed.size:
+                ann.replace(changed, refresher.emb[changed])
+            m.stage1.ann = m._ann = ann
+        m._emb = refresher.emb  # the live matrix is what Stage 1 reads from now on
+        if svc.embeddings is not None:
+            svc.embeddings.fallback = refresher.emb
+            svc.embeddings.live = np.zeros(m.graph.num_users, bool)
+        else:
+            m.stage1.embeddings = refresher.emb
     else:
-        m.stage1.embeddings = refresher.emb
+        refresher = GraphOnly(adj)
 
     def invalidate(users):
         try:
@@ -147,7 +153,7 @@ def attach_stream(svc):
         svc.metrics.stream_graph_swaps.inc()
 
     def on_refresh(out):
-        if svc.embeddings is not None:
+        if svc.embeddings is not None and out.users.size:
             svc.embeddings.live[out.users] = True  # newer than the hot / cold tiers
         svc.metrics.stream_refreshed.inc(int(out.users.size))
         swap["ends"].append(out.ends)

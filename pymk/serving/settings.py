@@ -25,8 +25,8 @@ class ServeSettings(BaseSettings):
     default_k: int = Field(20, ge=1)
     max_k: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4096, ge=64, description="larger request bodies are refused with 413")
-    stream: bool | None = Field(None, description="refresh embeddings as friendships are posted (default: when "
-                                "the model has GNN embeddings)")
+    stream: bool = Field(True, description="follow posted friendships: every worker tails the edge-event log, "
+                         "swaps the live graph into Stage 1 and refreshes the GNN embeddings the model has")
     stream_radius: int = Field(1, ge=0, description="a new edge A-B refreshes the embeddings within this many hops "
                                "of A and B (1: A, B and their friends, the brief's policy; the GNN's layers: all)")
     stream_log: str | None = Field(None, description="edge-event log file without Redis (default: "

@@ -42,6 +42,21 @@ class Refresh:
     ends: np.ndarray
 
 
+class GraphOnly:
+    """The refresher of a model without embeddings: the friendships join the live graph, nothing else."""
+
+    def __init__(self, adjacency: LiveAdjacency):
+        self.adj = adjacency
+        self.emb = None
+
+    def apply(self, lo: np.ndarray, hi: np.ndarray, ts=None) -> Refresh:
+        t0 = time.perf_counter()
+        lo, hi = self.adj.add(lo, hi, ts)
+        ends = np.unique(np.concatenate([lo, hi]))
+        return Refresh(np.empty(0, np.int64), np.empty((0, 0), np.float32), int(lo.size),
+                       time.perf_counter() - t0, ends)
+
+
 class EmbeddingRefresher:
     """Keeps a model's embeddings current as friendships arrive.
 

@@ -78,10 +78,10 @@ class StreamWorker:
             log.warning("%d edge events name users the model does not have (first: %d-%d); a rebuild adds "
                         "them", int((~known).sum()), bad.src, bad.dst)
         out = self.refresher.apply(src[known], dst[known], ts[known])
-        if out.users.size:
+        if out.users.size and self.ann is not None:
             with self.lock:
-                if self.ann is not None:
-                    self.ann.replace(out.users, out.vectors)
+                self.ann.replace(out.users, out.vectors)
+        if out.new_edges:
             if self.staleness is not None:
                 self.staleness.record(src[known], dst[known], ts[known])
                 self.staleness.mark_refreshed(out.users)
@@ -110,13 +110,19 @@ class StreamWorker:
     def start(self, block_ms: int = 200) -> None:
         """Tails the log in a daemon thread until `stop()`; an error in a batch is logged, not fatal."""
         def loop():
+            failing = False
             while not self._stop.is_set():
                 try:
                     self.poll(block_ms)
                     if self.tick is not None:
                         self.tick()
+                    if failing:
+                        log.warning("stream worker: reading and applying again")
+                    failing = False
                 except Exception:  # noqa: BLE001 - the service keeps serving; the next poll retries
-                    log.exception("stream worker: batch failed")
+                    if not failing:  # once per outage, not once a second
+                        log.exception("stream worker: batch failed; retrying every second")
+                    failing = True
                     self._stop.wait(1.0)
 
         self._thread = threading.Thread(target=loop, name="pymk-stream", daemon=True)
