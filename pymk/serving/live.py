@@ -80,7 +80,6 @@ def attach_stream(svc):
     from pymk.gnn.train import load_checkpoint
     from pymk.stream.adjacency import LiveAdjacency
     from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
-    from pymk.stream.staleness import StalenessTracker
     from pymk.stream.worker import StreamWorker
 
     m = svc.model
@@ -164,7 +163,7 @@ def attach_stream(svc):
         svc.metrics.stream_lag.observe(max(lag, 0.0))
 
     worker = StreamWorker(worker_log, refresher, m.graph.index_of, ann=ann, lock=lock, on_refresh=on_refresh,
-                          staleness=StalenessTracker(adj.degree), on_batch=on_batch, tick=compact)
+                          on_batch=on_batch, tick=compact)
     worker.position = position
     log.info("stream: replayed %d friendships posted since the snapshot; tailing %s", caught_up,
              getattr(worker_log, "path", None) or getattr(worker_log, "key", ""))

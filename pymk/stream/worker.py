@@ -41,7 +41,9 @@ class StreamWorker:
         on_refresh: called with each batch's `Refresh` (users whose embedding changed, new edges' endpoints).
         tick: called after every poll, events or not (the service's graph compaction).
         on_batch: called with (events read, lag in seconds of the newest) after each micro-batch.
-        staleness: a `StalenessTracker` fed with every new edge (refreshed users are marked).
+        staleness: a `StalenessTracker` fed with the events' friendships (refreshed users are marked), for a
+            worker that refreshes less than it reads (the service refreshes every endpoint at once, so it
+            keeps none).
         batch: events per micro-batch.
     """
 
