@@ -72,6 +72,19 @@ def test_metrics_sum_over_workers(model_dir, tmp_path):
         scrapes = [_requests(text_string_to_metric_families(_get(f"{base}/metrics")[1])) for _ in range(6)]
         # every scrape, whichever worker answers it, counts all the requests of both workers
         assert scrapes == [sent] * 6, (scrapes, served)
+        # a friendship posted to whichever worker answers is applied by both (they tail one edge log)
+        post = urllib.request.Request(f"{base}/v1/edges", data=b'{"src": 3, "dst": 297}',
+                                      headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(post, timeout=10) as r:
+            assert r.status == 200
+        applied = 0
+        for _ in range(200):
+            applied = sum(smp.value for m in text_string_to_metric_families(_get(f"{base}/metrics")[1])
+                          for smp in m.samples if smp.name == "pymk_stream_events_total")
+            if applied == 2:
+                break
+            time.sleep(0.05)
+        assert applied == 2
     finally:
         proc.terminate()
         proc.wait(timeout=30)
