@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,6 @@ class Service:
         log cannot be written now."""
         if self.stream_log is None:
             return True
-        import time
-
         with self._log_lock:
             self._unlogged.append((src, dst, time.time()))
             try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pymk.stream.refresh import EmbeddingRefresher
+from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
 from pymk.stream.staleness import StalenessTracker
 
 log = logging.getLogger("pymk.stream")
@@ -28,13 +28,13 @@ class StreamStats:
     refreshed: int = 0  # embeddings recomputed, summed over batches
     batches: int = 0
     last_lag_s: float = 0.0  # event time -> its embeddings published, for the newest event applied
-    lags_s: list = field(default_factory=list)  # recent lags (the service's histogram reads them too)
+    lags_s: list = field(default_factory=list)  # the last 1,000 batches' lags
 
 
 class StreamWorker:
     """Args:
         log: a `FileEventLog` or `RedisEventLog`.
-        refresher: the live graph and embeddings to update.
+        refresher: an `EmbeddingRefresher` (the live graph and embeddings) or a `GraphOnly` (the graph).
         index_of: external ids -> dense indices (-1 unknown), e.g. `graph.index_of`.
         ann: an ANN index with `replace(users, vectors)` (or None); updated under `lock`.
         lock: held while the ANN changes (searches take it too); default a fresh one.
@@ -47,8 +47,9 @@ class StreamWorker:
         batch: events per micro-batch.
     """
 
-    def __init__(self, log, refresher: EmbeddingRefresher, index_of, *, ann=None, lock=None, on_refresh=None,
-                 staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None, tick=None):
+    def __init__(self, log, refresher: EmbeddingRefresher | GraphOnly, index_of, *, ann=None, lock=None,
+                 on_refresh=None, staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None,
+                 tick=None):
         self.log = log
         self.refresher = refresher
         self.index_of = index_of
