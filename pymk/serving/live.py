@@ -80,7 +80,7 @@ def attach_stream(svc):
     from pymk.gnn.train import load_checkpoint
     from pymk.stream.adjacency import LiveAdjacency
     from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
-    from pymk.stream.worker import StreamWorker
+    from pymk.stream.worker import StreamStats, StreamWorker
 
     m = svc.model
     refresh = has_gnn(m)
@@ -90,24 +90,13 @@ def attach_stream(svc):
         log.warning("%s: %d embeddings for %d users and no checkpoint to refresh them with: only the graph "
                     "follows posted friendships (rebuild)", m.path, m.embeddings.shape[0], m.graph.num_users)
     adj = LiveAdjacency(m.graph)
-    worker_log = svc.stream_log
-    caught_up = 0
-    position = None
-    while True:  # replay what was posted since the snapshot: edges first, one inference after
-        try:
-            events, new_position = worker_log.read(position, 100_000)
-        except Exception as exc:  # noqa: BLE001 - Redis down at start: serve, the worker catches up later
-            log.warning("edge log unreadable at start (%s): the stream worker catches up when it answers", exc)
-            break
-        if not events:
-            position = new_position
-            break
-        position = new_position
-        src = m.graph.index_of(np.array([e.src for e in events], np.int64))
-        dst = m.graph.index_of(np.array([e.dst for e in events], np.int64))
-        ts = np.array([e.ts for e in events])
-        ok = (src >= 0) & (dst >= 0)
-        caught_up += adj.add(src[ok], dst[ok], ts[ok])[0].size
+    worker = StreamWorker(svc.stream_log, GraphOnly(adj), m.graph.index_of, batch=100_000)
+    try:  # replay what was posted since the snapshot: edges first, one inference after
+        worker.drain()
+    except Exception as exc:  # noqa: BLE001 - Redis down at start: serve, the worker catches up later
+        log.warning("edge log unreadable at start (%s): the stream worker catches up when it answers", exc)
+    caught_up = adj.added
+    worker.stats = StreamStats()  # /healthz and the lag describe what arrives from now on
     lock = threading.RLock()
     ann = None
     if refresh:
@@ -162,11 +151,10 @@ def attach_stream(svc):
         svc.metrics.stream_events.inc(events)
         svc.metrics.stream_lag.observe(max(lag, 0.0))
 
-    worker = StreamWorker(worker_log, refresher, m.graph.index_of, ann=ann, lock=lock, on_refresh=on_refresh,
-                          on_batch=on_batch, tick=compact)
-    worker.position = position
+    worker.refresher, worker.ann, worker.lock, worker.batch = refresher, ann, lock, 1000
+    worker.on_refresh, worker.on_batch, worker.tick = on_refresh, on_batch, compact
     log.info("stream: replayed %d friendships posted since the snapshot; tailing %s", caught_up,
-             getattr(worker_log, "path", None) or getattr(worker_log, "key", ""))
+             getattr(svc.stream_log, "path", None) or getattr(svc.stream_log, "key", ""))
     compact()  # the replayed friendships, before the first request
     worker.start(svc.settings.stream_block_ms)
     return worker
