@@ -11,9 +11,9 @@
    radius 2 (every embedding exact), then micro-batches of 10, 100, 1000 edges at radius 1 (a refresh
    that would read more than half of what full inference reads runs full inference instead). The
    radius-2 state is checked against full inference over the new graph at the end.
-2. Staleness (the brief's Strategy 2): the graph before its last day of timestamps as the snapshot, the
-   last day's edges as the delta; the share of users whose staleness (new neighbours / degree) passes
-   5%, against the share a per-edge streaming refresh touches.
+2. Staleness (the brief's Strategy 2): a window of 1 and 7 days ending where 95% of the graph's edges
+   exist (its last timestamps are a thin tail); the share of users whose staleness (new neighbours in the
+   window / degree) passes 5%, against the share a per-edge streaming refresh touches.
 3. The service: a model with GNN embeddings built on a small synthetic graph (--serve-users), edges
    posted to `POST /v1/edges`; lag = post -> the worker has refreshed the embeddings (file log).
 """

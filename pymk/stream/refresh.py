@@ -14,8 +14,9 @@ Degree inputs are standardised with the snapshot's statistics (frozen), so a ref
 inference over the new graph with those statistics agree to float rounding.
 
 A refresh reads the adjacency lists of the users it recomputes; when a micro-batch touches so much of
-the graph (hubs, big batches) that this passes `full_share` of what full inference reads, it runs full
-inference instead: the cost of a batch is bounded by one full pass, so throughput grows with the batch.
+the graph (hubs, big batches) that this passes `full_share` of what full inference reads, it recomputes
+every hidden state over the whole graph instead: the cost of a batch is bounded by one full pass, so
+throughput grows with the batch.
 """
 
 from __future__ import annotations
@@ -149,35 +150,31 @@ class EmbeddingRefresher:
         deg = self.adj.degree
         work = sum(int(deg[c].sum()) for c in hidden[1:]) + int(deg[users].sum())
         if work > self.full_share * layers * int(deg.sum()):
-            vectors = self._full(users)
+            self._full_hidden()
         else:
             for i in range(1, layers):
                 self.states[i - 1][hidden[i]] = self._layer(i - 1, hidden[i]).numpy()
-            out = self._layer(layers - 1, users)
-            if self.model.config.skip:
-                out = out + (torch.from_numpy(self.x0[users]) if self.x0 is not None else self._inputs(users))
-            vectors = out.numpy().astype(np.float32)
+        out = self._layer(layers - 1, users)
+        if self.model.config.skip:
+            out = out + (torch.from_numpy(self.x0[users]) if self.x0 is not None else self._inputs(users))
+        vectors = out.numpy().astype(np.float32)
         self.emb[users] = vectors
         return Refresh(users, vectors, int(lo.size), time.perf_counter() - t0, ends)
 
-    def _full(self, users: np.ndarray) -> np.ndarray:
-        """Full inference over the live graph: every hidden state exact; returns `users`' new embeddings."""
-        from pymk.gnn.train import infer
-
+    def _full_hidden(self) -> None:
+        """Every hidden state recomputed over the live graph: sparse products over everyone in chunks for
+        mean aggregators (no new CSR needed), full inference otherwise."""
         self.full_passes += 1
         if not self.mean_aggr:
-            emb, states = infer(self.model, self.adj.to_graph(), torch.from_numpy(self.struct), keep_states=True)
+            from pymk.gnn.train import infer
+
+            _, states = infer(self.model, self.adj.to_graph(), torch.from_numpy(self.struct), keep_states=True)
             for mine, new in zip(self.states, states, strict=True):
                 mine[:] = new
-            return emb[users]
-        # the same sparse products over everyone, in chunks (each layer reads the previous one's array whole)
+            return
         n, chunk = self.adj.num_users, 65536
-        for i in range(len(self.model.convs) - 1):
+        for i in range(len(self.model.convs) - 1):  # each layer reads the previous one's array whole
             new = np.empty_like(self.states[i])
             for s in range(0, n, chunk):
                 new[s:s + chunk] = self._mean_layer(i, np.arange(s, min(n, s + chunk))).numpy()
             self.states[i][:] = new
-        out = self._mean_layer(len(self.model.convs) - 1, users)
-        if self.model.config.skip:
-            out = out + torch.from_numpy(self.x0[users])
-        return out.numpy().astype(np.float32)
