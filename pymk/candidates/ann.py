@@ -41,7 +41,7 @@ import numpy as np
 from pymk import __version__
 from pymk.artifacts import read_artifact_meta
 from pymk.config import AnnConfig
-from pymk.graph.shard_store import gather_rows
+from pymk.graph.rows import gather
 
 ANN_FORMAT = "pymk-ann"
 ANN_FORMAT_VERSION = 1
@@ -487,7 +487,7 @@ def search_users(index, emb: np.ndarray, users: np.ndarray, k: int, graph=None) 
     if users.size == 0 or k == 0:
         return out_s, out_i
     if graph is not None:
-        ptr, friends = gather_rows(graph.indptr, graph.indices, users)
+        ptr, friends = gather(graph, users)
         friends = friends.astype(np.int64)
     else:
         ptr, friends = np.zeros(users.size + 1, np.int64), np.zeros(0, np.int64)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pymk.graph.shard_store import gather_rows
+from pymk.graph.rows import gather
 from pymk.graph.snapshot import CSRGraph
 
 
@@ -35,7 +35,7 @@ def exact_search(emb: np.ndarray, queries: np.ndarray, k: int, graph: CSRGraph |
         rows = np.arange(q.size)
         sc[rows, q] = -torch.inf
         if graph is not None:
-            ptr, friends = gather_rows(graph.indptr, graph.indices, q)
+            ptr, friends = gather(graph, q)
             r = np.repeat(rows, np.diff(ptr))
             has = friends < n  # friends who joined after the embeddings were made have no column
             r, friends = r[has], friends[has]

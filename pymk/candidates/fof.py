@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from pymk.graph import rows as R
 from pymk.graph.sharded import ShardedGraph
 from pymk.graph.snapshot import CSRGraph
 from pymk.workspace import thread_scratch
@@ -25,33 +26,32 @@ SCORES = {"cn": 0, "aa": 1, "ra": 2}
 
 
 @njit(cache=True)
-def _expand_order(indptr, rows, max_expand):
+def _expand_order(g, rows, max_expand):
     """The rows (friends) to expand: all of them, or the `max_expand` of lowest degree (ties: order)."""
     if max_expand <= 0 or rows.shape[0] <= max_expand:
         return rows
     deg = np.empty(rows.shape[0], np.int64)
     for i in range(rows.shape[0]):
-        deg[i] = indptr[rows[i] + 1] - indptr[rows[i]]
+        deg[i] = R.deg(g, rows[i])
     order = np.argsort(deg, kind="mergesort")[:max_expand]
     return rows[np.sort(order)]
 
 
 @njit(cache=True)
-def _fof_user(indptr, indices, u, blocked, k, score_kind, max_expand, acc, touched,
-              out_c, out_cn, out_aa, out_ra):
-    """Top-k 2-hop non-friends of u over one CSR; see `_fof_core`."""
-    friends = indices[indptr[u]:indptr[u + 1]]
-    return _fof_core(u, friends, _expand_order(indptr, friends, max_expand), indptr, indices, blocked, k,
+def _fof_user(g, u, blocked, k, score_kind, max_expand, acc, touched, out_c, out_cn, out_aa, out_ra):
+    """Top-k 2-hop non-friends of u over one graph (`pymk.graph.rows` tuple); see `_fof_core`."""
+    friends = R.row(g, u)
+    return _fof_core(u, friends, _expand_order(g, friends, max_expand), g, blocked, k,
                      score_kind, acc, touched, out_c, out_cn, out_aa, out_ra)
 
 
 @njit(cache=True)
-def _fof_core(u, friends, exp_rows, lptr, lidx, blocked, k, score_kind, acc, touched,
+def _fof_core(u, friends, exp_rows, g, blocked, k, score_kind, acc, touched,
               out_c, out_cn, out_aa, out_ra):
     """Top-k 2-hop non-friends of u into out_*[:k]; returns how many were written.
 
-    friends: u's friends (excluded); exp_rows: rows of (lptr, lidx) whose lists are expanded, i.e. the
-    friends' adjacency lists (a whole CSR, or the lists a sharded traversal gathered).
+    friends: u's friends (excluded); exp_rows: rows of g (a `pymk.graph.rows` tuple) whose lists are
+    expanded, i.e. the friends' adjacency lists (the whole graph, or the lists a sharded traversal gathered).
     acc: (n, 3) float64 [count, aa, ra] workspace, zero on entry and left zero: one row per candidate
     keeps each path's update to one cache line. Excluded users (u, friends, blocked) hold count -1
     while u runs, so the inner loop needs no second lookup. touched: (n,) int64 scratch.
@@ -63,13 +63,14 @@ def _fof_core(u, friends, exp_rows, lptr, lidx, blocked, k, score_kind, acc, tou
         acc[blocked[j], 0] = -1.0
     nt = 0
     for r in exp_rows:
-        dv = lptr[r + 1] - lptr[r]
+        lst = R.row(g, r)
+        dv = lst.shape[0]
         if dv < 2:
             continue  # v's only friend is u: no 2-hop path through v
         w_aa = 1.0 / np.log(dv)
         w_ra = 1.0 / dv
-        for j in range(lptr[r], lptr[r + 1]):
-            c = lidx[j]
+        for j in range(dv):
+            c = lst[j]
             cnt = acc[c, 0]
             if cnt < 0.0:
                 continue
@@ -124,7 +125,7 @@ def _fof_core(u, friends, exp_rows, lptr, lidx, blocked, k, score_kind, acc, tou
 
 
 @njit(cache=True, nogil=True)  # serving threads run it side by side
-def _fof_rows(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
+def _fof_rows(g, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
               out_c, out_cn, out_aa, out_ra, out_n, start, step):
     """Users start, start + step, ... of the batch on one workspace (-1 users get empty rows)."""
     for b in range(start, users.shape[0], step):
@@ -132,25 +133,25 @@ def _fof_rows(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expan
         if u < 0:
             out_n[b] = 0
             continue
-        out_n[b] = _fof_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
+        out_n[b] = _fof_user(g, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind,
                              max_expand, acc, touched, out_c[b], out_cn[b], out_aa[b], out_ra[b])
 
 
 @njit(cache=True, parallel=True)
-def _fof_batch(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, n_chunks,
+def _fof_batch(g, users, blk_ptr, blk_idx, k, score_kind, max_expand, n_chunks,
                out_c, out_cn, out_aa, out_ra, out_n):
-    n = indptr.shape[0] - 1
+    n = R.nusers(g)
     for ch in prange(n_chunks):  # strided chunks: one workspace per thread, balanced load
         acc = np.zeros((n, 3), np.float64)
         touched = np.empty(n, np.int64)
-        _fof_rows(indptr, indices, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
+        _fof_rows(g, users, blk_ptr, blk_idx, k, score_kind, max_expand, acc, touched,
                   out_c, out_cn, out_aa, out_ra, out_n, ch, n_chunks)
 
 
 @njit(cache=True, parallel=True)
-def _fof_gathered(users, f_ptr, f_idx, needed, m_ptr, m_idx, blk_ptr, blk_idx, k, score_kind, max_expand,
+def _fof_gathered(users, f_ptr, f_idx, needed, mg, blk_ptr, blk_idx, k, score_kind, max_expand,
                   n, n_chunks, out_c, out_cn, out_aa, out_ra, out_n):
-    """`_fof_batch` over lists a sharded traversal gathered: row r of (m_ptr, m_idx) is needed[r]."""
+    """`_fof_batch` over lists a sharded traversal gathered: row r of the tuple mg is needed[r]."""
     nb = users.shape[0]
     for ch in prange(n_chunks):
         acc = np.zeros((n, 3), np.float64)
@@ -158,15 +159,15 @@ def _fof_gathered(users, f_ptr, f_idx, needed, m_ptr, m_idx, blk_ptr, blk_idx, k
         for b in range(ch, nb, n_chunks):
             friends = f_idx[f_ptr[b]:f_ptr[b + 1]]
             rows = np.searchsorted(needed, friends)
-            out_n[b] = _fof_core(users[b], friends, _expand_order(m_ptr, rows, max_expand), m_ptr, m_idx,
+            out_n[b] = _fof_core(users[b], friends, _expand_order(mg, rows, max_expand), mg,
                                  blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind, acc, touched,
                                  out_c[b], out_cn[b], out_aa[b], out_ra[b])
 
 
 @njit(cache=True, parallel=True)
-def _two_hop_hits(indptr, indices, users, t_ptr, t_idx, max_expand, n_chunks, hits, sizes):
+def _two_hop_hits(g, users, t_ptr, t_idx, max_expand, n_chunks, hits, sizes):
     """For each user: how many of its truth ids are 2-hop non-friends, and how many 2-hop non-friends."""
-    n = indptr.shape[0] - 1
+    n = R.nusers(g)
     nb = users.shape[0]
     for ch in prange(n_chunks):
         seen = np.zeros(n, np.int64)
@@ -174,12 +175,14 @@ def _two_hop_hits(indptr, indices, users, t_ptr, t_idx, max_expand, n_chunks, hi
             u = users[b]
             stamp = 2 * b + 1
             seen[u] = stamp + 1  # stamp + 1 marks excluded (self, friends)
-            for j in range(indptr[u], indptr[u + 1]):
-                seen[indices[j]] = stamp + 1
+            fu = R.row(g, u)
+            for j in range(fu.shape[0]):
+                seen[fu[j]] = stamp + 1
             s = 0
-            for v in _expand_order(indptr, indices[indptr[u]:indptr[u + 1]], max_expand):
-                for j in range(indptr[v], indptr[v + 1]):
-                    c = indices[j]
+            for v in _expand_order(g, fu, max_expand):
+                fv = R.row(g, v)
+                for j in range(fv.shape[0]):
+                    c = fv[j]
                     if seen[c] != stamp and seen[c] != stamp + 1:
                         seen[c] = stamp
                         s += 1
@@ -269,12 +272,13 @@ def friends_of_friends(graph: CSRGraph | ShardedGraph, users, k: int, *, score: 
     out_aa = np.zeros((nb, k), np.float64)
     out_ra = np.zeros((nb, k), np.float64)
     out_n = np.zeros(nb, np.int64)
+    g = R.view(graph)
     if nb and k and nb <= SERIAL_BATCH:
-        acc, touched = thread_workspace(graph.num_users)
-        _fof_rows(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
+        acc, touched = thread_workspace(R.capacity(graph))
+        _fof_rows(g, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
                   acc, touched, out_c, out_cn, out_aa, out_ra, out_n, 0, 1)
     elif nb and k:
-        _fof_batch(graph.indptr, graph.indices, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
+        _fof_batch(g, users, blk_ptr, blk_idx, k, SCORES[score], max_expand,
                    _n_chunks(nb), out_c, out_cn, out_aa, out_ra, out_n)
     return FofResult(out_c, out_cn, out_aa, out_ra, out_n)
 
@@ -305,7 +309,9 @@ def _sharded_fof(sg: ShardedGraph, users: np.ndarray, k: int, score_kind: int, b
             sidx = np.concatenate([blk_idx[blk_ptr[b]:blk_ptr[b + 1]] for b in sel]) if blk_idx.size else blk_idx
             o = FofResult(np.full((sel.size, k), -1, np.int64), np.zeros((sel.size, k), np.int32),
                           np.zeros((sel.size, k)), np.zeros((sel.size, k)), np.zeros(sel.size, np.int64))
-            _fof_gathered(users[sel], f_ptr, np.asarray(f_idx, np.int64), needed, m_ptr, m_idx, sp, sidx, k,
+            m_idx = np.asarray(m_idx)
+            mg = (np.asarray(m_ptr, np.int64), m_idx, R.readonly(np.zeros(0, np.int64)), m_idx[:0])
+            _fof_gathered(users[sel], f_ptr, np.asarray(f_idx, np.int64), needed, mg, sp, sidx, k,
                           score_kind, max_expand, n, _n_chunks(sel.size), o.cand, o.cn, o.aa, o.ra, o.count)
             out.cand[sel], out.cn[sel], out.aa[sel], out.ra[sel], out.count[sel] = o.cand, o.cn, o.aa, o.ra, o.count
             sg.traversals += sel.size
@@ -313,16 +319,17 @@ def _sharded_fof(sg: ShardedGraph, users: np.ndarray, k: int, score_kind: int, b
 
 
 @njit(cache=True)
-def _share_a_friend(indptr, indices, a, b):
+def _share_a_friend(g, a, b):
     out = np.zeros(a.shape[0], np.bool_)
     for i in range(a.shape[0]):
-        x, y = indptr[a[i]], indptr[b[i]]
-        xe, ye = indptr[a[i] + 1], indptr[b[i] + 1]
+        ra, rb = R.row(g, a[i]), R.row(g, b[i])
+        x, y = 0, 0
+        xe, ye = ra.shape[0], rb.shape[0]
         while x < xe and y < ye:  # rows are sorted: merge until a common friend appears
-            if indices[x] == indices[y]:
+            if ra[x] == rb[y]:
                 out[i] = True
                 break
-            if indices[x] < indices[y]:
+            if ra[x] < rb[y]:
                 x += 1
             else:
                 y += 1
@@ -332,7 +339,7 @@ def _share_a_friend(indptr, indices, a, b):
 def within_two_hops(graph: CSRGraph, a, b) -> np.ndarray:
     """Whether each pair (a[i], b[i]) has a common friend. Shapes: (P,), (P,) -> (P,) bool."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    return _share_a_friend(graph.indptr, graph.indices, a, b)
+    return _share_a_friend(R.view(graph), a, b)
 
 
 def two_hop_coverage(graph: CSRGraph, users, truth_ptr, truth_idx, *, max_expand: int = 0):
@@ -341,31 +348,31 @@ def two_hop_coverage(graph: CSRGraph, users, truth_ptr, truth_idx, *, max_expand
     hits = np.zeros(users.size, np.int64)
     sizes = np.zeros(users.size, np.int64)
     if users.size:
-        _two_hop_hits(graph.indptr, graph.indices, users, np.asarray(truth_ptr, np.int64),
+        _two_hop_hits(R.view(graph), users, np.asarray(truth_ptr, np.int64),
                       np.asarray(truth_idx, np.int64), max_expand, _n_chunks(users.size), hits, sizes)
     return hits, sizes
 
 
 @njit(parallel=True, cache=True)
-def _pair_scores(indptr, indices, users, cand, rows, cols, cn, aa, ra):
+def _pair_scores(g, users, cand, rows, cols, cn, aa, ra):
     """cn / aa / ra of the (users[rows[i]], cand[rows[i], cols[i]]) pairs, by merging sorted lists."""
     for i in prange(rows.shape[0]):
-        u = users[rows[i]]
-        c = cand[rows[i], cols[i]]
-        x = indptr[u]
-        y = indptr[c]
+        ru = R.row(g, users[rows[i]])
+        rc = R.row(g, cand[rows[i], cols[i]])
+        x = 0
+        y = 0
         n_c = 0.0
         s_aa = 0.0
         s_ra = 0.0
-        while x < indptr[u + 1] and y < indptr[c + 1]:
-            a = indices[x]
-            b = indices[y]
+        while x < ru.shape[0] and y < rc.shape[0]:
+            a = ru[x]
+            b = rc[y]
             if a < b:
                 x += 1
             elif a > b:
                 y += 1
             else:
-                d = indptr[a + 1] - indptr[a]
+                d = R.deg(g, a)
                 n_c += 1.0
                 s_aa += 1.0 / np.log(d)  # d >= 2: a is a friend of both
                 s_ra += 1.0 / d
@@ -384,6 +391,6 @@ def pair_scores(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, mask: np.n
     rows, cols = np.nonzero(mask)
     out = [np.zeros(rows.size) for _ in range(3)]
     if rows.size:
-        _pair_scores(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), np.asarray(users, np.int64),
+        _pair_scores(R.view(graph), np.asarray(users, np.int64),
                      np.asarray(cand, np.int64), rows, cols, *out)
     return out

@@ -8,6 +8,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from pymk.candidates.fof import SERIAL_BATCH
+from pymk.graph import rows as R
 from pymk.graph.snapshot import CSRGraph
 from pymk.workspace import thread_scratch
 
@@ -18,12 +19,13 @@ def popularity_order(graph: CSRGraph) -> np.ndarray:
 
 
 @njit(cache=True)
-def _fill_user(indptr, indices, u, blocked, pool, row, c, mark, stamp):
+def _fill_user(g, u, blocked, pool, row, c, mark, stamp):
     """Appends pool entries not excluded to row[c:]; returns the new fill count."""
     width = row.shape[0]
     mark[u] = stamp
-    for j in range(indptr[u], indptr[u + 1]):
-        mark[indices[j]] = stamp
+    fu = R.row(g, u)
+    for j in range(fu.shape[0]):
+        mark[fu[j]] = stamp
     for j in range(blocked.shape[0]):
         mark[blocked[j]] = stamp
     for j in range(c):
@@ -39,8 +41,8 @@ def _fill_user(indptr, indices, u, blocked, pool, row, c, mark, stamp):
 
 
 @njit(cache=True, parallel=True)
-def _fill(indptr, indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, serial_mark, stamp0):
-    n = indptr.shape[0] - 1
+def _fill(g, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, serial_mark, stamp0):
+    n = R.nusers(g)
     nb, width = cand.shape
     for ch in prange(n_chunks):
         # one chunk (small batches) reuses the caller's mark array with fresh stamps
@@ -49,7 +51,7 @@ def _fill(indptr, indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks,
             u = users[b]
             if u < 0 or count[b] >= width:
                 continue
-            count[b] = _fill_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], pool, cand[b],
+            count[b] = _fill_user(g, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], pool, cand[b],
                                   count[b], mark, stamp0 + b + 1)
 
 
@@ -67,9 +69,9 @@ def fill_from_pool(graph: CSRGraph, users: np.ndarray, cand: np.ndarray, count: 
     nb = users.shape[0]
     if not nb:
         return before
-    n = graph.num_users
+    n = R.capacity(graph)
     ws = thread_scratch("popular", n, lambda n: [np.zeros(n, np.int64), 0])  # [mark, stamp]: no re-zeroing
     n_chunks = 1 if nb <= SERIAL_BATCH else max(1, min(nb, get_num_threads()))
-    _fill(graph.indptr, graph.indices, users, blk_ptr, blk_idx, pool, cand, count, n_chunks, ws[0], ws[1])
+    _fill(R.view(graph), users, blk_ptr, blk_idx, pool, cand, count, n_chunks, ws[0], ws[1])
     ws[1] += nb + 1
     return before

@@ -18,12 +18,13 @@ import numpy as np
 from numba import njit, prange
 
 from pymk.candidates.fof import SERIAL_BATCH, _n_chunks, blocked_csr
+from pymk.graph import rows as R
 from pymk.graph.snapshot import CSRGraph
 from pymk.workspace import thread_scratch
 
 
 @njit(cache=True)
-def _push(indptr, indices, u, alpha, eps, p, r, queued, queue, touched):
+def _push(g, u, alpha, eps, p, r, queued, queue, touched):
     """Forward push from u into p (estimate) and r (residual); returns the number of touched nodes."""
     n = p.shape[0]
     nt = 0
@@ -39,7 +40,8 @@ def _push(indptr, indices, u, alpha, eps, p, r, queued, queue, touched):
         head = (head + 1) % n
         size -= 1
         queued[v] = False
-        dv = indptr[v + 1] - indptr[v]
+        nb = R.row(g, v)
+        dv = nb.shape[0]
         rv = r[v]
         if dv == 0:
             p[v] += rv
@@ -50,13 +52,13 @@ def _push(indptr, indices, u, alpha, eps, p, r, queued, queue, touched):
         p[v] += alpha * rv
         r[v] = 0.0
         share = (1.0 - alpha) * rv / dv
-        for j in range(indptr[v], indptr[v + 1]):
-            w = indices[j]
+        for j in range(dv):
+            w = nb[j]
             if r[w] == 0.0 and p[w] == 0.0:
                 touched[nt] = w
                 nt += 1
             r[w] += share
-            dw = indptr[w + 1] - indptr[w]
+            dw = R.deg(g, w)
             if not queued[w] and r[w] >= eps * dw:
                 queue[(head + size) % n] = w
                 size += 1
@@ -65,12 +67,13 @@ def _push(indptr, indices, u, alpha, eps, p, r, queued, queue, touched):
 
 
 @njit(cache=True)
-def _ppr_user(indptr, indices, u, blocked, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
+def _ppr_user(g, u, blocked, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
               out_c, out_s):
-    nt = _push(indptr, indices, u, alpha, eps, p, r, queued, queue, touched)
+    nt = _push(g, u, alpha, eps, p, r, queued, queue, touched)
+    fu = R.row(g, u)
     mark[u] = True
-    for j in range(indptr[u], indptr[u + 1]):
-        mark[indices[j]] = True
+    for j in range(fu.shape[0]):
+        mark[fu[j]] = True
     for j in range(blocked.shape[0]):
         mark[blocked[j]] = True
     cand = np.empty(nt, np.int64)
@@ -80,7 +83,7 @@ def _ppr_user(indptr, indices, u, blocked, k, alpha, eps, beta, p, r, queued, qu
         v = touched[t]
         if not mark[v] and p[v] > 0.0:
             cand[m] = v
-            dv = max(indptr[v + 1] - indptr[v], 1)
+            dv = max(R.deg(g, v), 1)
             score[m] = p[v] / dv ** beta
             m += 1
     # reset the workspace: only what this user touched
@@ -89,8 +92,8 @@ def _ppr_user(indptr, indices, u, blocked, k, alpha, eps, beta, p, r, queued, qu
         p[v] = 0.0
         r[v] = 0.0
     mark[u] = False
-    for j in range(indptr[u], indptr[u + 1]):
-        mark[indices[j]] = False
+    for j in range(fu.shape[0]):
+        mark[fu[j]] = False
     for j in range(blocked.shape[0]):
         mark[blocked[j]] = False
     cand = cand[:m]
@@ -106,21 +109,21 @@ def _ppr_user(indptr, indices, u, blocked, k, alpha, eps, beta, p, r, queued, qu
 
 
 @njit(cache=True, nogil=True)  # serving threads run it side by side
-def _ppr_rows(indptr, indices, users, blk_ptr, blk_idx, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
+def _ppr_rows(g, users, blk_ptr, blk_idx, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
               out_c, out_s, out_n, start, step):
     for b in range(start, users.shape[0], step):
         u = users[b]
         if u < 0:
             continue
-        out_n[b] = _ppr_user(indptr, indices, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, alpha, eps, beta,
+        out_n[b] = _ppr_user(g, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, alpha, eps, beta,
                              p, r, queued, queue, touched, mark, out_c[b], out_s[b])
 
 
 @njit(parallel=True, cache=True)
-def _ppr_batch(indptr, indices, users, blk_ptr, blk_idx, k, alpha, eps, beta, n_chunks, out_c, out_s, out_n):
-    n = indptr.shape[0] - 1
+def _ppr_batch(g, users, blk_ptr, blk_idx, k, alpha, eps, beta, n_chunks, out_c, out_s, out_n):
+    n = R.nusers(g)
     for ch in prange(n_chunks):  # strided chunks: one workspace per thread
-        _ppr_rows(indptr, indices, users, blk_ptr, blk_idx, k, alpha, eps, beta, np.zeros(n, np.float64),
+        _ppr_rows(g, users, blk_ptr, blk_idx, k, alpha, eps, beta, np.zeros(n, np.float64),
                   np.zeros(n, np.float64), np.zeros(n, np.bool_), np.empty(max(n, 1), np.int64),
                   np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_), out_c, out_s, out_n, ch, n_chunks)
 
@@ -154,9 +157,9 @@ def personalized_pagerank(graph: CSRGraph, users, k: int, *, alpha: float = 0.15
     if users.size and k and n:
         blk_ptr, blk_idx = blocked_csr(blocked, users.size, n)
         if users.size <= SERIAL_BATCH:
-            _ppr_rows(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users, blk_ptr, blk_idx, k,
-                      float(alpha), float(eps), float(beta), *_thread_workspace(n), out_c, out_s, out_n, 0, 1)
+            _ppr_rows(R.view(graph), users, blk_ptr, blk_idx, k, float(alpha), float(eps), float(beta),
+                      *_thread_workspace(R.capacity(graph)), out_c, out_s, out_n, 0, 1)
             return out_c, out_s, out_n
-        _ppr_batch(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users, blk_ptr, blk_idx, k,
+        _ppr_batch(R.view(graph), users, blk_ptr, blk_idx, k,
                    float(alpha), float(eps), float(beta), _n_chunks(users.size), out_c, out_s, out_n)
     return out_c, out_s, out_n

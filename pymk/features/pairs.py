@@ -27,6 +27,7 @@ from numba import njit, prange
 
 from pymk.candidates.base import SOURCE_EMBEDDING, SOURCE_FOF, SOURCE_POPULAR, SOURCE_PPR, CandidateBatch
 from pymk.features.ridge import subgraph_ridge
+from pymk.graph import rows as R
 from pymk.workspace import thread_scratch
 
 PAIR_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "ridge", "aa_rel", "ra_rel", "ppr_rel", "aa_rank",
@@ -37,14 +38,15 @@ GRAPH_FEATURES = ("cn", "aa", "ra", "jaccard", "paths3", "ppr", "ridge")
 
 
 @njit(cache=True)
-def _paths3_user(indptr, indices, u, cand_row, count, out_row, acc, touched):
+def _paths3_user(g, u, cand_row, count, out_row, acc, touched):
     """out_row[j] = sum over b in N(cand_row[j]) of |N(u) & N(b)|: the 3-edge paths u - a - b - c.
     acc (n,) float is zero on entry and left zero; touched (n,) int64 scratch."""
     nt = 0
-    for i in range(indptr[u], indptr[u + 1]):
-        a = indices[i]
-        for j in range(indptr[a], indptr[a + 1]):
-            x = indices[j]
+    fu = R.row(g, u)
+    for i in range(fu.shape[0]):
+        fa = R.row(g, fu[i])
+        for j in range(fa.shape[0]):
+            x = fa[j]
             if acc[x] == 0.0:
                 touched[nt] = x
                 nt += 1
@@ -52,23 +54,24 @@ def _paths3_user(indptr, indices, u, cand_row, count, out_row, acc, touched):
     for j in range(count):
         c = cand_row[j]
         s = 0.0
-        for i in range(indptr[c], indptr[c + 1]):
-            s += acc[indices[i]]
+        fc = R.row(g, c)
+        for i in range(fc.shape[0]):
+            s += acc[fc[i]]
         out_row[j] = s
     for t in range(nt):
         acc[touched[t]] = 0.0
 
 
 @njit(cache=True, nogil=True)  # serving threads run it side by side
-def _paths3_serial(indptr, indices, users, cand, count, out, acc, touched):
+def _paths3_serial(g, users, cand, count, out, acc, touched):
     for b in range(users.shape[0]):
         if users[b] >= 0:
-            _paths3_user(indptr, indices, users[b], cand[b], count[b], out[b], acc, touched)
+            _paths3_user(g, users[b], cand[b], count[b], out[b], acc, touched)
 
 
 @njit(parallel=True, cache=True)
-def _paths3_parallel(indptr, indices, users, cand, count, out):
-    n = indptr.shape[0] - 1
+def _paths3_parallel(g, users, cand, count, out):
+    n = R.nusers(g)
     nb = users.shape[0]
     n_chunks = min(nb, 64)
     for ch in prange(n_chunks):  # one O(n) workspace per chunk of users
@@ -76,7 +79,7 @@ def _paths3_parallel(indptr, indices, users, cand, count, out):
         touched = np.empty(n, np.int64)
         for b in range(ch, nb, n_chunks):
             if users[b] >= 0:
-                _paths3_user(indptr, indices, users[b], cand[b], count[b], out[b], acc, touched)
+                _paths3_user(g, users[b], cand[b], count[b], out[b], acc, touched)
 
 
 def _workspace(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,10 +96,9 @@ def paths3(graph, users: np.ndarray, cand: np.ndarray, count: np.ndarray) -> np.
     from pymk.candidates.fof import SERIAL_BATCH
 
     out = np.zeros(cand.shape, np.float64)
-    args = (np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users.astype(np.int64),
-            cand.astype(np.int64), count.astype(np.int64), out)
+    args = (R.view(graph), users.astype(np.int64), cand.astype(np.int64), count.astype(np.int64), out)
     if users.shape[0] <= SERIAL_BATCH:
-        _paths3_serial(*args, *_workspace(graph.num_users))
+        _paths3_serial(*args, *_workspace(R.capacity(graph)))
     else:
         _paths3_parallel(*args)
     return out

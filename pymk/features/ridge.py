@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from pymk.graph import rows as R
 from pymk.workspace import thread_scratch
 
 LAMBDA = 50.0  # best of 10 / 50 / 200 / 1000 for whole-graph EASE on both shared graphs (scorer_survey)
@@ -40,15 +41,16 @@ def _spmv(lptr, lidx, x, out):
 
 
 @njit(cache=True, nogil=True)
-def _ridge_user(indptr, indices, u, cand_row, count, lam, iters, tol, out_row, mark):
+def _ridge_user(g, u, cand_row, count, lam, iters, tol, out_row, mark):
     """out_row[j] = ridge(u, cand_row[j]) for j < count. mark (n,) int32 is -1 on entry and left -1."""
-    du = indptr[u + 1] - indptr[u]
+    fu = R.row(g, u)
+    du = fu.shape[0]
     nodes = np.empty(1 + du + count, np.int64)
     mark[u] = 0
     nodes[0] = u
     k = 1
-    for i in range(indptr[u], indptr[u + 1]):
-        v = indices[i]
+    for i in range(du):
+        v = fu[i]
         if mark[v] < 0:
             mark[v] = k
             nodes[k] = v
@@ -63,14 +65,15 @@ def _ridge_user(indptr, indices, u, cand_row, count, lam, iters, tol, out_row, m
     # written (np.empty: untouched pages are never faulted in)
     total = 0
     for a in range(k):
-        total += indptr[nodes[a] + 1] - indptr[nodes[a]]
+        total += R.deg(g, nodes[a])
     lptr = np.zeros(k + 1, np.int64)
     lidx = np.empty(total, np.int32)
     kept = 0
     for a in range(k):
         v = nodes[a]
-        for i in range(indptr[v], indptr[v + 1]):
-            w = mark[indices[i]]
+        fv = R.row(g, v)
+        for i in range(fv.shape[0]):
+            w = mark[fv[i]]
             if w >= 0:
                 lidx[kept] = w
                 kept += 1
@@ -106,22 +109,22 @@ def _ridge_user(indptr, indices, u, cand_row, count, lam, iters, tol, out_row, m
 
 
 @njit(cache=True, nogil=True)  # serving threads run it side by side
-def _ridge_serial(indptr, indices, users, cand, count, lam, iters, tol, out, mark):
+def _ridge_serial(g, users, cand, count, lam, iters, tol, out, mark):
     for b in range(users.shape[0]):
         if users[b] >= 0 and count[b] > 0:
-            _ridge_user(indptr, indices, users[b], cand[b], count[b], lam, iters, tol, out[b], mark)
+            _ridge_user(g, users[b], cand[b], count[b], lam, iters, tol, out[b], mark)
 
 
 @njit(parallel=True, cache=True)
-def _ridge_parallel(indptr, indices, users, cand, count, lam, iters, tol, out):
-    n = indptr.shape[0] - 1
+def _ridge_parallel(g, users, cand, count, lam, iters, tol, out):
+    n = R.nusers(g)
     nb = users.shape[0]
     n_chunks = min(nb, 64)
     for ch in prange(n_chunks):  # one O(n) marker per chunk of users
         mark = np.full(n, -1, np.int32)
         for b in range(ch, nb, n_chunks):
             if users[b] >= 0 and count[b] > 0:
-                _ridge_user(indptr, indices, users[b], cand[b], count[b], lam, iters, tol, out[b], mark)
+                _ridge_user(g, users[b], cand[b], count[b], lam, iters, tol, out[b], mark)
 
 
 def _marker(n: int) -> np.ndarray:
@@ -138,10 +141,10 @@ def subgraph_ridge(graph, users: np.ndarray, cand: np.ndarray, count: np.ndarray
     from pymk.candidates.fof import SERIAL_BATCH
 
     out = np.zeros(cand.shape, np.float64)
-    args = (np.asarray(graph.indptr, np.int64), np.asarray(graph.indices), users.astype(np.int64),
-            cand.astype(np.int64), count.astype(np.int64), float(lam), int(iters), float(tol), out)
+    args = (R.view(graph), users.astype(np.int64), cand.astype(np.int64), count.astype(np.int64), float(lam),
+            int(iters), float(tol), out)
     if users.shape[0] <= SERIAL_BATCH:
-        _ridge_serial(*args, _marker(graph.num_users))
+        _ridge_serial(*args, _marker(R.capacity(graph)))
     else:
         _ridge_parallel(*args)
     return out

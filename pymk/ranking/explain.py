@@ -9,17 +9,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from pymk.graph import rows as R
+
 
 @njit(parallel=True, cache=True)
-def _sample(indptr, indices, degree, users, cand, count, m, out):
+def _sample(g, users, cand, count, m, out):
     for b in prange(users.shape[0]):
         u = users[b]
         if u < 0:
             continue
-        nu = indices[indptr[u]:indptr[u + 1]]
+        nu = R.row(g, u)
         for j in range(count[b]):
             c = cand[b, j]
-            nc = indices[indptr[c]:indptr[c + 1]]
+            nc = R.row(g, c)
             # both rows are sorted: merge-intersect, keep the m of lowest degree (ties: smaller index)
             best = np.full(m, -1, np.int64)
             best_d = np.full(m, np.iinfo(np.int64).max, np.int64)
@@ -32,7 +34,7 @@ def _sample(indptr, indices, degree, users, cand, count, m, out):
                     y += 1
                 else:
                     v = nu[x]
-                    d = degree[v]
+                    d = R.deg(g, v)
                     k = m - 1
                     if d < best_d[k]:
                         while k > 0 and best_d[k - 1] > d:
@@ -59,8 +61,7 @@ def mutual_sample(graph, users, cand, count, m: int = 3) -> np.ndarray:
     out = np.full((users.size, cand.shape[1], m), -1, np.int64)
     if users.size and cand.shape[1] and m > 0:
         kernel = _sample_serial if users.size <= 4 else _sample  # a thread pool costs more than one user
-        kernel(np.asarray(graph.indptr, np.int64), np.asarray(graph.indices),
-                np.asarray(graph.degree, np.int64), users, cand, np.asarray(count, np.int64), m, out)
+        kernel(R.view(graph), users, cand, np.asarray(count, np.int64), m, out)
     return out
 
 
