@@ -287,12 +287,13 @@ def train(
                 raise ModelError("--delta fine-tunes an existing checkpoint: add --from-checkpoint")
             graph, d_lo, d_hi = merge_delta(m, delta, log=lambda s: typer.echo(s, err=True))
             positives = (d_lo, d_hi)
-            m.graph = graph
+        else:
+            graph = m.snapshot
         cores = os.cpu_count() or 1
         if workers > cores:
             typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}", err=True)
             workers = cores
-        emb, summary = train_embeddings(m.graph, cfg, ckpt, workers=workers, positives=positives,
+        emb, summary = train_embeddings(graph, cfg, ckpt, workers=workers, positives=positives,
                                         from_checkpoint=ckpt if from_checkpoint else None)
         from pymk.pipeline.build import ann_stage
 
@@ -300,7 +301,7 @@ def train(
         if delta is not None:  # the model now recommends on the graph with the new friendships
             from pymk.pipeline.delta import replace_snapshot
 
-            replace_snapshot(model, m.graph)
+            replace_snapshot(model, graph)
     except _user_errors() as exc:
         raise _err(str(exc)) from None
     meta = json.loads((model / "model.json").read_text())

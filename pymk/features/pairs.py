@@ -124,6 +124,13 @@ def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.n
         return X, np.zeros(B, bool)
     rows = store.fetch(np.concatenate([users, np.where(valid, cand, -1).ravel()]))  # one round trip
     uf, cf = rows[:B], rows[B:].reshape(B, C, -1)
+    missing = np.isnan(uf[:, :2]).any(1) | (np.isnan(cf[:, :, :2]).any(2) & valid).any(1)  # no stored row
+    # degrees come from the graph as it is now (new users, friendships since the build): computed on demand
+    deg = np.asarray(graph.degree)
+    all_users = np.concatenate([users, np.where(valid, cand, -1).ravel()])
+    live = np.where(all_users >= 0, deg[np.maximum(all_users, 0)], 0).astype(np.float32)
+    uf[:, 0], uf[:, 1] = live[:B], np.log1p(live[:B])
+    cf[:, :, 0], cf[:, :, 1] = live[B:].reshape(B, C), np.log1p(live[B:].reshape(B, C))
     deg_u, deg_c = uf[:, 0][:, None], cf[:, :, 0]
     cn = batch.features["cn"].astype(np.float32)
     X[:, :, col["cn"]] = cn
@@ -169,7 +176,6 @@ def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.n
     X[:, :, col["age_c"]] = (t_hi - first_c) / span
     X[:, :, col["recency_c"]] = (t_hi - last_c) / span
     X[~valid] = 0.0
-    missing = np.isnan(uf[:, :2]).any(1) | (np.isnan(cf[:, :, :2]).any(2) & valid).any(1)
     return X, missing
 
 

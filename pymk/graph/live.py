@@ -406,11 +406,17 @@ class LiveGraph:
         lo, hi = np.asarray(lo, np.int64).ravel(), np.asarray(hi, np.int64).ravel()
         with self._lock:
             ch = self.apply(REMOVE, lo, hi)
-            for x, y in zip(lo.tolist(), hi.tolist(), strict=True):
+            self.remember_unfriended(lo, hi)
+            return ch
+
+    def remember_unfriended(self, lo, hi) -> None:
+        """Records that lo[e] and hi[e] unfriended (whether or not they were friends here): neither is
+        recommended to the other again."""
+        with self._lock:
+            for x, y in zip(np.asarray(lo).tolist(), np.asarray(hi).tolist(), strict=True):
                 if x != y and not (self._erased[x] or self._erased[y]):
                     self.unfriended.setdefault(x, set()).add(y)
                     self.unfriended.setdefault(y, set()).add(x)
-            return ch
 
     def erase(self, u: int) -> np.ndarray:
         """Erases user u: every friendship removed, flagged erased. Returns its former friends (sorted)."""

@@ -41,7 +41,7 @@ def merge_delta(model: Model, delta_path: str | Path, *, log=print) -> tuple[CSR
     if unknown.size:
         raise ModelError(f"{delta_path}: {unknown.size} users are not in the model (e.g. {unknown[:5].tolist()}); "
                          f"new users need `pymk build`")
-    g = model.graph
+    g = model.snapshot
     lo, hi = g.edge_pairs()
     n = np.int64(g.num_users)
     old = lo.astype(np.int64) * n + hi

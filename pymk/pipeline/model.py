@@ -68,7 +68,10 @@ def _redis_features(client, path: Path, meta: dict):
 
 @dataclass
 class Model:
-    """Recommendations from one model directory. Users are dense indices; see `index_of`."""
+    """Recommendations from one model directory. Users are dense indices; see `index_of`.
+
+    `graph` is a `LiveGraph` (snapshot + delta) for an unsharded model: `apply` changes it, and Stage 1,
+    the ranker's features, the filters and the explanations read it as it is now."""
 
     path: Path | None
     meta: dict
@@ -139,26 +142,24 @@ class Model:
                 store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(meta)}", plan=plan)
             if has_features:
                 features = _redis_features(client, path, meta)
-        return cls(path, meta, config, CSRGraph.load(path / "graph"), plan, store, features)
+        graph = CSRGraph.load(path / "graph")
+        if plan is None:  # the served graph lives: snapshot + delta (a sharded model's shards hold the build's)
+            from pymk.graph.live import LiveGraph
 
-    def swap_graph(self, graph: CSRGraph) -> None:
-        """Serves `graph` from now on: the same users, with the friendships made since the build (the stream
-        worker's compaction). Stage 1, the ranker's pair features, the filters and the explanations read it;
-        the embeddings, the ANN index and the user feature table stay as they are.
+            graph = LiveGraph(graph)
+        return cls(path, meta, config, graph, plan, store, features)
 
-        Raises ModelError for other users, or a sharded model (its shard stores hold the build's lists).
-        """
-        if self.plan is not None:
-            raise ModelError(f"{self.path} is sharded: its shard stores hold the build's adjacency lists; rebuild "
-                             "to serve new friendships from Stage 1")
-        if graph.num_users != self.graph.num_users or (
-                graph.ids is not self.graph.ids and not np.array_equal(graph.ids, self.graph.ids)):
-            raise ModelError(f"the new graph has other users ({graph.num_users} vs {self.graph.num_users})")
-        stage1 = Stage1(graph, self.config.candidates, embeddings=self.stage1.embeddings, ann=self.stage1.ann)
-        stage1.missing_embedding = self.stage1.missing_embedding
-        if hasattr(self.ranker, "graph"):
-            self.ranker.graph = graph
-        self.stage1, self.graph = stage1, graph
+    def apply(self, events):
+        """Applies events from the log (friendships added and removed, new users, erasures) to the living
+        graph: the one path that changes a served model (`pymk.pipeline.changes`). Returns a `Change`."""
+        from pymk.pipeline.changes import apply_events
+
+        return apply_events(self, events)
+
+    @property
+    def snapshot(self) -> CSRGraph:
+        """The build's CSR snapshot (what training and publishing read), without the live delta."""
+        return getattr(self.graph, "snapshot", self.graph)
 
     def index_of(self, user_ids) -> np.ndarray:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""

@@ -49,6 +49,28 @@ class UserActions:
         self.flush()
         return sorted({a for a, _ in pairs})
 
+    def add_local(self, kind: str, user: int, other: int) -> None:
+        """Records an action in this worker only (one another worker took and logged; Redis has it if used)."""
+        pairs = [(user, other)] if kind == "dismissed" else [(user, other), (other, user)]
+        with self._lock:
+            for a, b in pairs:
+                self._local[kind][a].add(b)
+
+    def forget_local(self, user: int) -> None:
+        """Drops an erased user's own action sets from this worker."""
+        with self._lock:
+            for kind in KINDS:
+                self._local[kind].pop(user, None)
+
+    def forget(self, user: int) -> None:
+        """Drops an erased user's action sets here and in Redis (raises RedisDown if Redis is away)."""
+        self.forget_local(user)
+        with self._lock:
+            self._unsent = [x for x in self._unsent if x[1] != user]
+        if self.link is not None:
+            keys = [self.key(kind, user) for kind in KINDS]
+            self.link.call(lambda c: c.delete(*keys))
+
     def flush(self) -> None:
         """Writes the actions Redis has not taken yet, one pipeline per pass, until none is left. One
         flush at a time (a prefix written is the prefix removed); a flush started meanwhile (another

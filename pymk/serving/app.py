@@ -3,10 +3,16 @@
     GET  /v1/users/{user_id}/recommendations?k=20  200; 404 unknown user; 422 bad id or k
     POST /v1/users/{user_id}/dismissals            {"candidate_id": id}: never recommend it to the user again
     POST /v1/users/{user_id}/blocks                {"blocked_id": id}: neither is recommended to the other
-    POST /v1/edges                                 {"src": id, "dst": id}: a new friendship
+    POST /v1/edges                                 {"src": id, "dst": id}: a new friendship (an unseen id is
+                                                   a new user, served from its first friendship on)
+    DELETE /v1/users/{a}/friends/{b}               unfriend: gone from every signal; b is never recommended
+                                                   to a again, nor a to b; idempotent; 404 unknown user
+    DELETE /v1/users/{user_id}                     account erasure: in no answer from the next request on;
+                                                   its own recommendations 404; its stored rows deleted
     GET  /healthz   the process answers          GET /readyz   the model is loaded and warm; Redis state
     GET  /metrics   Prometheus                   OpenAPI at /docs
-The three POSTs drop the users' cached recommendations, so they take effect on the next request.
+Every change goes through the event log to every worker; the worker that took it answers once it has
+applied it, so it takes effect on the next request (cache included).
 Ids are non-negative int64. Bodies above `max_body_bytes` get 413. Redis trouble never gives a 5xx:
 the request is served from the embedded stores and flagged `degraded`.
 """
@@ -72,13 +78,17 @@ class NewEdge(BaseModel):
 class ActionResult(BaseModel):
     invalidated: list[int]  # users whose cached recommendations were dropped
     degraded: bool  # Redis did not take it yet: applied in this worker, replayed to Redis when it returns
+    changed: bool = True  # False: nothing to do (already friends, not friends, ...)
 
 
 class StreamHealth(BaseModel):
     events: int  # edge events this worker applied from the log (posted here or by any other worker)
     new_edges: int  # of which friendships the graph did not have
     refreshed: int  # embeddings recomputed
-    unknown_users: int  # events naming users the model does not have (a rebuild adds them)
+    new_users: int  # users created by events naming ids the model did not have
+    removed_edges: int  # friendships removed (unfriending, erasure)
+    erased: int  # accounts erased
+    ignored: int  # events naming an erased user (never resurrected), or unfriending an unknown one
     lag_s: float  # posted -> refreshed, for the newest event applied
 
 
@@ -154,8 +164,9 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
         st = svc.stream.stats if svc.stream is not None else None
-        stream = None if st is None else StreamHealth(events=st.events, new_edges=st.new_edges, refreshed=st.refreshed,
-                                                      unknown_users=st.unknown_users, lag_s=round(st.last_lag_s, 4))
+        stream = None if st is None else StreamHealth(
+            events=st.events, new_edges=st.new_edges, refreshed=st.refreshed, new_users=st.new_users,
+            removed_edges=st.removed_edges, erased=st.erased, ignored=st.ignored, lag_s=round(st.last_lag_s, 4))
         return Health(status="ok", model_version=model.version, users=model.graph.num_users,
                       edges=model.graph.num_edges, redis=svc.redis_state(), stream=stream)
 
@@ -197,6 +208,10 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         if user == other:
             verb = {"dismissed": "dismiss", "blocked": "block", "friends": "befriend"}[kind]
             raise HTTPException(status_code=422, detail=f"user {user} cannot {verb} itself")
+        gone = getattr(model.graph, "erased_ids", ())
+        for x in (user, other):
+            if x in gone:  # an erased account is never recreated by a later event
+                raise HTTPException(status_code=404, detail=f"user {x} is not in the model")
         degraded = False
         try:
             touched = svc.actions.add(kind, user, other)
@@ -206,7 +221,21 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
             svc.cache.invalidate(touched)
         except RedisDown:
             degraded = True
+        if kind != "friends" and svc.log_event("block" if kind == "blocked" else "dismiss", user, other) is None \
+                and svc.stream_log is not None:
+            degraded = True  # every worker of this machine gets it once the log takes it
         return ActionResult(invalidated=touched, degraded=degraded)
+
+    def known(user_id: int) -> int:
+        idx = int(model.index_of([user_id])[0])
+        if idx < 0:
+            raise HTTPException(status_code=404, detail=f"user {user_id} is not in the model")
+        return idx
+
+    def needs_live():
+        if svc.stream is None or not hasattr(model.graph, "erase"):
+            raise HTTPException(status_code=409, detail="this service's graph does not follow live changes "
+                                "(a sharded model, or PYMK_STREAM=false): rebuild to apply them")
 
     @app.post("/v1/users/{user_id}/dismissals", response_model=ActionResult)
     def dismiss(user_id: UserId, body: Dismissal) -> ActionResult:
@@ -219,9 +248,39 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @app.post("/v1/edges", response_model=ActionResult)
     def new_edge(body: NewEdge) -> ActionResult:
         out = act("friends", body.src, body.dst)  # 422 for a self-loop before anything is logged
-        if not svc.log_edge(body.src, body.dst):
+        a, b = model.index_of([body.src, body.dst]).tolist()
+        out.changed = a < 0 or b < 0 or not model.graph.has_edge(a, b)
+        if svc.stream is not None and svc.stream_log is not None:
+            if not svc.apply_now("add", body.src, body.dst):
+                out.degraded = True
+        elif not svc.log_edge(body.src, body.dst):
             out.degraded = True
         return out
+
+    @app.delete("/v1/users/{user_id}/friends/{friend_id}", response_model=ActionResult,
+                responses={404: {"description": "user not in the model"}})
+    def unfriend(user_id: UserId, friend_id: UserId) -> ActionResult:
+        if user_id == friend_id:
+            raise HTTPException(status_code=422, detail=f"user {user_id} cannot unfriend itself")
+        a, b = known(user_id), known(friend_id)
+        needs_live()
+        changed = model.graph.has_edge(a, b)
+        degraded = not svc.apply_now("remove", user_id, friend_id)
+        try:
+            svc.cache.invalidate([user_id, friend_id])
+        except RedisDown:
+            degraded = True
+        return ActionResult(invalidated=sorted({user_id, friend_id}), degraded=degraded, changed=changed)
+
+    @app.delete("/v1/users/{user_id}", response_model=ActionResult,
+                responses={404: {"description": "user not in the model (never seen, or already erased)"}})
+    def erase(user_id: UserId) -> ActionResult:
+        idx = known(user_id)
+        needs_live()
+        friends = model.graph.ids[model.graph.neighbors(idx)].tolist()
+        degraded = not svc.apply_now("erase", user_id, user_id)
+        degraded |= not svc.erase_stored(user_id, idx)
+        return ActionResult(invalidated=sorted({user_id, *friends}), degraded=degraded)
 
     app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
     return app

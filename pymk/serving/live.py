@@ -1,16 +1,18 @@
-"""The service's live state: friendships posted to `/v1/edges` refresh embeddings within seconds.
+"""The service's live state: every change posted to the API reaches every worker through the event log.
 
-`POST /v1/edges` appends the friendship to the edge-event log (Redis Stream when the service has
-Redis, else `DIR/stream/events.log`); every worker tails that log with a `StreamWorker`, which refreshes
-the embeddings the edge changes (the two users and their friends, exactly), updates the worker's ANN
-index and invalidates those users' cached recommendations. At start a worker replays the log, so its
-state is the snapshot plus every friendship posted since, whichever worker took it.
+`POST /v1/edges`, `DELETE /v1/users/{a}/friends/{b}`, `DELETE /v1/users/{id}`, blocks and dismissals
+append an event to the log (Redis Stream when the service has Redis, else `DIR/stream/events.log`, shared
+by the workers of one machine). Every worker tails it with a `StreamWorker`, which applies each batch
+through the model's one change path (`Model.apply`: the living graph's delta, new users, erasures, the ANN
+index), refreshes the embeddings the change touches, and drops the cached recommendations it makes stale
+(the users within one hop of a changed friendship). The worker that took a request waits until its own
+stream worker has applied the event, so the change is visible to its next request; the others apply it
+within their poll interval. At start a worker replays the log, so its state is the snapshot plus every
+change posted since, whichever worker took it. The delta is folded into a new snapshot generation in a
+background thread when it grows past a quarter of the snapshot (`LiveGraph.compact`).
 
-Stage 1's friends-of-friends, the pair features, filters and explanations read a CSR: the worker
-compacts the live graph into a new one and swaps it in (`Model.swap_graph`) at most every
-`stream_graph_s` seconds, and at most 10% of its time (a 1M-user graph takes ~1 s to compact), then
-invalidates the cached recommendations of the users within one hop of the new friendships. A sharded
-model keeps its build's graph for Stage 1 (its shard stores hold the build's lists) until a rebuild.
+A sharded model's Stage 1 reads its shard stores (the build's lists): its workers refresh embeddings
+from posted friendships only, until a rebuild.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ log = logging.getLogger("pymk.serving")
 
 
 def stream_key(version: str) -> str:
-    """The Redis Stream of a model's posted friendships (per model version, as its file log is per model
+    """The Redis Stream of a model's posted changes (per model version, as its file log is per model
     directory: a rebuild from an edge list that includes them starts a new log)."""
     return f"pymk:stream:{version}:edges"
 
@@ -78,83 +80,117 @@ def attach_stream(svc):
     nothing to update (a sharded model without embeddings). Without GNN embeddings only the graph follows."""
     from pymk.gnn.model import degree_stats
     from pymk.gnn.train import load_checkpoint
-    from pymk.stream.adjacency import LiveAdjacency
+    from pymk.graph.live import LiveGraph
     from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
     from pymk.stream.worker import StreamStats, StreamWorker
 
     m = svc.model
     refresh = has_gnn(m)
-    if svc.settings.stream is False or (not refresh and m.plan is not None):
+    live = isinstance(m.graph, LiveGraph)
+    if svc.settings.stream is False or (not refresh and not live):
         return None  # off, or nothing a sharded model without embeddings could update (its shards hold the graph)
     if not refresh and m.embeddings is not None:
         log.warning("%s: %d embeddings for %d users and no checkpoint to refresh them with: only the graph "
-                    "follows posted friendships (rebuild)", m.path, m.embeddings.shape[0], m.graph.num_users)
-    adj = LiveAdjacency(m.graph)
-    worker = StreamWorker(svc.stream_log, GraphOnly(adj), m.graph.index_of, batch=100_000)
-    try:  # replay what was posted since the snapshot: edges first, one inference after
+                    "follows posted changes (rebuild)", m.path, m.embeddings.shape[0], m.graph.num_users)
+    adj = m.graph if live else LiveGraph(m.graph)  # sharded: a private graph for the embedding refresh only
+    worker = StreamWorker(svc.stream_log, GraphOnly(adj), adj.index_of, batch=100_000,
+                          apply=m.apply if live else None)
+    worker.on_refresh = lambda out, change: _apply_actions(svc, change)
+    try:  # replay what was posted since the snapshot: changes first, one inference after
         worker.drain()
     except Exception as exc:  # noqa: BLE001 - Redis down at start: serve, the worker catches up later
-        log.warning("edge log unreadable at start (%s): the stream worker catches up when it answers", exc)
-    caught_up = adj.added
+        log.warning("event log unreadable at start (%s): the stream worker catches up when it answers", exc)
+    replayed = worker.stats.events
     worker.stats = StreamStats()  # /healthz and the lag describe what arrives from now on
     lock = threading.RLock()
     ann = None
     if refresh:
-        refresher = EmbeddingRefresher(load_checkpoint(m.path / "gnn", m.graph), adj,
-                                       radius=svc.settings.stream_radius, stats=degree_stats(m.graph.degree))
+        refresher = EmbeddingRefresher(load_checkpoint(m.path / "gnn", m.graph.graph if live else m.graph), adj,
+                                       radius=svc.settings.stream_radius, stats=degree_stats(adj.graph.degree))
         served = np.asarray(m.embeddings)
         ann = LockedAnn(m.ann, lock) if m.ann is not None else None
         if ann is not None:
-            changed = np.flatnonzero(np.abs(refresher.emb - served).max(axis=1) > 1e-4)
+            changed = np.flatnonzero(np.abs(refresher.emb - served[:refresher.limit]).max(axis=1) > 1e-4)
+            changed = changed[~adj.erased[changed]]
             if changed.size:
                 ann.replace(changed, refresher.emb[changed])
             m.stage1.ann = m._ann = ann
         m._emb = refresher.emb  # the live matrix is what Stage 1 reads from now on
+        gone = np.flatnonzero(adj.erased[:refresher.limit])
+        refresher.emb[gone] = 0.0  # erased accounts keep no embedding
         if svc.embeddings is not None:
             svc.embeddings.fallback = refresher.emb
-            svc.embeddings.live = np.zeros(m.graph.num_users, bool)
+            svc.embeddings.live = np.zeros(refresher.limit, bool)
+            svc.embeddings.live[gone] = True  # never read from the tiers again
         else:
             m.stage1.embeddings = refresher.emb
     else:
         refresher = GraphOnly(adj)
 
     def invalidate(users):
+        users = np.asarray(users, np.int64)
+        users = users[users < adj.num_users]
         try:
-            svc.cache.invalidate(m.graph.ids[users].tolist())
+            svc.cache.invalidate(adj.ids[users].tolist())
         except Exception as exc:  # noqa: BLE001 - RedisDown: the cache replays its invalidations later
             log.warning("stream: cache invalidation deferred: %s", exc)
 
-    # Stage 1 reads a CSR: compact the live graph into one now and then (see the module docstring)
-    swap = {"at": 0.0, "added": 0, "every": svc.settings.stream_graph_s, "ends": []}
+    compacting = threading.Lock()
 
-    def compact():
-        if m.plan is not None or adj.added == swap["added"] or time.monotonic() - swap["at"] < swap["every"]:
+    def compact_in_background():
+        if not live or not adj.needs_compaction() or not compacting.acquire(blocking=False):
             return
-        t = time.perf_counter()
-        added = adj.added
-        m.swap_graph(adj.to_graph())
-        took = time.perf_counter() - t
-        swap.update(at=time.monotonic(), added=added, every=max(svc.settings.stream_graph_s, 10 * took))
-        ends, swap["ends"] = swap["ends"], []
-        if ends:  # friends-of-friends changed within one hop of the new friendships
-            invalidate(adj.ball(np.concatenate(ends), 1))
-        svc.metrics.stream_graph_swaps.inc()
 
-    def on_refresh(out):
+        def run():
+            try:
+                t = time.perf_counter()
+                adj.compact()
+                svc.metrics.stream_graph_swaps.inc()
+                log.info("stream: delta folded into snapshot generation %d in %.2f s", adj.generation,
+                         time.perf_counter() - t)
+            except Exception:  # noqa: BLE001 - the delta keeps serving; the next tick tries again
+                log.exception("stream: compaction failed")
+            finally:
+                compacting.release()
+
+        threading.Thread(target=run, name="pymk-compact", daemon=True).start()
+
+    def on_refresh(out, change):
         if svc.embeddings is not None and out.users.size:
-            svc.embeddings.live[out.users] = True  # newer than the hot / cold tiers
+            live_mask = svc.embeddings.live
+            live_mask[out.users[out.users < live_mask.size]] = True  # newer than the hot / cold tiers
+        if refresh and change.erased:
+            gone = np.array([u for u in change.erased if u < refresher.limit], np.int64)
+            refresher.emb[gone] = 0.0
+            if svc.embeddings is not None:
+                svc.embeddings.live[gone] = True
         svc.metrics.stream_refreshed.inc(int(out.users.size))
-        swap["ends"].append(out.ends)
-        invalidate(out.users)
+        _apply_actions(svc, change)
+        if change.ends.size:  # friends-of-friends changed within one hop of the changed friendships
+            invalidate(adj.ball(change.ends, 1) if change.ends.size < 10_000 else change.ends)
+        if out.users.size:
+            invalidate(out.users)
+        compact_in_background()
 
     def on_batch(events, lag):
         svc.metrics.stream_events.inc(events)
         svc.metrics.stream_lag.observe(max(lag, 0.0))
 
     worker.refresher, worker.ann, worker.lock, worker.batch = refresher, ann, lock, 1000
-    worker.on_refresh, worker.on_batch, worker.tick = on_refresh, on_batch, compact
-    log.info("stream: replayed %d friendships posted since the snapshot; tailing %s", caught_up,
+    worker.on_refresh, worker.on_batch = on_refresh, on_batch
+    log.info("stream: replayed %d events posted since the snapshot; tailing %s", replayed,
              getattr(svc.stream_log, "path", None) or getattr(svc.stream_log, "key", ""))
-    compact()  # the replayed friendships, before the first request
+    compact_in_background()
     worker.start(svc.settings.stream_block_ms)
     return worker
+
+
+def _apply_actions(svc, change) -> None:
+    """Blocks and dismissals from the log into this worker's action store; erased users forgotten."""
+    for op, src, dst in change.actions:
+        svc.actions.add_local("blocked" if op == "block" else "dismissed", src, dst)
+        svc.cache.invalidate_local([src] if op == "dismiss" else [src, dst])
+    for u in change.erased:
+        uid = int(svc.model.graph.ids[u])
+        svc.actions.forget_local(uid)
+        svc.cache.invalidate_local([uid])

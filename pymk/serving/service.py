@@ -80,21 +80,61 @@ class Service:
             m.store = m.sharded.store = ss
             self.fallbacks.append(ss)
 
-    def log_edge(self, src: int, dst: int) -> bool:
-        """Appends a posted friendship to the edge-event log; False (kept, retried on the next post) when the
-        log cannot be written now."""
+    def log_event(self, op: str, src: int, dst: int) -> str | None:
+        """Appends a change to the event log; returns its position, or None (kept, retried on the next
+        post) when the log cannot be written now."""
         if self.stream_log is None:
-            return True
+            return None
         with self._log_lock:
-            self._unlogged.append((src, dst, time.time()))
+            self._unlogged.append((src, dst, time.time(), op))
+            pos = None
             try:
                 while self._unlogged:
-                    self.stream_log.append(*self._unlogged[0])
+                    pos = self.stream_log.append(*self._unlogged[0])
                     self._unlogged.pop(0)
-            except Exception as exc:  # noqa: BLE001 - Redis down or slow: answer degraded, keep the edge
-                log.warning("edge log unavailable, %d edges waiting: %s", len(self._unlogged), exc)
-                return False
-        return True
+            except Exception as exc:  # noqa: BLE001 - Redis down or slow: answer degraded, keep the event
+                log.warning("event log unavailable, %d events waiting: %s", len(self._unlogged), exc)
+                return None
+        return pos
+
+    def log_edge(self, src: int, dst: int) -> bool:
+        return self.log_event("add", src, dst) is not None or self.stream_log is None
+
+    def apply_now(self, op: str, src: int, dst: int) -> bool:
+        """Logs a change and waits until this worker applied it (its next request sees it). False when the
+        log could not take it or the worker did not catch up in time (it will: the event is logged)."""
+        pos = self.log_event(op, src, dst)
+        if pos is None:
+            return False
+        if self.stream is None:
+            return True
+        return self.stream.wait_applied(pos, timeout=self.settings.apply_wait_s)
+
+    def erase_stored(self, user_id: int, idx: int) -> bool:
+        """Erases what Redis holds of an erased user: its cached list and invalidation token, its action
+        sets, its feature row and its hot-tier embedding. False if Redis could not be reached (retry)."""
+        from pymk.serving.redis_link import RedisDown
+
+        ok = True
+        try:
+            self.cache.invalidate([user_id])
+        except RedisDown:
+            ok = False
+        try:
+            self.actions.forget(user_id)
+        except RedisDown:
+            ok = False
+        if self.link is not None:
+            from pymk.pipeline.model import feature_prefix
+            from pymk.serving.embeddings import hot_prefix
+
+            keys = [f"{feature_prefix(self.model.meta)}:u:{idx}", f"{hot_prefix(self.model.version)}:{idx}",
+                    f"pymk:recver:{user_id}"]
+            try:
+                self.link.call(lambda c: c.delete(*keys))
+            except RedisDown:
+                ok = False
+        return ok
 
     def close(self) -> None:
         if self.stream is not None:

@@ -31,8 +31,8 @@ class ServeSettings(BaseSettings):
                                "of A and B (1: A, B and their friends, the brief's policy; the GNN's layers: all)")
     stream_log: str | None = Field(None, description="edge-event log file without Redis (default: "
                                    "DIR/stream/events.log); with Redis, the stream pymk:stream:<model version>:edges")
-    stream_graph_s: float = Field(1.0, ge=0, description="posted friendships reach Stage 1 (friends-of-friends, "
-                                  "mutual counts) within about this long; at most 10% of the worker's time")
+    apply_wait_s: float = Field(2.0, ge=0, description="a change posted to this worker is applied before the "
+                                "request answers, waiting at most this long for its stream worker")
     stream_block_ms: int = Field(200, ge=1, description="how long a worker waits on the log per poll")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
                                   "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")

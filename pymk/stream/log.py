@@ -1,7 +1,11 @@
-"""The edge-event log: new friendships in arrival order, the source of truth the refreshers replay.
+"""The event log: changes to the living graph in arrival order, the source of truth every worker replays.
+
+An event is `op src dst ts`; ops (`OPS`): `add` (a friendship; the default, and all the log held before
+ops existed), `remove` (an unfriending), `erase` (account erasure of `src`; `dst` repeats it), `block` and
+`dismiss` (user actions, so every worker of a machine applies them without Redis). Ids are external.
 
 Two backends behind one interface (`append`, `read`):
-- `FileEventLog` (embedded default): an append-only text file, one `src,dst,ts` line per event. Each
+- `FileEventLog` (embedded default): an append-only text file, one `src,dst,ts[,op]` line per event. Each
   append is one `write` on an `O_APPEND` descriptor, atomic for lines this short, so the workers of one
   `pymk serve --workers N` share a file; positions are byte offsets.
 - `RedisEventLog`: a Redis Stream (`XADD` with an approximate `MAXLEN`, `XREAD` from a position), shared
@@ -22,25 +26,43 @@ from pathlib import Path
 log = logging.getLogger("pymk.stream")
 
 
+OPS = ("add", "remove", "erase", "block", "dismiss")
+
+
 @dataclass(frozen=True)
 class EdgeEvent:
-    """A new friendship between external user ids at `ts` (unix seconds)."""
+    """A change between external user ids at `ts` (unix seconds): a new friendship unless `op` says."""
 
     src: int
     dst: int
     ts: float
+    op: str = "add"
 
 
 class EventLogError(ValueError):
     pass
 
 
-def _check(src, dst) -> tuple[int, int]:
+def position_key(position: str | None) -> tuple[int, ...]:
+    """A sortable key of a log position: a file's byte offset or a stream id 'ms-seq'."""
+    if not position:
+        return (0,)
+    return tuple(int(x) for x in str(position).split("-"))
+
+
+def _check(src, dst, op: str = "add") -> tuple[int, int]:
+    if op not in OPS:
+        raise EventLogError(f"unknown event op {op!r}; one of {', '.join(OPS)}")
     try:
         a, b = int(src), int(dst)
     except (TypeError, ValueError):
         raise EventLogError(f"edge event needs integer user ids, got src={src!r} dst={dst!r}") from None
-    if a == b:
+    if a < 0 or b < 0:
+        raise EventLogError(f"edge event {a}-{b}: user ids are non-negative")
+    if op == "erase":
+        if a != b:
+            raise EventLogError(f"erase event names one user, got {a} and {b}")
+    elif a == b:
         raise EventLogError(f"edge event {a}-{b} is a self-loop")
     return a, b
 
@@ -54,10 +76,10 @@ class FileEventLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.bad = 0
 
-    def append(self, src: int, dst: int, ts: float | None = None) -> str:
-        a, b = _check(src, dst)
+    def append(self, src: int, dst: int, ts: float | None = None, op: str = "add") -> str:
+        a, b = _check(src, dst, op)
         ts = time.time() if ts is None else float(ts)
-        os.write(self._fd, f"{a},{b},{ts:.6f}\n".encode())
+        os.write(self._fd, (f"{a},{b},{ts:.6f}\n" if op == "add" else f"{a},{b},{ts:.6f},{op}\n").encode())
         return str(os.lseek(self._fd, 0, os.SEEK_CUR))
 
     def read(self, after: str | None = None, count: int = 10_000, block_ms: int = 0
@@ -85,10 +107,13 @@ class FileEventLog:
                     break
                 pos += len(line)
                 try:
-                    a, b, ts = line.decode().strip().split(",")
-                    a, b = _check(a, b)
-                    out.append(EdgeEvent(a, b, float(ts)))
-                except (ValueError, UnicodeDecodeError):
+                    a, b, ts, *rest = line.decode().strip().split(",")
+                    if len(rest) > 1:
+                        raise ValueError("too many fields")
+                    op = rest[0] if rest else "add"
+                    a, b = _check(a, b, op)
+                    out.append(EdgeEvent(a, b, float(ts), op))
+                except (ValueError, UnicodeDecodeError):  # EventLogError is a ValueError
                     self.bad += 1
                     log.warning("%s at byte %d: unreadable edge event %r skipped", self.path, pos - len(line),
                                 line[:80])
@@ -110,10 +135,10 @@ class RedisEventLog:
         self.maxlen = maxlen
         self.bad = 0
 
-    def append(self, src: int, dst: int, ts: float | None = None) -> str:
-        a, b = _check(src, dst)
+    def append(self, src: int, dst: int, ts: float | None = None, op: str = "add") -> str:
+        a, b = _check(src, dst, op)
         ts = time.time() if ts is None else float(ts)
-        eid = self.client.xadd(self.key, {"src": a, "dst": b, "ts": f"{ts:.6f}"}, maxlen=self.maxlen,
+        eid = self.client.xadd(self.key, {"src": a, "dst": b, "ts": f"{ts:.6f}", "op": op}, maxlen=self.maxlen,
                                approximate=True)
         return eid.decode() if isinstance(eid, bytes) else str(eid)
 
@@ -128,8 +153,10 @@ class RedisEventLog:
                 pos = eid = eid.decode() if isinstance(eid, bytes) else str(eid)
                 try:
                     f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
-                    a, b = _check(f["src"], f["dst"])
-                    out.append(EdgeEvent(a, b, float(f["ts"])))
+                    op = f.get("op", b"add")
+                    op = op.decode() if isinstance(op, bytes) else str(op)
+                    a, b = _check(f["src"], f["dst"], op)
+                    out.append(EdgeEvent(a, b, float(f["ts"]), op))
                 except (KeyError, ValueError, UnicodeDecodeError):
                     self.bad += 1
                     log.warning("%s entry %s: unreadable edge event %r skipped", self.key, eid, fields)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pymk.stream.log import position_key
 from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
 from pymk.stream.staleness import StalenessTracker
 
@@ -24,7 +25,10 @@ log = logging.getLogger("pymk.stream")
 class StreamStats:
     events: int = 0
     new_edges: int = 0
-    unknown_users: int = 0  # events naming a user the model does not have (a rebuild adds them)
+    new_users: int = 0  # users created by an event naming an id the model did not have
+    removed_edges: int = 0  # friendships removed (unfriending, erasure)
+    erased: int = 0  # accounts erased
+    ignored: int = 0  # events naming an erased user (never resurrected) or removing for an unknown one
     refreshed: int = 0  # embeddings recomputed, summed over batches
     batches: int = 0
     last_lag_s: float = 0.0  # event time -> its embeddings published, for the newest event applied
@@ -45,11 +49,13 @@ class StreamWorker:
             worker that refreshes less than it reads (the service refreshes every endpoint at once, so it
             keeps none).
         batch: events per micro-batch.
+        apply: events -> `Change`, the model's one change path (`Model.apply`); default: friendships
+            added to the refresher's graph (ids through `index_of`, unknown ones counted as ignored).
     """
 
     def __init__(self, log, refresher: EmbeddingRefresher | GraphOnly, index_of, *, ann=None, lock=None,
                  on_refresh=None, staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None,
-                 tick=None):
+                 tick=None, apply=None):
         self.log = log
         self.refresher = refresher
         self.index_of = index_of
@@ -63,38 +69,45 @@ class StreamWorker:
         self.position: str | None = None
         self.stats = StreamStats()
         self._stop = threading.Event()
+        self._applied = threading.Condition()
+        self.apply = apply or _adds_only(index_of, refresher)
         self._thread: threading.Thread | None = None
 
     def poll(self, block_ms: int = 0) -> int:
         """Applies the next micro-batch of events; returns how many events it read."""
         events, position = self.log.read(self.position, self.batch, block_ms)
         if not events:
-            self.position = position  # past unreadable entries, if any
+            self._advance(position)  # past unreadable entries, if any
             return 0
-        src = self.index_of(np.array([e.src for e in events], np.int64))
-        dst = self.index_of(np.array([e.dst for e in events], np.int64))
-        ts = np.array([e.ts for e in events])
-        known = (src >= 0) & (dst >= 0)
-        if not known.all():
-            self.stats.unknown_users += int((~known).sum())
-            bad = events[int(np.flatnonzero(~known)[0])]
-            log.warning("%d edge events name users the model does not have (first: %d-%d); a rebuild adds "
-                        "them", int((~known).sum()), bad.src, bad.dst)
-        out = self.refresher.apply(src[known], dst[known], ts[known])
-        if out.users.size and self.ann is not None:
+        change = self.apply(events)
+        if change.ignored:
+            self.stats.ignored += change.ignored
+        out = self.refresher.refresh(change.ends, change.added)
+        users = out.users
+        erased = getattr(self.refresher.adj, "erased", None)
+        if users.size and erased is not None:
+            keep = ~erased[users]  # an erased account is never put back in the index
+            users, vectors = users[keep], out.vectors[keep]
+        else:
+            vectors = out.vectors
+        if users.size and self.ann is not None:
             with self.lock:
-                self.ann.replace(out.users, out.vectors)
-        if out.new_edges:
-            if self.staleness is not None:
-                self.staleness.record(src[known], dst[known], ts[known])
-                self.staleness.mark_refreshed(out.users)
-            if self.on_refresh is not None:
-                self.on_refresh(out)
-        self.position = position  # only once applied: a failed batch is read again
+                self.ann.replace(users, vectors)
+        lo, hi, ts_new = change.added_pairs
+        if self.staleness is not None and lo.size:
+            self.staleness.record(lo, hi, ts_new)
+            self.staleness.mark_refreshed(out.users)
+        if self.on_refresh is not None and (change.ends.size or change.actions or change.new_users):
+            self.on_refresh(out, change)
+        self._advance(position)  # only once applied: a failed batch is read again
+        ts = np.array([e.ts for e in events])
         lag = time.time() - float(ts.max())
         s = self.stats
         s.events += len(events)
-        s.new_edges += out.new_edges
+        s.new_edges += change.added
+        s.removed_edges += change.removed
+        s.new_users += len(change.new_users)
+        s.erased += len(change.erased)
         s.refreshed += int(out.users.size)
         s.batches += 1
         s.last_lag_s = lag
@@ -102,6 +115,24 @@ class StreamWorker:
         if self.on_batch is not None:
             self.on_batch(len(events), lag)
         return len(events)
+
+    def _advance(self, position) -> None:
+        with self._applied:
+            self.position = position
+            self._applied.notify_all()
+
+    def wait_applied(self, position: str, timeout: float = 2.0) -> bool:
+        """Blocks until this worker has applied the log up to `position` (what an append returned): a
+        change made through this worker is visible to its next request. False on timeout."""
+        want = position_key(position)
+        deadline = time.monotonic() + timeout
+        with self._applied:
+            while self.position is None or position_key(self.position) < want:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._applied.wait(left)
+        return True
 
     def drain(self) -> int:
         """Applies every event in the log now; returns how many."""
@@ -135,3 +166,21 @@ class StreamWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _adds_only(index_of, refresher):
+    """The change path of a worker without a model: 'add' events into the refresher's live graph."""
+    from pymk.pipeline.changes import Change
+
+    def apply(events) -> Change:
+        adds = [e for e in events if e.op == "add"]
+        src = index_of(np.array([e.src for e in adds], np.int64))
+        dst = index_of(np.array([e.dst for e in adds], np.int64))
+        ts = np.array([e.ts for e in adds], np.float64)
+        ok = (src >= 0) & (dst >= 0)
+        ch = refresher.adj.apply(1, src[ok], dst[ok], ts[ok])
+        lo, hi, t = src[ok][ch], dst[ok][ch], ts[ok][ch]
+        return Change(ends=np.unique(np.concatenate([lo, hi])), added=int(lo.size), added_pairs=(lo, hi, t),
+                      ignored=int((~ok).sum()) + len(events) - len(adds))
+
+    return apply

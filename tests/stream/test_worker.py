@@ -27,7 +27,7 @@ def test_worker_applies_the_log_to_embeddings_ann_and_staleness(tmp_path):
     ann = AnnIndex.build(refresher.emb.copy(), config=AnnConfig(kind="exact"))
     log = FileEventLog(tmp_path / "events.log")
     seen = []
-    worker = StreamWorker(log, refresher, g.index_of, ann=ann, on_refresh=lambda r: seen.append(r.users),
+    worker = StreamWorker(log, refresher, g.index_of, ann=ann, on_refresh=lambda r, change: seen.append(r.users),
                           staleness=StalenessTracker(adj.degree), batch=3)
     a, b = next((u, v) for u in range(n) for v in range(u + 1, n) if not adj.has_edge(u, v))
     log.append(a * 10, b * 10, 1.0)
@@ -35,7 +35,7 @@ def test_worker_applies_the_log_to_embeddings_ann_and_staleness(tmp_path):
     log.append(b * 10, a * 10, 3.0)  # the same friendship again: nothing to do
     log.append(1 * 10, 2 * 10, 4.0)
     assert worker.poll() == 3 and worker.poll() == 1 and worker.poll() == 0
-    assert worker.stats.events == 4 and worker.stats.unknown_users == 1
+    assert worker.stats.events == 4 and worker.stats.ignored == 1
     assert worker.stats.new_edges == 1 + (not g.neighbors(1).tolist().count(2))
     emb, _ = _full(model, adj, stats)
     np.testing.assert_allclose(refresher.emb, emb, rtol=1e-4, atol=1e-5)

@@ -8,12 +8,16 @@ from pymk.serving.request import Request
 
 def run(req: Request, svc) -> None:
     try:
-        recs = svc.cache.get(req.user_id)
+        recs, req.cache_token = svc.cache.get_with_token(req.user_id)
     except RedisDown:
+        req.cache_token = -1  # no token: this request's list is not cached
         req.degrade("cache")
         svc.metrics.cache.labels("unavailable").inc()
         return
     # a list shorter than k is complete only if it was cut by the candidates, not by the cache depth
+    gone = svc.model.graph.erased_ids if hasattr(svc.model.graph, "erased_ids") else ()
+    if recs is not None and gone and any(r[0] in gone or any(v in gone for v in r[3]) for r in recs):
+        recs = None  # lists made before an erasure never show the erased account
     if recs is not None and (len(recs) >= req.k or len(recs) < svc.settings.cache_depth):
         req.recs = recs
         req.cached = True

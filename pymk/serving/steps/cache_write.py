@@ -12,6 +12,6 @@ def run(req: Request, svc) -> None:
     if "actions" in req.degraded:
         return
     try:
-        svc.cache.put(req.user_id, req.recs)
+        svc.cache.put(req.user_id, req.recs, req.cache_token)
     except RedisDown:
         req.degrade("cache")

@@ -1,0 +1,108 @@
+"""The one path that changes a served model: events from the log applied to its living graph.
+
+`apply_events(model, events)` takes events in log order (`pymk.stream.log.EdgeEvent`) and applies them:
+    add      a friendship; an id the model has never seen becomes a new user (the id map grows);
+    remove   an unfriending; the two are remembered so neither is recommended back to the other;
+    erase    the account: every friendship removed, the user flagged erased and taken out of the ANN
+             index; later events that name it are ignored (counted), never resurrecting it;
+    block, dismiss   handed back in `actions` for the service's user-action store.
+Everything else (Stage 1, features, filters, explanations) reads the graph, so it sees the change on
+the next request. Returns a `Change`: who changed, for the caller's embedding refresh and cache drops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pymk.graph.live import ADD, REMOVE, LiveGraph
+
+
+@dataclass
+class Change:
+    """What a batch of events did. `ends`: sorted dense users whose friendships changed."""
+
+    ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    added: int = 0
+    removed: int = 0
+    added_pairs: tuple = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))  # lo, hi, ts
+    new_users: list = field(default_factory=list)  # dense indices created
+    erased: list = field(default_factory=list)  # dense indices erased
+    erased_friends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    actions: list = field(default_factory=list)  # (op, src id, dst id) for block / dismiss
+    ignored: int = 0  # events naming an erased user, or removing for a user never seen
+
+
+class LiveGraphError(RuntimeError):
+    """A model whose graph cannot change here (a sharded model: its shard stores hold the build's lists)."""
+
+
+def apply_events(model, events) -> Change:
+    g = model.graph
+    if not isinstance(g, LiveGraph):
+        raise LiveGraphError(f"{model.path}: a sharded model's graph follows no live events (its shard stores "
+                             "hold the build's lists); rebuild to fold them in")
+    out = Change()
+    ends, add_lo, add_hi, add_ts, friends = [], [], [], [], []
+    run: list = []
+
+    def flush():
+        if not run:
+            return
+        op = run[0].op
+        src = np.array([e.src for e in run], np.int64)
+        dst = np.array([e.dst for e in run], np.int64)
+        ts = np.array([e.ts for e in run])
+        a = g.resolve(src, create=op == "add")
+        b = g.resolve(dst, create=op == "add")
+        ok = (a >= 0) & (b >= 0)
+        out.ignored += int((~ok).sum())
+        a, b, ts = a[ok], b[ok], ts[ok]
+        changed = g.apply(ADD if op == "add" else REMOVE, a, b, ts)
+        if op == "remove":
+            g.remember_unfriended(a, b)
+            out.removed += int(changed.sum())
+        else:
+            out.added += int(changed.sum())
+            add_lo.append(a[changed])
+            add_hi.append(b[changed])
+            add_ts.append(ts[changed])
+        ends.append(a[changed])
+        ends.append(b[changed])
+        run.clear()
+
+    n_before = g.num_users
+    for e in events:
+        if e.op in ("block", "dismiss"):
+            flush()
+            out.actions.append((e.op, e.src, e.dst))
+        elif e.op == "erase":
+            flush()
+            u = int(g.resolve([e.src])[0])
+            if u < 0:
+                out.ignored += 1
+                continue
+            f = g.erase(u)
+            out.erased.append(u)
+            friends.append(f)
+            ends.append(f)
+        else:
+            if run and run[0].op != e.op:
+                flush()
+            run.append(e)
+    flush()
+    out.new_users = list(range(n_before, g.num_users))
+    if out.erased:
+        erased = np.array(out.erased, np.int64)
+        out.erased_friends = np.unique(np.concatenate(friends))
+        ann = getattr(model.stage1, "ann", None)
+        if ann is not None:
+            held = erased[ann.contains(erased)]
+            if held.size:
+                ann.remove(held)
+        ends.append(erased)
+    if add_lo:
+        out.added_pairs = (np.concatenate(add_lo), np.concatenate(add_hi), np.concatenate(add_ts))
+    out.ends = np.unique(np.concatenate(ends)) if ends else out.ends
+    return out
