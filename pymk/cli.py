@@ -151,6 +151,45 @@ def _batched(model, users_file: Path, strict: bool, desc: str):
             bar.update(min(BATCH, idx.size - s))
 
 
+def _load(model: Path, live: bool):
+    """Opens a model dir; with `live`, applies its event log (DIR/stream/events.log: friendships added and
+    removed, new users, erasures, blocks and dismissals), as the service does. Returns (model, blocked:
+    dense user -> dense ids never to return, from the log's blocks and dismissals)."""
+    from pymk.pipeline.model import Model
+    from pymk.stream.log import FileEventLog
+
+    m = Model.load(model)
+    path = model / "stream" / "events.log"
+    if not path.exists() or path.stat().st_size == 0:
+        return m, {}
+    events, _ = FileEventLog(path).read(None, count=1 << 62)
+    if not live:
+        if events:
+            typer.echo(f"warning: {path} holds {len(events):,} live events that this answer ignores (the build's "
+                       "graph); --live applies them", err=True)
+        return m, {}
+    change = m.apply(events)
+    blocked: dict[int, set[int]] = {}
+    for op, src, dst in change.actions:
+        a, b = m.index_of([src, dst]).tolist()
+        if a >= 0 and b >= 0:
+            blocked.setdefault(a, set()).add(b)
+            if op == "block":
+                blocked.setdefault(b, set()).add(a)
+    typer.echo(f"applied {len(events):,} live events from {path}", err=True)
+    return m, blocked
+
+
+def _blocked_for(blocked: dict, idx: np.ndarray):
+    if not blocked:
+        return None
+    return [np.fromiter(blocked.get(u, ()), np.int64) for u in idx.tolist()]
+
+
+LiveOpt = Annotated[bool, typer.Option("--live/--no-live", help="apply the model's event log (DIR/stream/"
+                                       "events.log) first, as the service does; without it, warn if it has events")]
+
+
 @app.command()
 def recommend(
     model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
@@ -158,17 +197,17 @@ def recommend(
     out: Annotated[Path, typer.Option(help="CSV to write")],
     k: Annotated[int, typer.Option(min=1, help="recommendations per user")] = 20,
     strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
+    live: LiveOpt = False,
 ) -> None:
     """Top-k recommendations per user: user_id,candidate_id,rank,score,mutual_friends,source,mutual_sample."""
     from pymk.io import RECOMMEND_HEADER, CsvRowWriter
-    from pymk.pipeline.model import Model
     from pymk.ranking.explain import format_sample, mutual_sample
 
     try:
-        m = Model.load(model)
+        m, blocked = _load(model, live)
         writer = CsvRowWriter(out, RECOMMEND_HEADER)
         for ext, idx in _batched(m, users, strict, "recommend"):
-            r = m.recommend(idx, k)
+            r = m.recommend(idx, k, blocked=_blocked_for(blocked, idx))
             sample = mutual_sample(m.graph, r.users, r.cand, r.count)
             keep = np.arange(r.cand.shape[1])[None, :] < r.count[:, None]
             writer.write(ext, m.graph.ids[np.maximum(r.cand, 0)], r.count, r.source, r.score, r.mutual,
@@ -195,14 +234,14 @@ def candidates(
     strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
     source: Annotated[Source, typer.Option(help="stage1 (merged sources) | one source alone: fof | ppr | "
                                                 "embedding (ANN index over the GNN embeddings)")] = Source.stage1,
+    live: LiveOpt = False,
 ) -> None:
     """Stage-1 candidates only: user_id,candidate_id,rank,source."""
     from pymk.candidates.base import SOURCE_EMBEDDING
     from pymk.io import CANDIDATES_HEADER, CsvRowWriter
-    from pymk.pipeline.model import Model
 
     try:
-        m = Model.load(model)
+        m, blocked = _load(model, live)
         writer = CsvRowWriter(out, CANDIDATES_HEADER)
         for ext, idx in _batched(m, users, strict, "candidates"):
             if source == Source.embedding:
@@ -212,7 +251,7 @@ def candidates(
                 writer.write(ext, m.graph.ids[np.maximum(top, 0)], count, src)
             else:
                 only = None if source == Source.stage1 else (str(source),)
-                c = m.stage1.generate(idx, k=k, sources=only)
+                c = m.stage1.generate(idx, k=k, sources=only, blocked=_blocked_for(blocked, idx))
                 writer.write(ext, m.graph.ids[np.maximum(c.cand, 0)], c.count, c.source)
         writer.close()
     except _user_errors() as exc:

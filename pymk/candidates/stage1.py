@@ -62,6 +62,7 @@ class Stage1:
                 named ones run even if disabled in the config); a lone source gets every slot.
         """
         users = np.asarray(users, np.int64).ravel()
+        blocked = live_exclusions(self.graph, users, blocked)
         k = self.config.k if k is None else k
         use = set(sources) if sources is not None else {"fof", "ppr", "embedding", "popular"}
         if "fof" in use:
@@ -139,6 +140,25 @@ class Stage1:
             scores[rows, np.arange(s.shape[1])] = s
             idx[rows, np.arange(i.shape[1])] = i
         return scores, idx
+
+
+def live_exclusions(graph, users: np.ndarray, blocked):
+    """`blocked` plus what the living graph rules out for each user: erased accounts (for everyone) and
+    the user's former friends (unfriended: never recommended back). Unchanged for a plain snapshot."""
+    gone = getattr(graph, "erased_ids", None)
+    former = getattr(graph, "unfriended", None)
+    if not gone and not former:
+        return blocked
+    erased = np.flatnonzero(graph.erased) if gone else np.zeros(0, np.int64)
+    out = []
+    for b, u in enumerate(users.tolist()):
+        parts = [erased]
+        if blocked is not None and blocked[b] is not None:
+            parts.append(np.asarray(blocked[b], np.int64).ravel())
+        if former and u in former:
+            parts.append(np.fromiter(former[u], np.int64, len(former[u])))
+        out.append(np.unique(np.concatenate(parts)) if len(parts) > 1 else erased)
+    return out
 
 
 def _merge(k, cand, count, source, feats, extras, blocked):

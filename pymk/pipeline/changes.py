@@ -84,6 +84,7 @@ def apply_events(model, events) -> Change:
                 out.ignored += 1
                 continue
             f = g.erase(u)
+            out.removed += int(f.size)
             out.erased.append(u)
             friends.append(f)
             ends.append(f)

@@ -163,3 +163,18 @@ def test_concurrent_actions_all_reach_redis(redis_server):
     actions.flush()
     assert {int(x) for x in link.client.smembers("pymk:test-act:dismissed:7")} == set(range(1, 401))
     assert actions.excluded(7) == (set(range(1, 401)), False)
+
+
+def test_cache_write_token_refuses_a_list_made_before_an_invalidation(redis_server):
+    """5(a) across workers: two caches on one Redis; a worker's invalidation between another's read and
+    write makes that write a no-op (Lua compare-and-set on the user's token)."""
+    link = RedisLink.from_url(redis_server.url)
+    one, two = RedisCache(link, "vt"), RedisCache(link, "vt")
+    recs, token = one.get_with_token(42)
+    assert recs is None
+    two.invalidate([42])  # a block posted to the other worker
+    one.put(42, [[1, 0.5, 1, [], "fof"]], token)
+    assert one.get(42) is None
+    recs, token = one.get_with_token(42)
+    one.put(42, [[2, 0.5, 1, [], "fof"]], token)  # no invalidation since: written
+    assert one.get_with_token(42)[0] == [[2, 0.5, 1, [], "fof"]]

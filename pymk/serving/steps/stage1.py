@@ -1,5 +1,5 @@
 """Step 3, Stage 1: candidates from every enabled source, with the user's blocks, dismissals, new
-friends and former friends excluded (read in one round trip)."""
+friends excluded (erased accounts and former friends: by Stage 1 itself) (read in one round trip)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ def run(req: Request, svc) -> None:
         req.degrade("actions")
     ids = np.fromiter(excluded, np.int64, len(excluded))
     dense = svc.model.index_of(ids) if ids.size else ids
-    former = getattr(svc.model.graph, "unfriended", {}).get(req.idx)
-    if former:  # unfriended: never recommended back
-        dense = np.concatenate([dense, np.fromiter(former, np.int64, len(former))])
     req.excluded = np.unique(dense[dense >= 0])
     users = np.array([req.idx], np.int64)
     st1 = svc.model.stage1
