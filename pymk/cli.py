@@ -71,6 +71,8 @@ def build(
     skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows instead of failing")] = False,
     shards: Annotated[int | None, typer.Option(min=1, help="shard the graph (overrides sharding.shards)")] = None,
     partition: Annotated[Method | None, typer.Option(help="partition method (overrides sharding.method)")] = None,
+    events: Annotated[Path | None, typer.Option(help="event log of a served model (DIR/stream/events.log) to "
+                                                "fold in: friendships added and removed, new users, erasures")] = None,
 ) -> None:
     """Run every offline stage the configuration enables into a self-describing model directory."""
     from pymk.config import PymkConfig
@@ -82,7 +84,7 @@ def build(
             cfg.sharding.shards = shards
         if partition is not None:
             cfg.sharding.method = partition.value
-        run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows)
+        run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows, events=events)
     except _partition_error() as exc:
         raise _err(str(exc), 2) from None
     except _user_errors() as exc:

@@ -51,10 +51,21 @@ def ingest(edges_path: str | os.PathLike, *, skip_bad_rows: bool = False, show_p
 
 
 def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkConfig | None = None, *,
-          skip_bad_rows: bool = False, show_progress: bool = True, log: Log = print) -> Path:
-    """Runs every enabled offline stage on an edge file into the model directory `out`."""
+          skip_bad_rows: bool = False, show_progress: bool = True, log: Log = print,
+          events: str | os.PathLike | None = None) -> Path:
+    """Runs every enabled offline stage on an edge file into the model directory `out`; `events`: an event
+    log (a served model's DIR/stream/events.log) folded in first, so erased users are left out."""
     config = config or PymkConfig()
     edges, report = ingest(edges_path, skip_bad_rows=skip_bad_rows, show_progress=show_progress, log=log)
+    if events is not None:
+        from pymk.pipeline.changes import fold_events
+        from pymk.stream.log import FileEventLog
+
+        path = Path(events)
+        if not path.exists():
+            raise FileNotFoundError(f"event log {path} does not exist")
+        evs, _ = FileEventLog(path).read(None, count=1 << 62)
+        edges, _ = fold_events(edges, evs, log=log)
     return build_from_edges(edges, out, config, report=report, log=log)
 
 

@@ -39,10 +39,55 @@ class LiveGraphError(RuntimeError):
 
 
 def apply_events(model, events) -> Change:
+    """Applies events to a model's living graph and its ANN index (see the module docstring)."""
     g = model.graph
     if not isinstance(g, LiveGraph):
         raise LiveGraphError(f"{model.path}: a sharded model's graph follows no live events (its shard stores "
                              "hold the build's lists); rebuild to fold them in")
+    out = apply_to_graph(g, events)
+    if out.erased:
+        ann = getattr(model.stage1, "ann", None)
+        if ann is not None:
+            erased = np.array(out.erased, np.int64)
+            held = erased[ann.contains(erased)]
+            if held.size:
+                ann.remove(held)
+    return out
+
+
+def fold_events(edges, events, *, log=print):
+    """An edge list with the log's changes folded in, for the next build: friendships added and removed,
+    new users in, erased users out entirely (no id, no friendship). Returns (EdgeList, summary dict)."""
+    from pymk.graph.edges import EdgeList
+    from pymk.graph.snapshot import CSRGraph
+
+    live = LiveGraph(CSRGraph.from_edges(edges))
+    change = apply_to_graph(live, events)
+    g = live.to_graph()
+    lo, hi = g.edge_pairs()
+    ts = None
+    if g.ts is not None:
+        src = np.repeat(np.arange(g.num_users), np.diff(g.indptr))
+        ts = np.asarray(g.ts)[src < np.asarray(g.indices)]
+    keep = ~live.erased
+    ids = np.asarray(g.ids)[keep]
+    order = np.argsort(ids, kind="stable")
+    remap = np.full(g.num_users, -1, np.int64)
+    remap[np.flatnonzero(keep)[order]] = np.arange(order.size)
+    a, b = remap[lo], remap[hi]  # erased users have no friendships left, so every end is kept
+    dtype = np.int32 if order.size < 2**31 else np.int64
+    x, y = np.minimum(a, b), np.maximum(a, b)
+    srt = np.lexsort((y, x))
+    out = EdgeList(ids[order], x[srt].astype(dtype), y[srt].astype(dtype), None if ts is None else ts[srt])
+    summary = {"events": len(events), "added": change.added, "removed": change.removed,
+               "new_users": len(change.new_users), "erased": len(change.erased), "ignored": change.ignored}
+    log(f"events: {len(events):,} folded in: {change.added:,} friendships added, {change.removed:,} removed, "
+        f"{len(change.new_users):,} new users, {len(change.erased):,} erased ({change.ignored:,} ignored)")
+    return out, summary
+
+
+def apply_to_graph(g: LiveGraph, events) -> Change:
+    """The graph part of `apply_events`, for any LiveGraph."""
     out = Change()
     ends, add_lo, add_hi, add_ts, friends = [], [], [], [], []
     run: list = []
@@ -97,11 +142,6 @@ def apply_events(model, events) -> Change:
     if out.erased:
         erased = np.array(out.erased, np.int64)
         out.erased_friends = np.unique(np.concatenate(friends))
-        ann = getattr(model.stage1, "ann", None)
-        if ann is not None:
-            held = erased[ann.contains(erased)]
-            if held.size:
-                ann.remove(held)
         ends.append(erased)
     if add_lo:
         out.added_pairs = (np.concatenate(add_lo), np.concatenate(add_hi), np.concatenate(add_ts))

@@ -130,6 +130,7 @@ def attach_stream(svc):
     def invalidate(users):
         users = np.asarray(users, np.int64)
         users = users[users < adj.num_users]
+        users = users[~adj.erased[users]]  # an erased user's entries went with its erasure (no key recreated)
         try:
             svc.cache.invalidate(adj.ids[users].tolist())
         except Exception as exc:  # noqa: BLE001 - RedisDown: the cache replays its invalidations later

@@ -209,3 +209,34 @@ def test_every_worker_applies_every_action_without_redis(model_dir):
     finally:
         one.close()
         two.close()
+
+
+def test_a_rebuild_from_the_original_edges_plus_the_log_leaves_the_erased_user_out(model_dir, tmp_path):
+    from pymk.graph.synth import write_edges
+    from pymk.pipeline.model import Model
+
+    svc = _service(model_dir)
+    g = svc.model.snapshot
+    lo, hi = g.edge_pairs()
+    edges = write_edges(tmp_path / "orig.csv", g.ids[lo], g.ids[hi], None)
+    ref = _ref(svc)
+    try:
+        c = TestClient(create_app(svc))
+        victim = int(g.ids[int(np.argmax(g.degree))])
+        x, y = sorted(ref.nodes)[:2]
+        assert c.delete(f"/v1/users/{victim}").status_code == 200
+        c.post("/v1/edges", json={"src": x, "dst": 5_000_000})
+        c.post("/v1/edges", json={"src": 5_000_000, "dst": y})
+        ref.remove_node(victim)
+        ref.add_edges_from([(x, 5_000_000), (5_000_000, y)])
+    finally:
+        svc.close()
+    res = CliRunner().invoke(cli, ["build", "--edges", str(edges), "--out", str(tmp_path / "m2"), "--events",
+                                   str(model_dir / "stream" / "events.log")])
+    assert res.exit_code == 0, res.output
+    m2 = Model.load(tmp_path / "m2")
+    assert victim not in set(m2.graph.ids.tolist()) and 5_000_000 in set(m2.graph.ids.tolist())
+    lo2, hi2 = m2.graph.edge_pairs()
+    got = nx.Graph()
+    got.add_edges_from(zip(m2.graph.ids[lo2].tolist(), m2.graph.ids[hi2].tolist(), strict=True))
+    assert set(map(frozenset, got.edges)) == set(map(frozenset, ref.edges))

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,3 +91,90 @@ def test_metrics_sum_over_workers(model_dir, tmp_path):
         proc.wait(timeout=30)
         log.close()
     assert not metrics_dir.exists()  # the directory `pymk serve` made for itself is gone
+
+
+def _start(cmd, logpath):
+    log = open(logpath, "w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _wait_ready(proc, base, logpath):
+    for _ in range(600):
+        try:
+            if _get(f"{base}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert proc.poll() is None, Path(logpath).read_text()
+        time.sleep(0.1)
+    raise AssertionError("service did not become ready")
+
+
+def _stream_counter(base, name) -> float:
+    return sum(s.value for m in text_string_to_metric_families(_get(f"{base}/metrics")[1]) for s in m.samples
+               if s.name == name)
+
+
+def test_erasure_across_two_serve_processes_with_redis_and_a_restart(model_dir, redis_server, tmp_path):
+    """DELETE /v1/users/{id} posted to one of two `pymk serve` worker processes sharing Redis: from then on,
+    in both workers and after a restart, the id is in no answer, its own answer is 404, and Redis holds no
+    key of it."""
+    import json
+
+    import redis
+
+    from pymk.pipeline.model import Model
+
+    res = subprocess.run([str(Path(sys.executable).parent / "pymk"), "publish", "--model", str(model_dir),
+                          "--redis", redis_server.url], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    g = Model.load(model_dir).graph
+    victim = int(g.ids[int(g.degree.argmax())])  # the best-connected user: in many lists
+    port = _free_port()
+    cmd = [str(Path(sys.executable).parent / "pymk"), "serve", "--model", str(model_dir), "--port", str(port),
+           "--workers", "2", "--redis", redis_server.url]
+    base = f"http://127.0.0.1:{port}"
+    proc, log = _start(cmd, tmp_path / "serve.log")
+    users = [int(u) for u in g.ids.tolist() if u != victim]
+    try:
+        _wait_ready(proc, base, tmp_path / "serve.log")
+        seen = sum(victim in [r["user_id"] for r in json.loads(_get(f"{base}/v1/users/{u}/recommendations")[1])
+                              ["recommendations"]] for u in users[:100])
+        assert seen > 0  # it was recommended (and cached in Redis) before
+        assert _get(f"{base}/v1/users/{victim}/recommendations")[0] == 200
+        req = urllib.request.Request(f"{base}/v1/users/{victim}", method="DELETE")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        for _ in range(400):  # both workers applied the erasure from the shared stream
+            if _stream_counter(base, "pymk_stream_events_total") == 2:
+                break
+            time.sleep(0.05)
+        assert _stream_counter(base, "pymk_stream_events_total") == 2
+
+        def check_nowhere():
+            assert _get(f"{base}/v1/users/{victim}/recommendations")[0] == 404
+            for u in users:
+                status, body = _get(f"{base}/v1/users/{u}/recommendations?k=50")
+                assert status == 200
+                for rec in json.loads(body)["recommendations"]:
+                    assert rec["user_id"] != victim and victim not in rec["mutual_sample"], u
+
+        check_nowhere()
+        client = redis.Redis.from_url(redis_server.url)
+        named = [k for k in client.scan_iter(f"*:{victim}") if not k.startswith(b"pymk:stream:")]
+        assert named == [], named  # cached list, action sets, token: gone
+        idx = int(np.flatnonzero(g.ids == victim)[0])
+        assert not client.exists(*[k for k in client.scan_iter(f"pymk:features:*:u:{idx}")] or ["-"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    proc, log = _start(cmd, tmp_path / "serve2.log")  # restarted workers replay the stream
+    try:
+        _wait_ready(proc, base, tmp_path / "serve2.log")
+        check_nowhere()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
