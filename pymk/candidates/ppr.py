@@ -23,9 +23,26 @@ from pymk.graph.snapshot import CSRGraph
 from pymk.workspace import thread_scratch
 
 
+@njit(inline="always")
+def _spread(arr, s, e, share, deg, eps, r, p, queued, queue, touched, head, size, nt, n):
+    """Pushes `share` to the neighbours arr[s:e]; returns (queue size, touched count)."""
+    for j in range(s, e):
+        w = arr[j]
+        if r[w] == 0.0 and p[w] == 0.0:
+            touched[nt] = w
+            nt += 1
+        r[w] += share
+        if not queued[w] and r[w] >= eps * deg[w]:
+            queue[(head + size) % n] = w
+            size += 1
+            queued[w] = True
+    return size, nt
+
+
 @njit(cache=True)
-def _push(g, u, alpha, eps, p, r, queued, queue, touched):
-    """Forward push from u into p (estimate) and r (residual); returns the number of touched nodes."""
+def _push(g, deg, u, alpha, eps, p, r, queued, queue, touched):
+    """Forward push from u into p (estimate) and r (residual); returns the number of touched nodes.
+    deg: (n,) current degrees (read once per neighbour: cheaper than the row lookup)."""
     n = p.shape[0]
     nt = 0
     r[u] = 1.0
@@ -40,8 +57,8 @@ def _push(g, u, alpha, eps, p, r, queued, queue, touched):
         head = (head + 1) % n
         size -= 1
         queued[v] = False
-        nb = R.row(g, v)
-        dv = nb.shape[0]
+        in_arena, s, e = R.span(g, v)
+        dv = e - s
         rv = r[v]
         if dv == 0:
             p[v] += rv
@@ -52,14 +69,14 @@ def _push(g, u, alpha, eps, p, r, queued, queue, touched):
         p[v] += alpha * rv
         r[v] = 0.0
         share = (1.0 - alpha) * rv / dv
-        for j in range(dv):
-            w = nb[j]
+        arr = g[3] if in_arena else g[1]
+        for j in range(s, e):
+            w = arr[j]
             if r[w] == 0.0 and p[w] == 0.0:
                 touched[nt] = w
                 nt += 1
             r[w] += share
-            dw = R.deg(g, w)
-            if not queued[w] and r[w] >= eps * dw:
+            if not queued[w] and r[w] >= eps * deg[w]:
                 queue[(head + size) % n] = w
                 size += 1
                 queued[w] = True
@@ -67,9 +84,9 @@ def _push(g, u, alpha, eps, p, r, queued, queue, touched):
 
 
 @njit(cache=True)
-def _ppr_user(g, u, blocked, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
+def _ppr_user(g, deg, u, blocked, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
               out_c, out_s):
-    nt = _push(g, u, alpha, eps, p, r, queued, queue, touched)
+    nt = _push(g, deg, u, alpha, eps, p, r, queued, queue, touched)
     fu = R.row(g, u)
     mark[u] = True
     for j in range(fu.shape[0]):
@@ -83,7 +100,7 @@ def _ppr_user(g, u, blocked, k, alpha, eps, beta, p, r, queued, queue, touched, 
         v = touched[t]
         if not mark[v] and p[v] > 0.0:
             cand[m] = v
-            dv = max(R.deg(g, v), 1)
+            dv = max(deg[v], 1)
             score[m] = p[v] / dv ** beta
             m += 1
     # reset the workspace: only what this user touched
@@ -109,23 +126,38 @@ def _ppr_user(g, u, blocked, k, alpha, eps, beta, p, r, queued, queue, touched, 
 
 
 @njit(cache=True, nogil=True)  # serving threads run it side by side
-def _ppr_rows(g, users, blk_ptr, blk_idx, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
+def _ppr_rows(g, deg, users, blk_ptr, blk_idx, k, alpha, eps, beta, p, r, queued, queue, touched, mark,
               out_c, out_s, out_n, start, step):
     for b in range(start, users.shape[0], step):
         u = users[b]
         if u < 0:
             continue
-        out_n[b] = _ppr_user(g, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, alpha, eps, beta,
+        out_n[b] = _ppr_user(g, deg, u, blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, alpha, eps, beta,
                              p, r, queued, queue, touched, mark, out_c[b], out_s[b])
 
 
 @njit(parallel=True, cache=True)
-def _ppr_batch(g, users, blk_ptr, blk_idx, k, alpha, eps, beta, n_chunks, out_c, out_s, out_n):
+def _ppr_batch(g, deg, users, blk_ptr, blk_idx, k, alpha, eps, beta, n_chunks, out_c, out_s, out_n):
     n = R.nusers(g)
     for ch in prange(n_chunks):  # strided chunks: one workspace per thread
-        _ppr_rows(g, users, blk_ptr, blk_idx, k, alpha, eps, beta, np.zeros(n, np.float64),
+        _ppr_rows(g, deg, users, blk_ptr, blk_idx, k, alpha, eps, beta, np.zeros(n, np.float64),
                   np.zeros(n, np.float64), np.zeros(n, np.bool_), np.empty(max(n, 1), np.int64),
                   np.empty(max(n, 1), np.int64), np.zeros(n, np.bool_), out_c, out_s, out_n, ch, n_chunks)
+
+
+def _degrees(graph) -> np.ndarray:
+    """(capacity,) int64 degrees the kernel reads: the graph's own array (kept current by a live graph's
+    writer), padded to the kernel's index space when a live graph has room for more users."""
+    deg = getattr(graph, "kernel_degree", None)
+    if deg is not None:
+        return deg
+    deg = np.asarray(graph.degree)
+    cap = R.capacity(graph)
+    if deg.dtype != np.int64 or deg.shape[0] < cap:
+        full = np.zeros(cap, np.int64)
+        full[:deg.shape[0]] = deg
+        return full
+    return deg
 
 
 def _thread_workspace(n: int):
@@ -156,10 +188,11 @@ def personalized_pagerank(graph: CSRGraph, users, k: int, *, alpha: float = 0.15
         raise IndexError(f"user index {int(users.max())} out of range for {n} users")
     if users.size and k and n:
         blk_ptr, blk_idx = blocked_csr(blocked, users.size, n)
+        deg = _degrees(graph)
         if users.size <= SERIAL_BATCH:
-            _ppr_rows(R.view(graph), users, blk_ptr, blk_idx, k, float(alpha), float(eps), float(beta),
+            _ppr_rows(R.view(graph), deg, users, blk_ptr, blk_idx, k, float(alpha), float(eps), float(beta),
                       *_thread_workspace(R.capacity(graph)), out_c, out_s, out_n, 0, 1)
             return out_c, out_s, out_n
-        _ppr_batch(R.view(graph), users, blk_ptr, blk_idx, k,
+        _ppr_batch(R.view(graph), deg, users, blk_ptr, blk_idx, k,
                    float(alpha), float(eps), float(beta), _n_chunks(users.size), out_c, out_s, out_n)
     return out_c, out_s, out_n

@@ -117,7 +117,8 @@ class Stage1:
         valid = users >= 0
         if self.embeddings is None:
             return np.zeros(users.size, bool)
-        valid[valid] = users[valid] < self.embeddings.shape[0]
+        has = getattr(self.embeddings, "has", None)  # users who joined since have one only if it was estimated
+        valid[valid] = has(users[valid]) if has is not None else users[valid] < self.embeddings.shape[0]
         if self.ann is not None:
             valid[valid] = self.ann.contains(users[valid])
         return valid
@@ -149,7 +150,7 @@ def live_exclusions(graph, users: np.ndarray, blocked):
     former = getattr(graph, "unfriended", None)
     if not gone and not former:
         return blocked
-    erased = np.flatnonzero(graph.erased) if gone else np.zeros(0, np.int64)
+    erased = graph.erased_index if gone else np.zeros(0, np.int64)
     out = []
     for b, u in enumerate(users.tolist()):
         parts = [erased]

@@ -150,6 +150,7 @@ class LiveGraph:
         self.generation = 0
         self.compactions = 0
         self.erased_ids: set[int] = set()
+        self.erased_index = np.zeros(0, np.int64)  # dense indices of erased users, sorted
         self.unfriended: dict[int, set[int]] = {}  # dense index -> former friends (never recommended back)
         self.added = 0  # friendships added since the build (LiveAdjacency's counter)
         self._arena_hint = arena
@@ -245,6 +246,11 @@ class LiveGraph:
     def degree(self) -> np.ndarray:
         """(n,) current degrees (a view, kept current by the writer)."""
         return self._deg[:self._n]
+
+    @property
+    def kernel_degree(self) -> np.ndarray:
+        """(capacity,) int64 current degrees, the array itself (kernels index it by any user)."""
+        return self._deg
 
     @property
     def ids(self) -> np.ndarray:
@@ -428,6 +434,7 @@ class LiveGraph:
             self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
             self._erased[u] = True
             self.erased_ids.add(int(self._ids[u]))
+            self.erased_index = np.union1d(self.erased_index, [u]).astype(np.int64)
             for v in self.unfriended.pop(u, ()):
                 self.unfriended.get(v, set()).discard(u)
             if self._recording is not None:

@@ -57,6 +57,18 @@ def row(g, u):
 
 
 @njit(inline="always")
+def span(g, u):
+    """(in_arena, start, end): where user u's row lies, in g[3] (the arena) or g[1] (the snapshot), without
+    making a slice (a slice costs a reference count in the hottest loops)."""
+    ovr = g[2]
+    if u < ovr.shape[0]:
+        o = ovr[u]
+        if o >= 0:
+            return True, o + 1, o + 1 + np.int64(g[3][o])
+    return False, np.int64(g[0][u]), np.int64(g[0][u + 1])
+
+
+@njit(inline="always")
 def deg(g, u):
     ovr = g[2]
     if u < ovr.shape[0]:

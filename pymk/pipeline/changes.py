@@ -99,8 +99,13 @@ def apply_to_graph(g: LiveGraph, events) -> Change:
         src = np.array([e.src for e in run], np.int64)
         dst = np.array([e.dst for e in run], np.int64)
         ts = np.array([e.ts for e in run])
-        a = g.resolve(src, create=op == "add")
-        b = g.resolve(dst, create=op == "add")
+        a, b = g.resolve(src), g.resolve(dst)
+        if op == "add":  # unseen ids become users, unless the other end is erased (nothing would link them)
+            new_a, new_b = (a == -1) & (b != -2), (b == -1) & (a != -2)
+            if new_a.any():
+                a[new_a] = g.resolve(src[new_a], create=True)
+            if new_b.any():
+                b[new_b] = g.resolve(dst[new_b], create=True)
         ok = (a >= 0) & (b >= 0)
         out.ignored += int((~ok).sum())
         a, b, ts = a[ok], b[ok], ts[ok]

@@ -81,6 +81,7 @@ def attach_stream(svc):
     from pymk.gnn.model import degree_stats
     from pymk.gnn.train import load_checkpoint
     from pymk.graph.live import LiveGraph
+    from pymk.stream.inductive import GrowingEmbeddings, neighbour_centroids
     from pymk.stream.refresh import EmbeddingRefresher, GraphOnly
     from pymk.stream.worker import StreamStats, StreamWorker
 
@@ -122,10 +123,32 @@ def attach_stream(svc):
             svc.embeddings.fallback = refresher.emb
             svc.embeddings.live = np.zeros(refresher.limit, bool)
             svc.embeddings.live[gone] = True  # never read from the tiers again
-        else:
-            m.stage1.embeddings = refresher.emb
+        # users who joined since the build: an inductive embedding from their friends (`pymk.stream.inductive`)
+        grown = GrowingEmbeddings(svc.embeddings if svc.embeddings is not None else refresher.emb)
+        m.stage1.embeddings = grown
     else:
         refresher = GraphOnly(adj)
+        grown = None
+
+    def estimate_new(users):
+        """Inductive vectors for the new users among `users` (and into the ANN index)."""
+        if grown is None:
+            return
+        users = np.asarray(users, np.int64)
+        users = users[(users >= refresher.limit) & (users < adj.num_users)]
+        gone = users[adj.erased[users]]
+        if gone.size:
+            grown.drop(gone)
+        users = users[~adj.erased[users]]
+        if not users.size:
+            return
+        got, vectors = neighbour_centroids(adj, refresher.emb, users, refresher.limit)
+        grown.set(got, vectors)
+        if ann is not None and got.size:
+            ann.replace(got, vectors)
+
+    if live:
+        estimate_new(np.arange(adj.num_users))  # those the replay created
 
     def invalidate(users):
         users = np.asarray(users, np.int64)
@@ -166,6 +189,9 @@ def attach_stream(svc):
             if svc.embeddings is not None:
                 svc.embeddings.live[gone] = True
         svc.metrics.stream_refreshed.inc(int(out.users.size))
+        if grown is not None and change.ends.size:  # new users whose friends changed, or who did
+            near = adj.ball(change.ends, 1) if change.ends.size < 10_000 else change.ends
+            estimate_new(near)
         _apply_actions(svc, change)
         if change.ends.size:  # friends-of-friends changed within one hop of the changed friendships
             invalidate(adj.ball(change.ends, 1) if change.ends.size < 10_000 else change.ends)

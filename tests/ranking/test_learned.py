@@ -185,6 +185,6 @@ def test_one_gnn_serves_and_trains_the_ranker_without_seeing_its_labels(tmp_path
     m = Model.load(path)
     assert m.meta["stages"]["gnn"]["train_edges"] == sub.num_edges
     served = np.load(path / "gnn" / "embeddings.npy")
-    np.testing.assert_allclose(served, real_embed(path / "gnn", m.graph), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served, real_embed(path / "gnn", m.snapshot), rtol=1e-5, atol=1e-6)
     assert not np.allclose(served, real_embed(path / "gnn", sub), atol=1e-3)  # G's messages, not G''s
     assert (m.recommend(np.arange(0, 600, 60), 5).count == 5).all()

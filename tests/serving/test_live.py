@@ -158,3 +158,31 @@ def test_edges_posted_while_redis_is_down_are_kept_and_logged_when_it_returns(gn
     finally:
         if server.proc.poll() is None:
             server.stop()
+
+
+def test_a_new_user_gets_an_inductive_embedding_in_the_ann_index(gnn_model, tmp_path):
+    settings = ServeSettings(model=str(gnn_model), stream_log=str(tmp_path / "events.log"), stream_block_ms=20)
+    svc = Service.from_settings(settings)
+    try:
+        c = TestClient(create_app(svc))
+        g = svc.model.graph
+        friends = [int(u) for u in g.ids[:4]]
+        for f in friends:
+            assert c.post("/v1/edges", json={"src": 77_777_777, "dst": f}).status_code == 200
+        u = int(g.index_of([77_777_777])[0])
+        assert u >= svc.model.snapshot.num_users
+        st1 = svc.model.stage1
+        assert st1.has_embedding(np.array([u]))[0] and svc.model.ann.contains([u])[0]
+        live = np.asarray(svc.model.embeddings)
+        want = live[g.index_of(friends)].mean(axis=0)  # the centroid of its friends' current embeddings
+        np.testing.assert_allclose(st1.embeddings[[u]][0], want, rtol=1e-5, atol=1e-6)
+        r = c.get("/v1/users/77777777/recommendations").json()
+        assert "embedding" not in r["degraded_sources"] and r["recommendations"]
+        # the index holds its vector: searching with it scores the user at |v|^2
+        sc, got = svc.model.ann.search(want[None, :], svc.model.ann.ntotal)
+        at = got[0].tolist().index(u)
+        assert abs(float(sc[0, at]) - float(want @ want)) < 1e-3 * max(1.0, float(want @ want))
+        assert c.delete("/v1/users/77777777").status_code == 200
+        assert not svc.model.ann.contains([u])[0] and not st1.has_embedding(np.array([u]))[0]
+    finally:
+        svc.close()

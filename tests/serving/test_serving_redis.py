@@ -170,11 +170,11 @@ def test_cache_write_token_refuses_a_list_made_before_an_invalidation(redis_serv
     write makes that write a no-op (Lua compare-and-set on the user's token)."""
     link = RedisLink.from_url(redis_server.url)
     one, two = RedisCache(link, "vt"), RedisCache(link, "vt")
-    recs, token = one.get_with_token(42)
+    recs, token = one.get_with_token(424242)
     assert recs is None
-    two.invalidate([42])  # a block posted to the other worker
-    one.put(42, [[1, 0.5, 1, [], "fof"]], token)
-    assert one.get(42) is None
-    recs, token = one.get_with_token(42)
-    one.put(42, [[2, 0.5, 1, [], "fof"]], token)  # no invalidation since: written
-    assert one.get_with_token(42)[0] == [[2, 0.5, 1, [], "fof"]]
+    two.invalidate([424242])  # a block posted to the other worker
+    one.put(424242, [[1, 0.5, 1, [], "fof"]], token)
+    assert one.get(424242) is None
+    recs, token = one.get_with_token(424242)
+    one.put(424242, [[2, 0.5, 1, [], "fof"]], token)  # no invalidation since: written
+    assert one.get_with_token(424242)[0] == [[2, 0.5, 1, [], "fof"]]

@@ -126,6 +126,7 @@ def test_erasure_across_two_serve_processes_with_redis_and_a_restart(model_dir, 
 
     from pymk.pipeline.model import Model
 
+    redis.Redis.from_url(redis_server.url).flushall()  # this test's own instance: only this model's keys from here
     res = subprocess.run([str(Path(sys.executable).parent / "pymk"), "publish", "--model", str(model_dir),
                           "--redis", redis_server.url], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
