@@ -349,7 +349,9 @@ def train(
     meta["stages"]["gnn"] = summary
     meta["stages"]["ann"] = ann_summary
     meta["config"]["gnn"] = cfg.to_dict()
-    (model / "model.json").write_text(json.dumps(meta, indent=2))
+    from pymk.pipeline.model import write_model_meta
+
+    write_model_meta(model, meta)
     typer.echo(f"embeddings written to {ckpt}: {summary}")
 
 

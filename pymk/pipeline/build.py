@@ -13,7 +13,6 @@ leaves a half-written model where a good one was.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from pymk.config import PymkConfig
 from pymk.graph.edges import EdgeList, IngestReport, normalize_edges
 from pymk.graph.ingest import read_edges
 from pymk.graph.snapshot import CSRGraph
-from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION
+from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, write_model_meta
 
 Log = Callable[[str], None]
 
@@ -120,7 +119,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             "config": config.to_dict(),
             "stages": stages,
         }
-        (work / "model.json").write_text(json.dumps(meta, indent=2))
+        write_model_meta(work, meta)
         if out.exists():
             shutil.rmtree(out)
         os.replace(work, out)

@@ -24,6 +24,14 @@ class ModelError(RuntimeError):
     """A model directory that cannot be loaded."""
 
 
+def write_model_meta(path: Path, meta: dict) -> None:
+    """The one writer of a model directory's model.json (atomic: written beside, then renamed)."""
+    path = Path(path)
+    tmp = path / "model.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path / "model.json")
+
+
 def model_version(meta: dict) -> str:
     """pymk version + a digest of the model's metadata (config, build time, stages)."""
     digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:8]
@@ -160,6 +168,34 @@ class Model:
     def snapshot(self) -> CSRGraph:
         """The build's CSR snapshot (what training and publishing read), without the live delta."""
         return getattr(self.graph, "snapshot", self.graph)
+
+    # ------------------------------------------------------------------------------ parts a worker replaces
+    # A serving worker puts live or Redis-backed parts in front of the ones read from the directory; these are
+    # the only ways they change, so every reader (Stage 1, the ranker) moves with them.
+
+    def use_embeddings(self, emb, *, live: np.ndarray | None = None) -> None:
+        """Stage 1 reads `emb` (the tiered store, a live matrix, new users' rows); `live`: the refreshed
+        (n, d) matrix `embeddings` returns from now on."""
+        if live is not None:
+            self._emb = live
+        self.stage1.embeddings = emb
+
+    def use_ann(self, ann) -> None:
+        """Stage 1 searches `ann` (e.g. the stream worker's locked index over the live vectors)."""
+        self._ann = ann
+        self.stage1.ann = ann
+
+    def use_feature_store(self, store) -> None:
+        """The learned ranker reads its user features from `store` (e.g. Redis with its embedded twin)."""
+        self.feature_store = self.features = store
+        if hasattr(self.ranker, "store"):
+            self.ranker.store = store
+
+    def use_shard_store(self, store) -> None:
+        """The sharded traversal reads adjacency lists from `store`."""
+        self.store = store
+        if self.sharded is not None:
+            self.sharded.store = store
 
     def index_of(self, user_ids) -> np.ndarray:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""

@@ -191,5 +191,5 @@ def attach_tiered_embeddings(svc) -> TieredEmbeddings | None:
         return None
     tiered = TieredEmbeddings(m.embeddings, link=svc.link, version=m.version,
                               cold_path=cold, metrics=svc.metrics)
-    m.stage1.embeddings = tiered
+    m.use_embeddings(tiered)
     return tiered

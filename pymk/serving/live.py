@@ -115,8 +115,7 @@ def attach_stream(svc):
             changed = changed[~adj.erased[changed]]
             if changed.size:
                 ann.replace(changed, refresher.emb[changed])
-            m.stage1.ann = m._ann = ann
-        m._emb = refresher.emb  # the live matrix is what Stage 1 reads from now on
+            m.use_ann(ann)
         gone = np.flatnonzero(adj.erased[:refresher.limit])
         refresher.emb[gone] = 0.0  # erased accounts keep no embedding
         if svc.embeddings is not None:
@@ -125,7 +124,7 @@ def attach_stream(svc):
             svc.embeddings.live[gone] = True  # never read from the tiers again
         # users who joined since the build: an inductive embedding from their friends (`pymk.stream.inductive`)
         grown = GrowingEmbeddings(svc.embeddings if svc.embeddings is not None else refresher.emb)
-        m.stage1.embeddings = grown
+        m.use_embeddings(grown, live=refresher.emb)  # the live matrix is what Stage 1 reads from now on
     else:
         refresher = GraphOnly(adj)
         grown = None

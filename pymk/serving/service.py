@@ -73,11 +73,11 @@ class Service:
         if isinstance(m.feature_store, RedisFeatureStore):
             local = InProcessFeatureStore.load(m.path / "features", m.graph.num_users)
             fs = FallbackStore(m.feature_store, local, self.link, "features")
-            m.feature_store = m.features = m.ranker.store = fs
+            m.use_feature_store(fs)
             self.fallbacks.append(fs)
         if isinstance(m.store, RedisShardStore):
             ss = FallbackStore(m.store, InProcessShardStore(m.graph, m.plan), self.link, "graph")
-            m.store = m.sharded.store = ss
+            m.use_shard_store(ss)
             self.fallbacks.append(ss)
 
     def log_event(self, op: str, src: int, dst: int) -> str | None:

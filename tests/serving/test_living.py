@@ -94,6 +94,12 @@ def test_new_users_unfriending_and_erasure_end_to_end(model_dir):
         assert c.get(f"/v1/users/{gone}/recommendations").status_code == 404
         assert c.delete(f"/v1/users/{gone}").status_code == 404  # already erased
         assert c.post("/v1/edges", json={"src": gone, "dst": a}).status_code == 404  # never resurrected
+        assert c.delete("/v1/users/123456").status_code == 404  # erasing a user never seen
+        # an event for the erased user that reaches the log anyway (another writer): ignored and counted
+        pos = svc.stream_log.append(gone, a, None, "add")
+        assert svc.stream.wait_applied(pos, timeout=10)
+        assert c.get("/healthz").json()["stream"]["ignored"] == 1
+        assert c.get(f"/v1/users/{gone}/recommendations").status_code == 404
         for u in sorted(ref.nodes):
             for rec in _check_answer(c, ref, u, never={gone}):
                 assert gone not in rec["mutual_sample"]
