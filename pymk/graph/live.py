@@ -400,6 +400,14 @@ class LiveGraph:
                 self._recording.append(("edges", k[ch], a[ch], b[ch], tt[ch]))
             return changed
 
+    def warm(self) -> None:
+        """Compiles the writer's kernel (a first change would otherwise pay numba's compile time)."""
+        e = np.zeros(0, np.int64)
+        _apply(self._indptr, self._indices, self._snap_ts, self._ovr, self._pend, self._arena, self._arena_ts,
+               self._has_ts, self._used, self._deg, np.zeros(0, np.int8), e, e, e, 0, np.zeros(0, bool), e, 0)
+        if self._n:
+            self.rows(np.zeros(1, np.int64))  # and the row gather the refresh and invalidations use
+
     def add(self, lo, hi, ts=None) -> tuple[np.ndarray, np.ndarray]:
         """Adds friendships; returns the ones that were new (`LiveAdjacency`'s interface)."""
         lo, hi = np.asarray(lo, np.int64).ravel(), np.asarray(hi, np.int64).ravel()

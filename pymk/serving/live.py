@@ -94,6 +94,7 @@ def attach_stream(svc):
         log.warning("%s: %d embeddings for %d users and no checkpoint to refresh them with: only the graph "
                     "follows posted changes (rebuild)", m.path, m.embeddings.shape[0], m.graph.num_users)
     adj = m.graph if live else LiveGraph(m.graph)  # sharded: a private graph for the embedding refresh only
+    adj.warm()  # the first posted change must not wait for numba to compile the writer
     worker = StreamWorker(svc.stream_log, GraphOnly(adj), adj.index_of, batch=100_000,
                           apply=m.apply if live else None)
     worker.on_refresh = lambda out, change: _apply_actions(svc, change)

@@ -31,7 +31,7 @@ class ServeSettings(BaseSettings):
                                "of A and B (1: A, B and their friends, the brief's policy; the GNN's layers: all)")
     stream_log: str | None = Field(None, description="edge-event log file without Redis (default: "
                                    "DIR/stream/events.log); with Redis, the stream pymk:stream:<model version>:edges")
-    apply_wait_s: float = Field(2.0, ge=0, description="a change posted to this worker is applied before the "
+    apply_wait_s: float = Field(10.0, ge=0, description="a change posted to this worker is applied before the "
                                 "request answers, waiting at most this long for its stream worker")
     stream_block_ms: int = Field(200, ge=1, description="how long a worker waits on the log per poll")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
