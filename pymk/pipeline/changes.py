@@ -126,7 +126,10 @@ def apply_to_graph(g: LiveGraph, events) -> Change:
     for e in events:
         if e.op in ("block", "dismiss"):
             flush()
-            out.actions.append((e.op, e.src, e.dst))
+            if e.src in g.erased_ids or e.dst in g.erased_ids:
+                out.ignored += 1  # an erased account gets no action sets back
+            else:
+                out.actions.append((e.op, e.src, e.dst))
         elif e.op == "erase":
             flush()
             u = int(g.resolve([e.src])[0])
