@@ -23,22 +23,6 @@ from pymk.graph.snapshot import CSRGraph
 from pymk.workspace import thread_scratch
 
 
-@njit(inline="always")
-def _spread(arr, s, e, share, deg, eps, r, p, queued, queue, touched, head, size, nt, n):
-    """Pushes `share` to the neighbours arr[s:e]; returns (queue size, touched count)."""
-    for j in range(s, e):
-        w = arr[j]
-        if r[w] == 0.0 and p[w] == 0.0:
-            touched[nt] = w
-            nt += 1
-        r[w] += share
-        if not queued[w] and r[w] >= eps * deg[w]:
-            queue[(head + size) % n] = w
-            size += 1
-            queued[w] = True
-    return size, nt
-
-
 @njit(cache=True)
 def _push(g, deg, u, alpha, eps, p, r, queued, queue, touched):
     """Forward push from u into p (estimate) and r (residual); returns the number of touched nodes.

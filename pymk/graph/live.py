@@ -155,8 +155,7 @@ class LiveGraph:
         self.added = 0  # friendships added since the build (LiveAdjacency's counter)
         self._arena_hint = arena
         self._new: dict[int, int] = {}  # external id -> dense index, for users past the build's snapshot
-        self._base_users = snapshot.num_users  # ids below this index are the build's, sorted
-        self._build_ids = snapshot.ids
+        self._build_ids = snapshot.ids  # the build's ids, sorted: dense index i <-> _build_ids[i]
         self._install(snapshot, snapshot.num_users, np.asarray(snapshot.ids), None)
         self._recording: list | None = None
 
@@ -379,22 +378,8 @@ class LiveGraph:
             changed = np.zeros(lo.size, bool)
             todo = np.flatnonzero(~skip)
             a, b, k, tt = lo[todo], hi[todo], kind[todo], t[todo]
-            ch = np.zeros(todo.size, bool)
-            touched = np.empty(2 * todo.size, np.int64)
-            start = 0
-            while start < todo.size:
-                start, used, nt = _apply(self._indptr, self._indices, self._snap_ts, self._ovr, self._pend,
-                                         self._arena, self._arena_ts, self._has_ts, self._used, self._deg,
-                                         k, a, b, tt, start, ch, touched, 0)
-                self._used = used
-                users = touched[:nt]
-                self._ovr[users] = self._pend[users]  # publish: whole rows only
-                self._pend[users] = -1
-                if start < todo.size:
-                    self._grow_arena(int(self._deg[a[start]] + self._deg[b[start]]) + 4)
+            ch = self._write_changes(k, a, b, tt)
             changed[todo] = ch
-            d = int((k[ch].astype(np.int64)).sum())
-            self._edges += d
             self.added += int((k[ch] == ADD).sum())
             if self._recording is not None and ch.any():
                 self._recording.append(("edges", k[ch], a[ch], b[ch], tt[ch]))
@@ -502,14 +487,16 @@ class LiveGraph:
             for op in replay:
                 if op[0] == "edges":
                     _, k, a, b, t = op
-                    self._replay(k, a, b, t)
+                    self._write_changes(k, a, b, t)
                 elif op[0] == "erase":
                     self._erased[op[1]] = True
             self.generation += 1
             self.compactions += 1
             return new
 
-    def _replay(self, k, a, b, t) -> None:
+    def _write_changes(self, k, a, b, t) -> np.ndarray:
+        """Writes changes (checked: in range, no self-loop, no erased user) to the delta and publishes the
+        new rows, growing the arena as needed; returns which changed the graph. Holds the lock's caller."""
         ch = np.zeros(a.size, bool)
         touched = np.empty(2 * a.size, np.int64)
         start = 0
@@ -519,11 +506,12 @@ class LiveGraph:
                                      k, a, b, t, start, ch, touched, 0)
             self._used = used
             users = touched[:nt]
-            self._ovr[users] = self._pend[users]
+            self._ovr[users] = self._pend[users]  # publish: whole rows only
             self._pend[users] = -1
             if start < a.size:
                 self._grow_arena(int(self._deg[a[start]] + self._deg[b[start]]) + 4)
         self._edges += int(k[ch].astype(np.int64).sum())
+        return ch
 
     def edge_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         return self.to_graph().edge_pairs()

@@ -45,18 +45,6 @@ def capacity(graph) -> int:
 
 
 @njit(inline="always")
-def row(g, u):
-    """User u's neighbours, ascending."""
-    ovr = g[2]
-    if u < ovr.shape[0]:
-        o = ovr[u]
-        if o >= 0:
-            arena = g[3]
-            return arena[o + 1:o + 1 + arena[o]]
-    return g[1][g[0][u]:g[0][u + 1]]
-
-
-@njit(inline="always")
 def span(g, u):
     """(in_arena, start, end): where user u's row lies, in g[3] (the arena) or g[1] (the snapshot), without
     making a slice (a slice costs a reference count in the hottest loops)."""
@@ -69,13 +57,18 @@ def span(g, u):
 
 
 @njit(inline="always")
+def row(g, u):
+    """User u's neighbours, ascending (a slice of the arena or of the snapshot)."""
+    in_arena, s, e = span(g, u)
+    if in_arena:
+        return g[3][s:e]
+    return g[1][s:e]
+
+
+@njit(inline="always")
 def deg(g, u):
-    ovr = g[2]
-    if u < ovr.shape[0]:
-        o = ovr[u]
-        if o >= 0:
-            return np.int64(g[3][o])
-    return np.int64(g[0][u + 1] - g[0][u])
+    _, s, e = span(g, u)
+    return e - s
 
 
 @njit(inline="always")

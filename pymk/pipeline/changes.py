@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pymk.graph.live import ADD, REMOVE, LiveGraph
+from pymk.pipeline.model import ModelError
 
 
 @dataclass
@@ -29,12 +30,11 @@ class Change:
     added_pairs: tuple = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))  # lo, hi, ts
     new_users: list = field(default_factory=list)  # dense indices created
     erased: list = field(default_factory=list)  # dense indices erased
-    erased_friends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     actions: list = field(default_factory=list)  # (op, src id, dst id) for block / dismiss
     ignored: int = 0  # events naming an erased user, or removing for a user never seen
 
 
-class LiveGraphError(RuntimeError):
+class LiveGraphError(ModelError):
     """A model whose graph cannot change here (a sharded model: its shard stores hold the build's lists)."""
 
 
@@ -89,7 +89,7 @@ def fold_events(edges, events, *, log=print):
 def apply_to_graph(g: LiveGraph, events) -> Change:
     """The graph part of `apply_events`, for any LiveGraph."""
     out = Change()
-    ends, add_lo, add_hi, add_ts, friends = [], [], [], [], []
+    ends, add_lo, add_hi, add_ts = [], [], [], []
     run: list = []
 
     def flush():
@@ -139,7 +139,6 @@ def apply_to_graph(g: LiveGraph, events) -> Change:
             f = g.erase(u)
             out.removed += int(f.size)
             out.erased.append(u)
-            friends.append(f)
             ends.append(f)
         else:
             if run and run[0].op != e.op:
@@ -148,9 +147,7 @@ def apply_to_graph(g: LiveGraph, events) -> Change:
     flush()
     out.new_users = list(range(n_before, g.num_users))
     if out.erased:
-        erased = np.array(out.erased, np.int64)
-        out.erased_friends = np.unique(np.concatenate(friends))
-        ends.append(erased)
+        ends.append(np.array(out.erased, np.int64))
     if add_lo:
         out.added_pairs = (np.concatenate(add_lo), np.concatenate(add_hi), np.concatenate(add_ts))
     out.ends = np.unique(np.concatenate(ends)) if ends else out.ends
