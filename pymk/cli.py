@@ -28,6 +28,7 @@ def _user_errors():
     from pymk.config import ConfigError
     from pymk.gnn.config import CheckpointError, DeviceError
     from pymk.graph.ingest import IngestError
+    from pymk.graph.shard_graph import ShardGraphError
     from pymk.graph.shard_store import ShardStoreError
     from pymk.graph.snapshot import SnapshotError
     from pymk.io import UsersFileError
@@ -35,7 +36,7 @@ def _user_errors():
     from pymk.ranking.learned import RankerError
 
     return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError, CheckpointError,
-            DeviceError, AnnError, RankerError, FileNotFoundError, FileExistsError)
+            DeviceError, AnnError, RankerError, ShardGraphError, FileNotFoundError, FileExistsError)
 
 
 @app.command()
@@ -440,6 +441,10 @@ def serve(
     redis: Annotated[str | None, typer.Option(help="Redis URL: the L2 cache and user actions, and what `pymk "
                                                 "publish` put there (graph shards, ranker features)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the model)")] = 1,
+    executor: Annotated[str, typer.Option(help="a sharded model's shard servers: local (in process) | ray (one "
+                                          "Ray actor per shard)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster for --executor ray (default: start a "
+                                                    "local one)")] = None,
 ) -> None:
     """Serve recommendations over HTTP (see pymk/serving/app.py; settings also from PYMK_* variables)."""
     import os
@@ -452,6 +457,11 @@ def serve(
     os.environ["PYMK_MODEL"] = str(model)
     if redis is not None:
         os.environ["PYMK_REDIS_URL"] = redis
+    if executor not in ("local", "ray"):
+        raise _err(f"--executor must be local or ray, got {executor!r}")
+    os.environ["PYMK_EXECUTOR"] = executor
+    if ray_address is not None:
+        os.environ["PYMK_RAY_ADDRESS"] = ray_address
     settings = ServeSettings()
     try:
         svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker

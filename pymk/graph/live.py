@@ -116,6 +116,30 @@ def _apply(indptr, indices, snap_ts, ovr, pend, arena, arena_ts, has_ts, used, d
 
 
 @njit(cache=True)
+def _apply_half(indptr, indices, snap_ts, ovr, pend, arena, arena_ts, has_ts, used, deg, kind, x, y, ts, start,
+                changed, touched, nt):
+    """`_apply` for one end of each change: row x[e] gains (kind 1) or loses (kind -1) the entry y[e]; the
+    rows of a shard's living graph hold the ends it owns. Returns (next change, arena used, touched)."""
+    cap = arena.shape[0]
+    for e in range(start, x.shape[0]):
+        a = x[e]
+        if used + _cur_len(a, indptr, ovr, pend, arena) + 2 > cap:
+            return e, used, nt
+        la = _write(a, y[e], ts[e], kind[e], indptr, indices, snap_ts, ovr, pend, arena, arena_ts, has_ts, used)
+        if la < 0:
+            changed[e] = False
+            continue
+        if pend[a] < 0:
+            touched[nt] = a
+            nt += 1
+        pend[a] = used
+        used += 1 + la
+        deg[a] += kind[e]
+        changed[e] = True
+    return x.shape[0], used, nt
+
+
+@njit(cache=True)
 def _fold_lengths(g, n, out):
     for u in range(n):
         out[u] = R.deg(g, u)
@@ -385,6 +409,23 @@ class LiveGraph:
                 self._recording.append(("edges", k[ch], a[ch], b[ch], tt[ch]))
             return changed
 
+    def apply_rows(self, kind, rows, values, ts=None) -> np.ndarray:
+        """One end of each change: row rows[e] (a dense index here) gains (kind 1) or loses (kind -1) the
+        entry values[e], whatever that names. A shard's living graph holds rows of the users it owns whose
+        entries are global user indices (`pymk.graph.shard_graph`). Returns (e,) bool: which rows changed."""
+        rows = np.asarray(rows, np.int64).ravel()
+        values = np.asarray(values, np.int64).ravel()
+        kind = np.broadcast_to(np.asarray(kind, np.int8), rows.shape).copy()
+        t = np.broadcast_to(np.asarray(time.time() if ts is None else ts, np.float64), rows.shape).astype(np.int64)
+        with self._lock:
+            if rows.size and (rows.min() < 0 or rows.max() >= self._n):
+                raise IndexError(f"row index outside the graph's {self._n} rows")
+            ch = self._write_changes(kind, rows, values, t, half=True)
+            self.added += int((kind[ch] == ADD).sum())
+            if self._recording is not None and ch.any():
+                self._recording.append(("rows", kind[ch], rows[ch], values[ch], t[ch]))
+            return ch
+
     def warm(self) -> None:
         """Compiles the writer's kernel (a first change would otherwise pay numba's compile time)."""
         e = np.zeros(0, np.int64)
@@ -488,20 +529,25 @@ class LiveGraph:
                 if op[0] == "edges":
                     _, k, a, b, t = op
                     self._write_changes(k, a, b, t)
+                elif op[0] == "rows":
+                    _, k, a, b, t = op
+                    self._write_changes(k, a, b, t, half=True)
                 elif op[0] == "erase":
                     self._erased[op[1]] = True
             self.generation += 1
             self.compactions += 1
             return new
 
-    def _write_changes(self, k, a, b, t) -> np.ndarray:
+    def _write_changes(self, k, a, b, t, *, half: bool = False) -> np.ndarray:
         """Writes changes (checked: in range, no self-loop, no erased user) to the delta and publishes the
-        new rows, growing the arena as needed; returns which changed the graph. Holds the lock's caller."""
+        new rows, growing the arena as needed; returns which changed the graph. Holds the lock's caller.
+        `half`: only row a[e] changes (entry b[e]; `apply_rows`)."""
         ch = np.zeros(a.size, bool)
         touched = np.empty(2 * a.size, np.int64)
+        kernel = _apply_half if half else _apply
         start = 0
         while start < a.size:
-            start, used, nt = _apply(self._indptr, self._indices, self._snap_ts, self._ovr, self._pend,
+            start, used, nt = kernel(self._indptr, self._indices, self._snap_ts, self._ovr, self._pend,
                                      self._arena, self._arena_ts, self._has_ts, self._used, self._deg,
                                      k, a, b, t, start, ch, touched, 0)
             self._used = used
@@ -509,8 +555,10 @@ class LiveGraph:
             self._ovr[users] = self._pend[users]  # publish: whole rows only
             self._pend[users] = -1
             if start < a.size:
-                self._grow_arena(int(self._deg[a[start]] + self._deg[b[start]]) + 4)
-        self._edges += int(k[ch].astype(np.int64).sum())
+                grow = self._deg[a[start]] + (0 if half else self._deg[b[start]])
+                self._grow_arena(int(grow) + 4)
+        # a half change is one adjacency entry; edges count both ends
+        self._edges += int(k[ch].astype(np.int64).sum()) if not half else 0
         return ch
 
     def edge_pairs(self) -> tuple[np.ndarray, np.ndarray]:

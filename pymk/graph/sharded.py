@@ -46,6 +46,8 @@ class ShardedGraph:
             f_ptr (B + 1,), f_idx: each user's friends; needed (R,) sorted friends of the batch;
             m_ptr (R + 1,), m_idx: their lists, row r for needed[r].
         """
+        if hasattr(self.store, "gather"):  # shard servers: two rounds, the second in parallel
+            return self._gather_servers(shard, users)
         f_ptr, f_idx = self.store.lists(shard, users)
         self.local_requests += 1
         needed = np.unique(f_idx).astype(np.int64)
@@ -60,6 +62,27 @@ class ShardedGraph:
             ids = remote[self.plan.home[remote] == t]
             parts.append((ids, *self.store.lists(t, ids)))
             self.remote_requests += 1
+        return f_ptr, f_idx, needed, *_assemble(needed, parts)
+
+    def _gather_servers(self, shard: int, users: np.ndarray):
+        """`gather` over shard servers (`ShardRouter`): the home shard answers the users' lists and the lists
+        it holds of their friends in one call; the other friends' lists come in one parallel round, one
+        call per shard. A shard that does not answer leaves its lists out (the router flags it)."""
+        first = self.store.gather(shard, users)
+        self.local_requests += 1
+        if first is None:  # the home shard is down: these users' lists are unknown here
+            empty = np.zeros(users.size + 1, np.int64)
+            return empty, np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.int64)
+        f_ptr, f_idx, held, h_ptr, h_idx = first
+        needed = np.unique(f_idx).astype(np.int64)
+        remote = np.setdiff1d(needed, held, assume_unique=True)
+        home = self.plan.home[remote]
+        calls = [(t, remote[home == t]) for t in np.unique(home).tolist()]
+        self.remote_requests += len(calls)
+        parts = [(held, h_ptr, h_idx)] if held.size else []
+        for (_, ids), got in zip(calls, self.store.lists_many(calls) if calls else [], strict=True):
+            parts.append((ids, *got) if got is not None else (ids, np.zeros(ids.size + 1, np.int64),
+                                                              np.empty(0, np.int64)))
         return f_ptr, f_idx, needed, *_assemble(needed, parts)
 
 

@@ -2,7 +2,7 @@
 
 Stages (each writes a named artifact under the model dir):
     graph    ingest + normalise + CSR snapshot        -> DIR/graph/
-    shards   partition + replica plan (shards > 1)    -> DIR/graph/partition.npy, shards.json, ...
+    shards   partition + replica plan (shards > 1)    -> DIR/graph/partition.npy, shards.json, shards/<s>/, ...
     gnn      GNN embeddings (gnn.enabled)              -> DIR/gnn/
     ann      ANN index over the embeddings             -> DIR/ann/
     ranker   feature table + LightGBM ranker            -> DIR/features/, DIR/ranker/
@@ -190,9 +190,11 @@ def _same_edges(a: CSRGraph, b: CSRGraph) -> bool:
 
 
 def _shard_stage(graph: CSRGraph, snapshot_dir: Path, config: PymkConfig, log: Log) -> dict:
-    """Partitions users, plans replicas, stores the plan in the snapshot, reports locality."""
+    """Partitions users, plans replicas, stores the plan and each shard's own snapshot (what its shard server
+    maps: `graph/shards/<s>/`) beside the graph's, reports locality."""
     from pymk.graph.locality import locality_report
     from pymk.graph.partition import partition, plan_replicas
+    from pymk.graph.shard_graph import save_shards
     from pymk.graph.sharded import save_plan
 
     t0 = time.perf_counter()
@@ -200,7 +202,9 @@ def _shard_stage(graph: CSRGraph, snapshot_dir: Path, config: PymkConfig, log: L
     home = partition(graph, sc.shards, sc.method, balance=sc.balance)
     plan = plan_replicas(graph, home, sc.shards, sc.method, sc.replication)
     save_plan(snapshot_dir, plan, budget=sc.replication)
+    entries = save_shards(graph, plan, snapshot_dir)
     report = locality_report(graph, plan).to_dict()
+    report["shard_entries"] = entries
     report["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"stage shards: {sc.shards} {sc.method} shards, two-hop locality {report['two_hop_locality']:.3f}, "
         f"balance {report['balance']:.3f}, replication {report['replication_overhead']:.3f} "

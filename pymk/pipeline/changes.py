@@ -35,16 +35,28 @@ class Change:
 
 
 class LiveGraphError(ModelError):
-    """A model whose graph cannot change here (a sharded model: its shard stores hold the build's lists)."""
+    """A model whose graph cannot change here (one assembled over a frozen CSRGraph)."""
 
 
 def apply_events(model, events) -> Change:
-    """Applies events to a model's living graph and its ANN index (see the module docstring)."""
+    """Applies events to a model's living graph, its shard servers (a sharded model) and its ANN index (see
+    the module docstring)."""
     g = model.graph
     if not isinstance(g, LiveGraph):
-        raise LiveGraphError(f"{model.path}: a sharded model's graph follows no live events (its shard stores "
-                             "hold the build's lists); rebuild to fold them in")
-    out = apply_to_graph(g, events)
+        raise LiveGraphError(f"{model.path}: this model's graph is a frozen snapshot (open it with Model.load)")
+    servers = getattr(model, "servers", None)
+    batches: list = []
+    n_before = g.num_users
+    out = apply_to_graph(g, events, sink=None if servers is None else batches.append)
+    if servers is not None:
+        new = np.arange(n_before, g.num_users, dtype=np.int64)
+        servers.add_users(new, np.asarray(g.ids)[n_before:])
+        if batches or new.size:
+            k = np.concatenate([np.full(b[1].size, b[0], np.int8) for b in batches]) if batches else np.zeros(0)
+            lo = np.concatenate([b[1] for b in batches]) if batches else np.zeros(0, np.int64)
+            hi = np.concatenate([b[2] for b in batches]) if batches else np.zeros(0, np.int64)
+            ts = np.concatenate([b[3] for b in batches]) if batches else np.zeros(0)
+            servers.apply(k, lo, hi, ts, new_users=new)
     if out.erased:
         ann = getattr(model.stage1, "ann", None)
         if ann is not None:
@@ -86,8 +98,9 @@ def fold_events(edges, events, *, log=print):
     return out, summary
 
 
-def apply_to_graph(g: LiveGraph, events) -> Change:
-    """The graph part of `apply_events`, for any LiveGraph."""
+def apply_to_graph(g: LiveGraph, events, *, sink=None) -> Change:
+    """The graph part of `apply_events`, for any LiveGraph. `sink((kind, lo, hi, ts))` is handed every
+    friendship change that changed the graph, in order (an erasure as the removal of each friendship)."""
     out = Change()
     ends, add_lo, add_hi, add_ts = [], [], [], []
     run: list = []
@@ -110,6 +123,8 @@ def apply_to_graph(g: LiveGraph, events) -> Change:
         out.ignored += int((~ok).sum())
         a, b, ts = a[ok], b[ok], ts[ok]
         changed = g.apply(ADD if op == "add" else REMOVE, a, b, ts)
+        if sink is not None and changed.any():
+            sink((ADD if op == "add" else REMOVE, a[changed], b[changed], ts[changed].astype(np.float64)))
         if op == "remove":
             g.remember_unfriended(a, b)
             out.removed += int(changed.sum())
@@ -137,6 +152,8 @@ def apply_to_graph(g: LiveGraph, events) -> Change:
                 out.ignored += 1
                 continue
             f = g.erase(u)
+            if sink is not None and f.size:
+                sink((REMOVE, np.full(f.size, u, np.int64), f, np.full(f.size, e.ts, np.float64)))
             out.removed += int(f.size)
             out.erased.append(u)
             ends.append(f)

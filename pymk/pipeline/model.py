@@ -78,8 +78,10 @@ def _redis_features(client, path: Path, meta: dict):
 class Model:
     """Recommendations from one model directory. Users are dense indices; see `index_of`.
 
-    `graph` is a `LiveGraph` (snapshot + delta) for an unsharded model: `apply` changes it, and Stage 1,
-    the ranker's features, the filters and the explanations read it as it is now."""
+    `graph` is a `LiveGraph` (snapshot + delta): `apply` changes it, and Stage 1, the ranker's features, the
+    filters and the explanations read it as it is now. A sharded model's friends-of-friends reads its shard
+    servers (`servers`, a `ShardRouter`: each shard's own snapshot + delta, in process or on Ray), which
+    `apply` changes too; `store` is what the traversal reads (the servers, or Redis in front of them)."""
 
     path: Path | None
     meta: dict
@@ -89,14 +91,22 @@ class Model:
     plan: object = None  # a ShardPlan when built with shards > 1
     store: object = None  # the shard store the traversal reads (in process unless given)
     feature_store: object = None  # the learned ranker's user features (DIR/features/ unless given)
+    servers: object = None  # a sharded model's ShardRouter (in-process shard servers unless given)
 
     def __post_init__(self):
         traversal = None
         if self.plan is not None:
-            from pymk.graph.shard_store import InProcessShardStore
             from pymk.graph.sharded import ShardedGraph
 
-            self.store = self.store or InProcessShardStore(self.graph, self.plan)
+            if self.servers is None:
+                from pymk.serving.shard_router import in_process_servers
+
+                self.servers = in_process_servers(self.path, self.snapshot, self.plan)
+            elif self.servers.plan is not self.plan:
+                if not np.array_equal(self.servers.plan.home, self.plan.home):
+                    raise ModelError(f"{self.path}: its shard servers serve another partition of its users")
+                self.plan = self.servers.plan  # one plan: new users' home shards are the servers'
+            self.store = self.store or self.servers
             traversal = ShardedGraph(self.plan, self.store)
         self.sharded = traversal
         self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal, embeddings=self.embeddings,
@@ -125,10 +135,11 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None,
-             redis_client=None) -> Model:
+             redis_client=None, servers=None) -> Model:
         """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url` (or a
         ready `redis_client`, e.g. with the service's timeouts): read what `pymk publish` put in Redis: a
-        sharded model's adjacency lists and the learned ranker's user features."""
+        sharded model's adjacency lists and the learned ranker's user features. `servers`: a sharded
+        model's `ShardRouter` (e.g. over Ray actors; default: shard servers in this process)."""
         from pymk.artifacts import read_artifact_meta
         from pymk.graph.sharded import load_plan
 
@@ -150,12 +161,18 @@ class Model:
                 store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(meta)}", plan=plan)
             if has_features:
                 features = _redis_features(client, path, meta)
-        graph = CSRGraph.load(path / "graph")
-        if plan is None:  # the served graph lives: snapshot + delta (a sharded model's shards hold the build's)
-            from pymk.graph.live import LiveGraph
+        from pymk.graph.live import LiveGraph
 
-            graph = LiveGraph(graph)
-        return cls(path, meta, config, graph, plan, store, features)
+        graph = LiveGraph(CSRGraph.load(path / "graph"))  # the served graph lives: snapshot + delta
+        if store is not None and servers is None:
+            from pymk.serving.shard_router import in_process_servers
+
+            servers = in_process_servers(path, graph.snapshot, plan)
+        if store is not None:  # lists changed since the build are read from the shard servers, not Redis
+            from pymk.serving.shard_router import DeltaOverlay
+
+            store = DeltaOverlay(store, servers)
+        return cls(path, meta, config, graph, plan, store, features, servers)
 
     def apply(self, events):
         """Applies events from the log (friendships added and removed, new users, erasures) to the living
@@ -192,7 +209,12 @@ class Model:
             self.ranker.store = store
 
     def use_shard_store(self, store) -> None:
-        """The sharded traversal reads adjacency lists from `store`."""
+        """The sharded traversal reads adjacency lists from `store` (lists changed since the build from the
+        shard servers)."""
+        from pymk.serving.shard_router import DeltaOverlay
+
+        if not isinstance(store, DeltaOverlay) and store is not self.servers:
+            store = DeltaOverlay(store, self.servers)
         self.store = store
         if self.sharded is not None:
             self.sharded.store = store

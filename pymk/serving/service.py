@@ -62,12 +62,24 @@ class Service:
                 else:
                     log.warning("redis at %s unreachable at start: the model's stores are served from %s",
                                 settings.redis_url, path)
-        model = Model.load(path, shards=shards, redis_client=client)
+        servers = None
+        if settings.executor == "ray":
+            from pymk.graph.sharded import load_plan
+            from pymk.pipeline.model import ModelError
+            from pymk.serving.shard_router import ray_servers
+
+            plan = load_plan(path / "graph", expect_shards=shards)
+            if plan is None:
+                raise ModelError(f"{path} was built unsharded: `--executor ray` runs one shard server per graph "
+                                 f"shard; build with `pymk build --shards S`")
+            servers = ray_servers(path, plan, address=settings.ray_address,
+                                  timeout_s=settings.shard_timeout_ms / 1000.0)
+        model = Model.load(path, shards=shards, redis_client=client, servers=servers)
         return cls(model, settings, link)
 
     def _wrap_redis_stores(self) -> None:
         from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
-        from pymk.graph.shard_store import InProcessShardStore, RedisShardStore
+        from pymk.graph.shard_store import RedisShardStore
 
         m = self.model
         if isinstance(m.feature_store, RedisFeatureStore):
@@ -75,8 +87,9 @@ class Service:
             fs = FallbackStore(m.feature_store, local, self.link, "features")
             m.use_feature_store(fs)
             self.fallbacks.append(fs)
-        if isinstance(m.store, RedisShardStore):
-            ss = FallbackStore(m.store, InProcessShardStore(m.graph, m.plan), self.link, "graph")
+        redis_store = getattr(m.store, "base", m.store)
+        if isinstance(redis_store, RedisShardStore):  # Redis down: the shard servers answer
+            ss = FallbackStore(redis_store, m.servers, self.link, "graph")
             m.use_shard_store(ss)
             self.fallbacks.append(ss)
 
@@ -144,6 +157,9 @@ class Service:
         for fb in self.fallbacks:
             if fb.take_degraded():
                 req.degrade(fb.name)
+        if self.model.servers is not None:  # shard servers that did not answer in time ("shard 2")
+            for name in self.model.servers.take_degraded():
+                req.degrade(name)
 
     def recommend(self, user_id: int, k: int) -> Request:
         """Runs the request flow for one user (raises `NotEligible` for a user not in the model)."""

@@ -34,6 +34,13 @@ class ServeSettings(BaseSettings):
     apply_wait_s: float = Field(10.0, ge=0, description="a change posted to this worker is applied before the "
                                 "request answers, waiting at most this long for its stream worker")
     stream_block_ms: int = Field(200, ge=1, description="how long a worker waits on the log per poll")
+    executor: str = Field("local", pattern="^(local|ray)$", description="where a sharded model's shard servers "
+                          "run: local (in this process) or ray (one actor per shard, on the cluster at "
+                          "ray_address or a local one)")
+    ray_address: str | None = Field(None, description="Ray cluster to attach the shard servers to (default: a "
+                                    "local cluster, started with the service)")
+    shard_timeout_ms: float = Field(1000.0, gt=0, description="per-call deadline of a shard server; past it the "
+                                    "request answers without that shard, flagged degraded ('shard N')")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
                                   "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")
 

@@ -1,0 +1,138 @@
+"""Serving over shard servers on Ray against the unsharded service, side by side in one run.
+
+    .venv/bin/python -m benchmarks.bench_serve_sharded [--users 1000000] [--avg-degree 10] [--shards 4]
+        [--methods hash,community] [--requests 1000] [--cache /tmp/pymk-bench] [--json OUT]
+
+On `pymk synth --users N --avg-degree D --seed 0` the benchmark builds (once, cached) the unsharded model and
+one model per partition method with `--shards S` (same config: default Stage 1, Adamic-Adar ranker, so no
+training noise separates them), starts a local Ray cluster with one `ShardServer` actor per shard, and
+runs each service's whole request flow (`Service.recommend`, uncached, k = 20) for the same random users,
+the services alternated user by user. It reports:
+    equal       share of users whose (candidate, mutual count) lists equal the unsharded service's
+    latency     p50 / p99 per request, and requests per second, one client
+    fan-out     shard servers called and adjacency entries moved per request (8 bytes each, int64)
+    memory      each shard server's adjacency entries (against total / S), RSS and file-backed RSS,
+                and the ranking tier's RSS (which still maps the whole graph: see docs/BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_fof import load_graph
+from pymk.config import PymkConfig
+from pymk.graph.edges import EdgeList
+from pymk.pipeline.build import build_from_edges
+from pymk.serving.service import Service
+from pymk.serving.settings import ServeSettings
+
+
+def build(g, out: Path, shards: int, method: str) -> Path:
+    if (out / "model.json").exists():
+        return out
+    cfg = PymkConfig()
+    cfg.ranker.kind = "adamic_adar"
+    if shards > 1:
+        cfg.sharding.shards = shards
+        cfg.sharding.method = method
+    lo, hi = g.edge_pairs()
+    edges = EdgeList(np.asarray(g.ids), lo.astype(np.int32), hi.astype(np.int32))
+    t = time.perf_counter()
+    build_from_edges(edges, out, cfg, log=lambda s: None)
+    print(f"built {out.name} in {time.perf_counter() - t:.0f}s", flush=True)
+    return out
+
+
+def rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def answer(svc, user):
+    t = time.perf_counter()
+    req = svc.recommend(int(user), 20)
+    dt = time.perf_counter() - t
+    return dt, [(int(r[0]), int(r[2])) for r in req.response], req.degraded
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--avg-degree", type=float, default=10)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--methods", default="hash,community")
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/pymk-bench"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    import ray
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    g = load_graph(args.users, args.avg_degree, args.cache)
+    tag = f"{args.users}-{args.avg_degree:g}"
+    plain_dir = build(g, args.cache / f"model-{tag}-plain", 1, "hash")
+    rng = np.random.default_rng(0)
+    users = np.asarray(g.ids)[rng.choice(g.num_users, args.requests, replace=False)]
+    settings = {"stream": False, "cache_size": 0, "shard_timeout_ms": 10_000}
+    plain = Service.from_settings(ServeSettings(model=str(plain_dir), **settings))
+    plain.warm()
+    ray.init(num_cpus=max(2, args.shards), include_dashboard=False, log_to_driver=False)
+    report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "users": args.users,
+              "avg_degree": args.avg_degree, "shards": args.shards, "requests": args.requests, "methods": {}}
+    total_entries = int(g.indices.shape[0])
+    for method in args.methods.split(","):
+        mdir = build(g, args.cache / f"model-{tag}-s{args.shards}-{method}", args.shards, method)
+        sharded = Service.from_settings(ServeSettings(model=str(mdir), executor="ray", **settings))
+        sharded.warm()
+        router = sharded.model.servers
+        for u in users[:20]:  # warm both paths
+            answer(sharded, u), answer(plain, u)
+        lat_p, lat_s, equal, degraded, calls, moved = [], [], 0, 0, [], []
+        for u in users:
+            dp, want, _ = answer(plain, u)
+            r0, e0 = router.stats.requests, router.stats.entries
+            ds, got, deg = answer(sharded, u)
+            calls.append(router.stats.requests - r0)
+            moved.append(router.stats.entries - e0)
+            lat_p.append(dp)
+            lat_s.append(ds)
+            equal += got == want
+            degraded += bool(deg)
+        servers = router.server_stats()
+        ms = lambda x, q: round(float(np.percentile(x, q)) * 1000, 2)  # noqa: E731
+        rep = {
+            "equal_share": equal / len(users), "degraded": degraded,
+            "unsharded_ms": {"p50": ms(lat_p, 50), "p99": ms(lat_p, 99), "rps": round(len(users) / sum(lat_p), 1)},
+            "sharded_ms": {"p50": ms(lat_s, 50), "p99": ms(lat_s, 99), "rps": round(len(users) / sum(lat_s), 1)},
+            "p99_ratio": round(ms(lat_s, 99) / ms(lat_p, 99), 2),
+            "calls_per_request": round(float(np.mean(calls)), 2),
+            "bytes_per_request": round(float(np.mean(moved)) * 8),
+            "servers": [{"shard": s["shard"], "entries": s["entries"],
+                         "share_of_total": round(s["entries"] / total_entries, 4),
+                         "rss_mb": round(s["rss_bytes"] / 2**20), "file_rss_mb": round(s["rss_file_bytes"] / 2**20)}
+                        for s in servers],
+            "entries_cap": round(1 / args.shards, 4),
+            "ranking_tier_rss_mb": round(rss() / 2**20),
+        }
+        report["methods"][method] = rep
+        print(json.dumps({method: rep}, indent=1), flush=True)
+        for h in router.servers:
+            ray.kill(h)
+        sharded.close()
+    plain.close()
+    ray.shutdown()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The ranking tier's view of the shard servers: routing, parallel fan-out, changes, faults.
+
+`ShardRouter` answers the shard-store interface the sharded traversal reads (`lists(shard, users)`, and
+`lists_many` for one parallel round of calls, one per shard), so friends-of-friends runs unchanged over
+shard servers in process or on Ray. It routes every change to the shards that hold an end of it (home
+and replica shards), gives users who join after the build a home shard (hash of their id), and keeps the
+changes each shard applied so that a server that restarts (Ray restarts a dead actor from the model
+directory) gets them again before it answers.
+
+Faults: a call that fails or passes its deadline (`timeout_s`) marks the shard degraded; the traversal
+goes on without its lists and the request is flagged `degraded` with the shard named ("shard 2").
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from pymk.graph.partition import ShardPlan, stable_hash
+from pymk.graph.shard_store import StoreStats
+
+
+class ShardUnavailable(RuntimeError):
+    """A shard server that did not answer (dead, restarting, or past its deadline)."""
+
+    def __init__(self, shard: int, why: str):
+        super().__init__(f"shard {shard} unavailable: {why}")
+        self.shard = shard
+
+
+class ShardRouter:
+    """Routes to `servers[s]` for shard s: `ShardServer` objects (in process) or Ray actor handles.
+
+    Args:
+        plan: home shard per user and replicas per shard (`plan.home` grows as users join).
+        servers: one per shard.
+        timeout_s: per-call deadline for Ray calls.
+    """
+
+    def __init__(self, plan: ShardPlan, servers: list, *, timeout_s: float = 2.0):
+        if len(servers) != plan.shards:
+            raise ValueError(f"{len(servers)} shard servers for {plan.shards} shards")
+        self.plan = plan
+        self.servers = servers
+        self.timeout_s = timeout_s
+        self.remote = hasattr(servers[0], "lists") and hasattr(servers[0].lists, "remote")
+        self.stats = StoreStats()
+        self.boots: list[str | None] = [None] * plan.shards
+        self.history: list[list] = [[] for _ in range(plan.shards)]  # changes sent, replayed after a restart
+        self.failures = [0] * plan.shards
+        self.replays = [0] * plan.shards
+        self._lock = threading.Lock()
+        self._degraded: set[int] = set()
+        self._changed = np.zeros(plan.home.size, bool)  # lists changed since the build (`DeltaOverlay`)
+
+    # ------------------------------------------------------------------------------ calls
+
+    def _send(self, s: int, method: str, args: tuple):
+        """Starts a call: a Ray object ref, or the call itself to run in `_wait` (in process)."""
+        return getattr(self.servers[s], method).remote(*args) if self.remote else None
+
+    def _get(self, s: int, pending, method: str, args: tuple, timeout: float):
+        try:
+            if self.remote:
+                import ray
+
+                return ray.get(pending, timeout=timeout)
+            return getattr(self.servers[s], method)(*args)
+        except Exception as exc:  # noqa: BLE001 - a dead actor, a deadline, a failed call: the shard is out
+            self.failures[s] += 1
+            with self._lock:
+                self._degraded.add(s)
+            raise ShardUnavailable(s, f"{type(exc).__name__}: {exc}"[:200]) from exc
+
+    def _wait(self, s: int, pending, method: str, args: tuple, *, timeout: float | None = None):
+        """The reply of a started call, without its boot id. A server that restarted since its last reply
+        (a new boot id, or a failed call after which it answers with one) first gets every change it had
+        applied (`_replay`), then the call is made again."""
+        timeout = self.timeout_s if timeout is None else timeout
+        try:
+            reply = self._get(s, pending, method, args, timeout)
+        except ShardUnavailable:
+            if not self._restarted(s):
+                raise
+            reply = (None,)
+        if reply[0] != self.boots[s] and self.boots[s] is not None:
+            self._replay(s)
+            reply = self._get(s, self._send(s, method, args), method, args, timeout)
+            if reply[0] != self.boots[s]:
+                raise ShardUnavailable(s, "restarted again during its replay")
+        self.boots[s] = reply[0]
+        return reply[1:]
+
+    def _restarted(self, s: int) -> bool:
+        """After a failed call: whether the server answers now under a new boot id (it restarted)."""
+        if self.boots[s] is None:
+            return False
+        try:
+            boot = self._get(s, self._send(s, "ping", ()), "ping", (), self.timeout_s)
+        except ShardUnavailable:
+            return False
+        return boot != self.boots[s]
+
+    def _call(self, s: int, method: str, *args, timeout: float | None = None):
+        return self._wait(s, self._send(s, method, args), method, args, timeout=timeout)
+
+    def _replay(self, s: int) -> None:
+        """Sends a restarted shard server every change batch it had applied, in order. Replaying a batch
+        it already has changes nothing (each change sets its pair's state; the last one wins)."""
+        self.replays[s] += 1
+        boot = None
+        for batch in self.history[s]:
+            boot = self._get(s, self._send(s, "apply", batch), "apply", batch, max(self.timeout_s, 30.0))[0]
+        if boot is None:
+            boot = self._get(s, self._send(s, "ping", ()), "ping", (), max(self.timeout_s, 30.0))
+        self.boots[s] = boot
+
+    # ------------------------------------------------------------------------------ the store interface
+
+    def lists(self, shard: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lists of `users` held on `shard` (raises `ShardUnavailable`)."""
+        users = np.asarray(users, np.int64)
+        ptr, idx = self._call(shard, "lists", users)
+        self.stats.count(shard, users.size, int(ptr[-1]))
+        return ptr, idx
+
+    def gather(self, shard: int, users: np.ndarray):
+        """`ShardServer.gather` on the users' home shard (one call): their lists and the lists of their friends
+        held there. None when the shard does not answer."""
+        users = np.asarray(users, np.int64)
+        try:
+            f_ptr, f_idx, held, h_ptr, h_idx = self._call(shard, "gather", users)
+        except ShardUnavailable:
+            return None
+        self.stats.count(shard, users.size + held.size, int(f_ptr[-1] + h_ptr[-1]))
+        return f_ptr, f_idx, held, h_ptr, h_idx
+
+    def lists_many(self, requests: list[tuple[int, np.ndarray]]) -> list:
+        """One round of calls in parallel, one per (shard, users); None for a shard that did not answer."""
+        calls = [(s, (np.asarray(users, np.int64),)) for s, users in requests]
+        pending = [self._send(s, "lists", args) for s, args in calls]
+        out = []
+        for (s, args), p in zip(calls, pending, strict=True):
+            try:
+                ptr, idx = self._wait(s, p, "lists", args)
+            except ShardUnavailable:
+                out.append(None)
+                continue
+            self.stats.count(s, args[0].size, int(ptr[-1]))
+            out.append((ptr, idx))
+        return out
+
+    def take_degraded(self) -> list[str]:
+        """Shards that failed a call since the last take, as names for the request's `degraded` list."""
+        with self._lock:
+            out, self._degraded = sorted(self._degraded), set()
+        return [f"shard {s}" for s in out]
+
+    # ------------------------------------------------------------------------------ changes
+
+    def home_of_new(self, user_ids) -> np.ndarray:
+        """Home shard of users who joined after the build: a hash of their external id. Shape: (q,) int32."""
+        return (stable_hash(np.asarray(user_ids, np.int64)) % np.uint64(self.plan.shards)).astype(np.int32)
+
+    def add_users(self, dense: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """Extends the plan with new users (dense indices past it, in order); returns their home shards."""
+        dense = np.asarray(dense, np.int64)
+        if not dense.size:
+            return np.zeros(0, np.int32)
+        n = self.plan.home.size
+        if dense[0] != n or not np.array_equal(dense, np.arange(n, n + dense.size)):
+            raise ValueError(f"new users must extend the plan's {n} users in order, got {dense[:3].tolist()}...")
+        home = self.home_of_new(user_ids)
+        self.plan.home = np.concatenate([self.plan.home, home])  # replaced, never resized under a reader
+        self._changed = np.concatenate([self._changed, np.ones(dense.size, bool)])
+        return home
+
+    def changed(self, users: np.ndarray) -> np.ndarray:
+        """Whether each user's list changed since the build (or the user joined since). (q,) -> (q,) bool."""
+        return self._changed[np.asarray(users, np.int64)]
+
+    def holds(self, s: int, users: np.ndarray) -> np.ndarray:
+        """Whether shard s holds each user's list (home or replica). Shapes: (q,) -> (q,) bool."""
+        users = np.asarray(users, np.int64)
+        rep = self.plan.replicas(s)
+        held = self.plan.home[users] == s
+        if rep.size:
+            pos = np.minimum(np.searchsorted(rep, users), rep.size - 1)
+            held |= rep[pos] == users
+        return held
+
+    def apply(self, kind, lo, hi, ts=None, new_users=None) -> dict:
+        """Users who joined (dense indices already in the plan via `add_users`) and changes in order, each
+        sent to the shards holding one of its ends. A shard that is down gets them on its restart (its
+        history). Returns {shard: rows changed} for the shards that answered."""
+        lo = np.asarray(lo, np.int64).ravel()
+        hi = np.asarray(hi, np.int64).ravel()
+        kind = np.broadcast_to(np.asarray(kind, np.int8), lo.shape).copy()
+        ts = np.broadcast_to(np.asarray(0 if ts is None else ts, np.float64), lo.shape).copy()
+        new = np.zeros(0, np.int64) if new_users is None else np.asarray(new_users, np.int64)
+        batches = {}
+        for s in range(self.plan.shards):
+            mine = self.holds(s, lo) | self.holds(s, hi)
+            born = new[self.plan.home[new] == s] if new.size else new
+            if mine.any() or born.size:
+                batches[s] = (kind[mine], lo[mine], hi[mine], ts[mine], born)
+        self._changed[lo] = True  # before the servers change: a reader moves to them no later than they do
+        self._changed[hi] = True
+        for s, batch in batches.items():
+            self.history[s].append(batch)
+        pending = {s: self._send(s, "apply", b) for s, b in batches.items()}
+        out = {}
+        for s, b in batches.items():
+            try:
+                out[s] = self._wait(s, pending[s], "apply", b, timeout=max(self.timeout_s, 30.0))[0]
+            except ShardUnavailable:
+                pass  # kept in its history: a restarted server gets it in the replay
+        return out
+
+    def server_stats(self) -> list[dict | None]:
+        """Each shard server's `stats()` (None for one that did not answer)."""
+        out = []
+        for s in range(self.plan.shards):
+            try:
+                if self.remote:
+                    import ray
+
+                    out.append(ray.get(self.servers[s].stats.remote(), timeout=max(self.timeout_s, 10.0)))
+                else:
+                    out.append(self.servers[s].stats())
+            except Exception:  # noqa: BLE001
+                out.append(None)
+        return out
+
+
+def in_process_servers(model_dir, graph, plan: ShardPlan) -> ShardRouter:
+    """A router over one `ShardServer` per shard in this process: each opens its shard's files when the
+    model has them (`pymk build --shards S`), else takes its lists from `graph`."""
+    from pathlib import Path
+
+    from pymk.graph.shard_graph import ShardGraph, has_shard_files
+    from pymk.serving.shard_server import ShardServer
+
+    files = model_dir is not None and has_shard_files(Path(model_dir) / "graph")
+    servers = []
+    for s in range(plan.shards):
+        if files:
+            servers.append(ShardServer(model_dir, s, plan_users=int(plan.home.size)))
+        else:
+            servers.append(ShardServer(None, s, graph=ShardGraph.from_graph(graph, plan, s)))
+    return ShardRouter(plan, servers)
+
+
+class DeltaOverlay:
+    """A shard store (e.g. Redis with the build's lists) in front of the shard servers: the lists of users
+    whose friendships changed since the build, and of users who joined since, come from the servers."""
+
+    def __init__(self, base, servers: ShardRouter):
+        self.base = base
+        self.servers = servers
+        self.plan = servers.plan
+        self.stats = getattr(base, "stats", StoreStats())
+
+    def lists(self, shard: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        users = np.asarray(users, np.int64)
+        live = self.servers.changed(users)
+        if not live.any():
+            return self.base.lists(shard, users)
+        if live.all():
+            return self.servers.lists(shard, users)
+        parts = [(users[~live], *self.base.lists(shard, users[~live])),
+                 (users[live], *self.servers.lists(shard, users[live]))]
+        order = np.concatenate([np.flatnonzero(~live), np.flatnonzero(live)])
+        lens = np.concatenate([np.diff(p[1]) for p in parts])
+        data = np.concatenate([np.asarray(p[2], np.int64) for p in parts])
+        starts = np.concatenate([parts[0][1][:-1], parts[1][1][:-1] + parts[0][1][-1]])
+        pos = np.empty(users.size, np.int64)
+        pos[order] = np.arange(users.size)
+        lens, starts = lens[pos], starts[pos]
+        ptr = np.zeros(users.size + 1, np.int64)
+        np.cumsum(lens, out=ptr[1:])
+        idx = np.concatenate([data[a:a + n] for a, n in zip(starts.tolist(), lens.tolist(), strict=True)]) \
+            if users.size else np.empty(0, np.int64)
+        return ptr, idx.astype(np.int64, copy=False)
+
+    def take_degraded(self):
+        return self.base.take_degraded() if hasattr(self.base, "take_degraded") else False
+
+    def __getattr__(self, attr):  # the base store's own (name, ...) for the service's fallbacks
+        return getattr(self.base, attr)
+
+
+def ray_servers(model_dir, plan: ShardPlan, *, address: str | None = None, timeout_s: float = 2.0,
+                num_cpus: float = 0.5) -> ShardRouter:
+    """A router over one Ray actor per shard (`ShardServer`, restarted by Ray if its process dies), spread
+    over the cluster's nodes. Joins the cluster at `address` (or starts a local one) unless Ray is already
+    initialised. Every node must see `model_dir` (one machine, or shared storage)."""
+    from pathlib import Path
+
+    import ray
+
+    from pymk.graph.shard_graph import has_shard_files
+    from pymk.serving.shard_server import ray_shard_server
+
+    model_dir = str(Path(model_dir).resolve())
+    if not has_shard_files(Path(model_dir) / "graph"):
+        raise FileNotFoundError(f"{model_dir} has no per-shard files (graph/shards/): rebuild it with "
+                                f"`pymk build --shards {plan.shards}`")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    actor = ray_shard_server(num_cpus=num_cpus).options(scheduling_strategy="SPREAD")
+    servers = [actor.remote(model_dir, s, plan_users=int(plan.home.size)) for s in range(plan.shards)]
+    router = ShardRouter(plan, servers, timeout_s=timeout_s)
+    for s in range(plan.shards):  # wait until every shard has opened its files (first call compiles)
+        router.boots[s] = router._get(s, servers[s].ping.remote(), "ping", (), 300.0)
+    return router

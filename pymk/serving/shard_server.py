@@ -1,0 +1,117 @@
+"""A shard server: one process per graph shard, holding only that shard's lists (snapshot + delta).
+
+It answers batched partial queries of the ranking tier (`pymk.serving.shard_router`): the current lists of
+users it holds, and applies the changes that touch them (the ends it holds, new users homed here). Its
+snapshot is memory-mapped from `DIR/graph/shards/<s>/` (written by `pymk build --shards S`), so a server
+maps only its shard's adjacency entries plus the replicas placed on it. The delta compacts in a background
+thread once it holds a quarter of the snapshot's entries.
+
+In process it is a plain object; on Ray the same class runs as an actor (`ray_shard_server`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from pymk.graph.shard_graph import ShardGraph
+
+
+def process_memory() -> dict:
+    """This process's resident and memory-mapped file bytes (Linux /proc; zeros elsewhere)."""
+    rss = mapped = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("RssFile:"):
+                mapped = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"rss_bytes": rss, "rss_file_bytes": mapped}
+
+
+class ShardServer:
+    """Shard `shard` of the model at `model_dir` (or of a ready `ShardGraph`, for tests and in process).
+
+    Args:
+        model_dir: a model built with `--shards S` (its `graph/shards/<shard>/` is opened memory-mapped).
+        shard: which shard.
+        graph: a ready `ShardGraph` instead of the files.
+        compact_share: compact once the delta holds this share of the snapshot's entries.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike | None, shard: int, *, graph: ShardGraph | None = None,
+                 plan_users: int | None = None, compact_share: float = 0.25):
+        self.shard = shard
+        self.graph = graph if graph is not None else ShardGraph.load(Path(model_dir) / "graph", shard,
+                                                                    plan_users=plan_users)
+        self.compact_share = compact_share
+        self.boot = os.urandom(8).hex()  # a restarted server has a new one: the router replays its changes
+        self.calls = 0
+        self.applied = 0
+        self._compacting: threading.Thread | None = None
+        self.graph.live.warm()
+
+    def ping(self) -> str:
+        return self.boot
+
+    def lists(self, users: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+        """Current lists of held users (global indices). Returns (boot, ptr (q + 1,), idx (sum,) int64)."""
+        self.calls += 1
+        return (self.boot, *self.graph.lists(users))
+
+    def gather(self, users: np.ndarray) -> tuple:
+        """The first round of a 2-hop traversal for users homed here, in one call: their lists, and the lists
+        of their friends this shard holds (homed or replicated here).
+
+        Returns (boot, f_ptr (q + 1,), f_idx, held (h,) sorted friends held here, h_ptr (h + 1,), h_idx)."""
+        self.calls += 1
+        f_ptr, f_idx = self.graph.lists(users)
+        needed = np.unique(f_idx)
+        held = needed[self.graph.rows_of(needed) >= 0]
+        return (self.boot, f_ptr, f_idx, held, *self.graph.lists(held))
+
+    def apply(self, kind: np.ndarray, lo: np.ndarray, hi: np.ndarray, ts: np.ndarray | None = None,
+              new_users: np.ndarray | None = None) -> tuple[str, int]:
+        """Users homed here who joined (`new_users`), then friendships added (kind 1) or removed (-1) in
+        order; each end held here changes its list. Returns (boot, rows changed)."""
+        if new_users is not None and len(new_users):
+            self.graph.add_users(new_users)
+        changed = self.graph.apply(kind, lo, hi, ts) if len(lo) else 0
+        self.applied += int(len(lo))
+        if self.graph.needs_compaction(self.compact_share) and (self._compacting is None or
+                                                                 not self._compacting.is_alive()):
+            self._compacting = threading.Thread(target=self.graph.compact, name=f"compact-shard-{self.shard}",
+                                                daemon=True)
+            self._compacting.start()
+        return self.boot, changed
+
+    def stats(self) -> dict:
+        g = self.graph
+        return {"shard": self.shard, "boot": self.boot, "held_users": int(g.live.num_users), "entries": g.entries,
+                "snapshot_entries": int(g.snapshot.indices.shape[0]), "delta_entries": int(g.live.delta_entries),
+                "generation": int(g.live.generation), "calls": self.calls, "applied": self.applied,
+                "pid": os.getpid(), "node": _node_id(), **process_memory()}
+
+
+def _node_id() -> str | None:
+    """The Ray node this server runs on (None outside Ray)."""
+    import sys
+
+    ray = sys.modules.get("ray")  # never imported here for a server in process
+    try:
+        return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        return None
+
+
+def ray_shard_server(*, max_restarts: int = -1, num_cpus: float = 0.5):
+    """The `ShardServer` class as a Ray actor class: restarted by Ray when its process dies (it reloads its
+    shard from the model directory; the router replays the changes it applied since)."""
+    import ray
+
+    return ray.remote(max_restarts=max_restarts, max_task_retries=0, num_cpus=num_cpus)(ShardServer)
