@@ -202,19 +202,22 @@ def recommend(
     strict: Annotated[bool, typer.Option(help="exit 2 if any user is unknown to the model")] = False,
     live: LiveOpt = False,
 ) -> None:
-    """Top-k recommendations per user: user_id,candidate_id,rank,score,mutual_friends,source,mutual_sample."""
+    """Top-k recommendations per user: user_id,candidate_id,rank,score,mutual_friends,source,mutual_sample.
+
+    Runs the service's recommend path (`pymk.serving.batch`: stage1 -> features -> rank -> filter -> explain)
+    over batches of users, so each row equals what `GET /v1/users/{id}/recommendations` answers."""
     from pymk.io import RECOMMEND_HEADER, CsvRowWriter
-    from pymk.ranking.explain import format_sample, mutual_sample
+    from pymk.ranking.explain import format_sample
+    from pymk.serving import batch
 
     try:
         m, blocked = _load(model, live)
         writer = CsvRowWriter(out, RECOMMEND_HEADER)
         for ext, idx in _batched(m, users, strict, "recommend"):
-            r = m.recommend(idx, k, blocked=_blocked_for(blocked, idx))
-            sample = mutual_sample(m.graph, r.users, r.cand, r.count)
-            keep = np.arange(r.cand.shape[1])[None, :] < r.count[:, None]
-            writer.write(ext, m.graph.ids[np.maximum(r.cand, 0)], r.count, r.source, r.score, r.mutual,
-                         format_sample(m.graph.ids, sample[keep]))
+            a = batch.recommend(m, idx, k, excluded=_blocked_for(blocked, idx))
+            keep = np.arange(a.cand.shape[1])[None, :] < a.count[:, None]
+            writer.write(ext, m.graph.ids[np.maximum(a.cand, 0)], a.count, a.source, a.score, a.mutual,
+                         format_sample(m.graph.ids, a.sample[keep]))
         writer.close()
     except _user_errors() as exc:
         raise _err(str(exc)) from None

@@ -148,20 +148,27 @@ def _fof_batch(g, users, blk_ptr, blk_idx, k, score_kind, max_expand, n_chunks,
                   out_c, out_cn, out_aa, out_ra, out_n, ch, n_chunks)
 
 
+@njit(cache=True, nogil=True)
+def _fof_gathered_rows(users, f_ptr, f_idx, needed, mg, blk_ptr, blk_idx, k, score_kind, max_expand,
+                       acc, touched, out_c, out_cn, out_aa, out_ra, out_n, start, step):
+    """Users start, start + step, ... over lists a sharded traversal gathered (row r of mg is needed[r])."""
+    for b in range(start, users.shape[0], step):
+        friends = f_idx[f_ptr[b]:f_ptr[b + 1]]
+        rows = np.searchsorted(needed, friends)
+        out_n[b] = _fof_core(users[b], friends, _expand_order(mg, rows, max_expand), mg,
+                             blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind, acc, touched,
+                             out_c[b], out_cn[b], out_aa[b], out_ra[b])
+
+
 @njit(cache=True, parallel=True)
 def _fof_gathered(users, f_ptr, f_idx, needed, mg, blk_ptr, blk_idx, k, score_kind, max_expand,
                   n, n_chunks, out_c, out_cn, out_aa, out_ra, out_n):
     """`_fof_batch` over lists a sharded traversal gathered: row r of the tuple mg is needed[r]."""
-    nb = users.shape[0]
     for ch in prange(n_chunks):
         acc = np.zeros((n, 3), np.float64)
         touched = np.empty(n, np.int64)
-        for b in range(ch, nb, n_chunks):
-            friends = f_idx[f_ptr[b]:f_ptr[b + 1]]
-            rows = np.searchsorted(needed, friends)
-            out_n[b] = _fof_core(users[b], friends, _expand_order(mg, rows, max_expand), mg,
-                                 blk_idx[blk_ptr[b]:blk_ptr[b + 1]], k, score_kind, acc, touched,
-                                 out_c[b], out_cn[b], out_aa[b], out_ra[b])
+        _fof_gathered_rows(users, f_ptr, f_idx, needed, mg, blk_ptr, blk_idx, k, score_kind, max_expand,
+                           acc, touched, out_c, out_cn, out_aa, out_ra, out_n, ch, n_chunks)
 
 
 @njit(cache=True, parallel=True)
@@ -311,8 +318,12 @@ def _sharded_fof(sg: ShardedGraph, users: np.ndarray, k: int, score_kind: int, b
                           np.zeros((sel.size, k)), np.zeros((sel.size, k)), np.zeros(sel.size, np.int64))
             m_idx = np.asarray(m_idx)
             mg = (np.asarray(m_ptr, np.int64), m_idx, R.readonly(np.zeros(0, np.int64)), m_idx[:0])
-            _fof_gathered(users[sel], f_ptr, np.asarray(f_idx, np.int64), needed, mg, sp, sidx, k,
-                          score_kind, max_expand, n, _n_chunks(sel.size), o.cand, o.cn, o.aa, o.ra, o.count)
+            args = (users[sel], f_ptr, np.asarray(f_idx, np.int64), needed, mg, sp, sidx, k, score_kind, max_expand)
+            if sel.size <= SERIAL_BATCH:  # a request: this thread's reused workspace, no O(users) zeroing
+                acc, touched = thread_workspace(-(-n // 65536) * 65536)  # rounded: joining users rarely resize it
+                _fof_gathered_rows(*args, acc, touched, o.cand, o.cn, o.aa, o.ra, o.count, 0, 1)
+            else:
+                _fof_gathered(*args, n, _n_chunks(sel.size), o.cand, o.cn, o.aa, o.ra, o.count)
             out.cand[sel], out.cn[sel], out.aa[sel], out.ra[sel], out.count[sel] = o.cand, o.cn, o.aa, o.ra, o.count
             sg.traversals += sel.size
     return out

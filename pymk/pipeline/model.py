@@ -92,8 +92,16 @@ class Model:
     store: object = None  # the shard store the traversal reads (in process unless given)
     feature_store: object = None  # the learned ranker's user features (DIR/features/ unless given)
     servers: object = None  # a sharded model's ShardRouter (in-process shard servers unless given)
+    embeddings: np.ndarray | None = None  # (n, d) GNN embeddings (DIR/gnn/embeddings.npy unless given)
+    ann: object = None  # the ANN index over them (DIR/ann/ unless given), None: exact search
 
     def __post_init__(self):
+        """Assembles the parts not given from the directory: embeddings, ANN index, shard servers, Stage 1,
+        the ranker (and its feature store). After this only `apply` and the `use_*` methods change them."""
+        if self.embeddings is None:
+            self.embeddings = self._open_embeddings()
+        if self.ann is None and self.embeddings is not None:
+            self.ann = self._open_ann()
         traversal = None
         if self.plan is not None:
             from pymk.graph.sharded import ShardedGraph
@@ -194,12 +202,12 @@ class Model:
         """Stage 1 reads `emb` (the tiered store, a live matrix, new users' rows); `live`: the refreshed
         (n, d) matrix `embeddings` returns from now on."""
         if live is not None:
-            self._emb = live
+            self.embeddings = live
         self.stage1.embeddings = emb
 
     def use_ann(self, ann) -> None:
         """Stage 1 searches `ann` (e.g. the stream worker's locked index over the live vectors)."""
-        self._ann = ann
+        self.ann = ann
         self.stage1.ann = ann
 
     def use_feature_store(self, store) -> None:
@@ -223,31 +231,24 @@ class Model:
         """Dense indices of external user ids (-1 for unknown). Shapes: (q,) -> (q,)."""
         return self.graph.index_of(user_ids)
 
-    @property
-    def embeddings(self) -> np.ndarray | None:
-        """(n, d) float32 user embeddings from the GNN stage, or None if the model has none."""
-        if not hasattr(self, "_emb"):
-            p = self.path / "gnn" / "embeddings.npy" if self.path else None
-            self._emb = np.load(p, mmap_mode="r") if p is not None and p.exists() else None
-            # fewer rows than users is allowed: users who joined since have no embedding yet
-            if self._emb is not None and self._emb.shape[0] > self.graph.num_users:
-                raise ModelError(f"{p}: {self._emb.shape[0]} embeddings for {self.graph.num_users} users")
-        return self._emb
+    def _open_embeddings(self) -> np.ndarray | None:
+        p = self.path / "gnn" / "embeddings.npy" if self.path else None
+        emb = np.load(p, mmap_mode="r") if p is not None and p.exists() else None
+        # fewer rows than users is allowed: users who joined since have no embedding yet
+        if emb is not None and emb.shape[0] > self.graph.num_users:
+            raise ModelError(f"{p}: {emb.shape[0]} embeddings for {self.graph.num_users} users")
+        return emb
 
-    @property
-    def ann(self):
-        """The ANN index over the embeddings (DIR/ann/), or None (exact search)."""
-        if not hasattr(self, "_ann"):
-            p = self.path / "ann" if self.path else None
-            self._ann = None
-            if p is not None and (p / "ann.json").exists() and self.embeddings is not None:
-                from pymk.candidates.ann import AnnError, load_ann
+    def _open_ann(self):
+        p = self.path / "ann" if self.path else None
+        if p is None or not (p / "ann.json").exists():
+            return None
+        from pymk.candidates.ann import AnnError, load_ann
 
-                try:
-                    self._ann = load_ann(p, self.embeddings)
-                except AnnError as exc:
-                    raise ModelError(str(exc)) from None
-        return self._ann
+        try:
+            return load_ann(p, self.embeddings)
+        except AnnError as exc:
+            raise ModelError(str(exc)) from None
 
     def embedding_candidates(self, users, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Embedding retrieval (the ANN index, else exact), self and friends excluded.

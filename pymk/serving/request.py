@@ -21,7 +21,7 @@ class Request:
     batch: object = None  # CandidateBatch from Stage 1
     X: np.ndarray | None = None  # (1, C, F) pair features for a learned ranker
     ranked: object = None  # RankedBatch
-    keep: np.ndarray | None = None  # positions of `ranked` that pass the filter
+    answer: object = None  # `pymk.serving.batch.Answer`: what passed the filter (and, after explain, samples)
     recs: list | None = None  # [[candidate id, score, mutual friends, mutual sample, source], ...]
     response: list | None = None
     cached: bool = False

@@ -169,7 +169,9 @@ class Service:
     def warm(self) -> None:
         """Compiles the kernels on the first user so the first request is not slow."""
         if self.model.graph.num_users:
-            self.model.recommend(np.zeros(1, np.int64), 1)
+            from pymk.serving import batch
+
+            batch.recommend(self.model, np.zeros(1, np.int64), 1)  # the whole path, as requests run it
 
     def redis_state(self) -> str:
         if self.link is None:

@@ -144,10 +144,13 @@ def test_http_answers_equal_pymk_recommend_live_after_events(model_dir, tmp_path
         rows: dict[int, list] = {}
         with open(tmp_path / "r.csv") as f:
             for r in csv.DictReader(f):
-                rows.setdefault(int(r["user_id"]), []).append((int(r["candidate_id"]), int(r["mutual_friends"])))
-        for u in ids:
+                sample = [int(x) for x in r["mutual_sample"].split(";") if x]
+                rows.setdefault(int(r["user_id"]), []).append(
+                    (int(r["candidate_id"]), int(r["mutual_friends"]), sample, r["source"], float(r["score"])))
+        for u in ids:  # one recommend path: every field of every row equal
             http = c.get(f"/v1/users/{u}/recommendations", params={"k": 20}).json()["recommendations"]
-            assert [(h["user_id"], h["mutual_friends"]) for h in http] == rows.get(u, []), u
+            assert [(h["user_id"], h["mutual_friends"], h["mutual_sample"], h["source"], round(h["score"], 6))
+                    for h in http] == rows.get(u, []), u
         res = CliRunner().invoke(cli, ["recommend", "--model", str(model_dir), "--users", str(tmp_path / "u.txt"),
                                        "--k", "20", "--out", str(tmp_path / "r2.csv")])
         assert res.exit_code == 0 and "live events that this answer ignores" in res.output

@@ -3,15 +3,14 @@ read in one round trip. Heuristic rankers read Stage 1's own features: nothing t
 
 from __future__ import annotations
 
-from pymk.features.pairs import pair_features
+from pymk.serving import batch
 from pymk.serving.request import Request
 
 
 def run(req: Request, svc) -> None:
-    ranker = svc.model.ranker
-    if not hasattr(ranker, "predict"):
+    req.X, missing = batch.features(svc.model, req.batch)
+    if req.X is None:
         return
-    req.X, missing = pair_features(req.batch, ranker.graph, ranker.store)
     if bool(missing[0]):
         req.degrade("features")
     svc.take_store_degradation(req)

@@ -3,11 +3,10 @@ cache still have enough)."""
 
 from __future__ import annotations
 
+from pymk.serving import batch
 from pymk.serving.request import Request
 
 
 def run(req: Request, svc) -> None:
-    ranker = svc.model.ranker
-    scores = ranker.predict(req.batch, req.X) if req.X is not None else None
     svc.metrics.candidates.labels("rank", "in").inc(int(req.batch.count[0]))
-    req.ranked = ranker.rank(req.batch, req.depth, scores=scores)
+    req.ranked = batch.rank(svc.model, req.batch, req.X, req.depth)

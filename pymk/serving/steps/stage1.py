@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pymk.serving import batch
 from pymk.serving.request import Request
 
 
@@ -19,7 +20,6 @@ def run(req: Request, svc) -> None:
     st1 = svc.model.stage1
     if st1.embeddings is not None and not st1.has_embedding(users)[0]:
         req.degrade("embedding")
-    req.batch = svc.model.candidates(users, k=max(req.depth, svc.model.config.candidates.k),
-                                     blocked=[req.excluded])
+    req.batch = batch.stage1(svc.model, users, [req.excluded], req.depth)
     svc.take_store_degradation(req)
     svc.metrics.candidates.labels("stage1", "out").inc(int(req.batch.count[0]))
