@@ -205,6 +205,16 @@ def test_sharded_build_gives_unsharded_answers(lastfm_path, model_dir, tmp_path)
         Model.load(out, shards=16)
     res = runner.invoke(app, ["serve", "--model", str(out), "--shards", "4"])
     assert res.exit_code == 1 and "cannot be loaded with 4" in res.stderr
+    from pymk.graph.shard_graph import held_users
+
+    for s in range(8):  # each shard server's own files: its held users' lists and nothing else
+        sg = sharded.servers.servers[s].graph
+        assert np.array_equal(sg.snapshot.ids, held_users(sharded.plan, s))
+        assert sg.entries == int(plain.snapshot.degree[held_users(sharded.plan, s)].sum())
+    res = runner.invoke(app, ["serve", "--model", str(model_dir), "--executor", "ray"])
+    assert res.exit_code == 1 and "built unsharded" in res.stderr
+    res = runner.invoke(app, ["serve", "--model", str(out), "--executor", "spark"])
+    assert res.exit_code == 1 and "--executor must be local or ray" in res.stderr
 
 
 @pytest.fixture(scope="module")
