@@ -21,6 +21,10 @@ from pymk.graph.partition import ShardPlan, stable_hash
 from pymk.graph.shard_store import StoreStats
 
 
+def _is_timeout(exc) -> bool:
+    return type(exc).__name__ == "GetTimeoutError"
+
+
 class ShardUnavailable(RuntimeError):
     """A shard server that did not answer (dead, restarting, or past its deadline)."""
 
@@ -69,8 +73,9 @@ class ShardRouter:
             return getattr(self.servers[s], method)(*args)
         except Exception as exc:  # noqa: BLE001 - a dead actor, a deadline, a failed call: the shard is out
             self.failures[s] += 1
-            with self._lock:
-                self._degraded.add(s)
+            if method in ("lists", "gather"):  # a read the request does without: flag it
+                with self._lock:
+                    self._degraded.add(s)
             raise ShardUnavailable(s, f"{type(exc).__name__}: {exc}"[:200]) from exc
 
     def _wait(self, s: int, pending, method: str, args: tuple, *, timeout: float | None = None):
@@ -80,8 +85,8 @@ class ShardRouter:
         timeout = self.timeout_s if timeout is None else timeout
         try:
             reply = self._get(s, pending, method, args, timeout)
-        except ShardUnavailable:
-            if not self._restarted(s):
+        except ShardUnavailable as exc:
+            if _is_timeout(exc.__cause__) or not self._restarted(s):  # a slow server costs one deadline
                 raise
             reply = (None,)
         if reply[0] != self.boots[s] and self.boots[s] is not None:
@@ -213,9 +218,9 @@ class ShardRouter:
         out = {}
         for s, b in batches.items():
             try:
-                out[s] = self._wait(s, pending[s], "apply", b, timeout=max(self.timeout_s, 30.0))[0]
+                out[s] = self._wait(s, pending[s], "apply", b)[0]
             except ShardUnavailable:
-                pass  # kept in its history: a restarted server gets it in the replay
+                pass  # still queued at a slow server; kept in its history for a restarted one
         return out
 
     def server_stats(self) -> list[dict | None]:

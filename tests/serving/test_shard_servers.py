@@ -161,3 +161,32 @@ def test_service_on_ray_shard_servers_answers_like_the_local_one_and_survives_a_
     finally:
         on_ray.close()
         local.close()
+
+
+def test_a_paused_shard_server_costs_one_deadline_then_rejoins(model_dir, cluster):
+    """A shard server whose process stops answering (SIGSTOP) is left out after its deadline: requests answer
+    200, flagged with the shard, in bounded time; changes posted meanwhile are applied once it resumes
+    (SIGCONT), and answers equal the in-process servers' again."""
+    import os
+    import signal
+
+    from pymk.serving.shard_router import ray_servers
+
+    plan = load_plan(model_dir / "graph")
+    router = ray_servers(model_dir, plan, timeout_s=0.5)
+    m_ref, m = Model.load(model_dir), Model.load(model_dir, servers=router)
+    slow = 0
+    pid = router.server_stats()[slow]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        users = np.flatnonzero(plan.home != slow)[:30]  # homed elsewhere: their lists still come back
+        friends_of_friends(m.sharded, users, 50)
+        assert router.take_degraded() == [f"shard {slow}"]
+        ev = _events(np.random.default_rng(3), USERS, 100, 5000.0)
+        m_ref.apply(ev)
+        m.apply(ev)  # shard 0's batch waits in its queue (and in the router's history)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    everyone = np.arange(m_ref.graph.num_users)
+    assert _same(m_ref, m, everyone)
+    assert router.take_degraded() == [] and router.replays[slow] == 0  # same process: nothing to replay
