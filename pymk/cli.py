@@ -32,11 +32,12 @@ def _user_errors():
     from pymk.graph.shard_store import ShardStoreError
     from pymk.graph.snapshot import SnapshotError
     from pymk.io import UsersFileError
+    from pymk.pipeline.executor import ExecutorError
     from pymk.pipeline.model import ModelError
     from pymk.ranking.learned import RankerError
 
     return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError, CheckpointError,
-            DeviceError, AnnError, RankerError, ShardGraphError, FileNotFoundError, FileExistsError)
+            DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError, FileNotFoundError, FileExistsError)
 
 
 @app.command()
@@ -64,6 +65,18 @@ class Method(StrEnum):
     community = "community"
 
 
+ExecutorOpt = Annotated[str, typer.Option(help="where the chunked offline stages run: local (this process) | "
+                                        "ray (Ray tasks on a local cluster or --ray-address)")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster for --executor ray (default: start a local "
+                                                  "one)")]
+
+
+def _executor(kind: str, address: str | None):
+    from pymk.pipeline.executor import make_executor
+
+    return make_executor(kind, address=address)
+
+
 @app.command()
 def build(
     edges: Annotated[Path, typer.Option(help="edge list: CSV, whitespace/SNAP, .gz, or Parquet")],
@@ -74,22 +87,29 @@ def build(
     partition: Annotated[Method | None, typer.Option(help="partition method (overrides sharding.method)")] = None,
     events: Annotated[Path | None, typer.Option(help="event log of a served model (DIR/stream/events.log) to "
                                                 "fold in: friendships added and removed, new users, erasures")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run every offline stage the configuration enables into a self-describing model directory."""
     from pymk.config import PymkConfig
     from pymk.pipeline.build import build as run_build
 
+    ex = None
     try:
         cfg = PymkConfig.from_file(config)
         if shards is not None:
             cfg.sharding.shards = shards
         if partition is not None:
             cfg.sharding.method = partition.value
-        run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows, events=events)
+        ex = _executor(executor, ray_address)
+        run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows, events=events, executor=ex)
     except _partition_error() as exc:
         raise _err(str(exc), 2) from None
     except _user_errors() as exc:
         raise _err(str(exc)) from None
+    finally:
+        if ex is not None:
+            ex.close()
 
 
 def _partition_error():
@@ -272,20 +292,27 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")] = None,
     skip_bad_rows: Annotated[bool, typer.Option(help="skip and count malformed rows")] = False,
     gnn: Annotated[bool, typer.Option("--gnn", help="also train the GNN and add its row")] = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """The shared evaluation protocol: CN, AA, RA and pymk side by side, Stage-1 recall, 2-hop ceiling."""
     from pymk.config import PymkConfig
     from pymk.eval.runner import evaluate
     from pymk.pipeline.build import ingest
 
+    ex = None
     try:
         cfg = PymkConfig.from_file(config)
         if gnn:
             cfg.gnn.enabled = True
+        ex = _executor(executor, ray_address)
         e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
-        report = evaluate(e, dataset=edges.name, config=cfg)
+        report = evaluate(e, dataset=edges.name, config=cfg, executor=ex)
     except _user_errors() as exc:
         raise _err(str(exc)) from None
+    finally:
+        if ex is not None:
+            ex.close()
     typer.echo(report.table())
     typer.echo(report.to_json())
     if json_out:

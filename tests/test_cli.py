@@ -125,6 +125,17 @@ def test_build_bad_rows(tmp_path):
     assert res.exit_code == 0 and "skipped 1 bad rows (non-integer id: 1)" in res.output
 
 
+def test_build_and_eval_refuse_an_unknown_executor(tmp_path):
+    edges = tmp_path / "e.csv"
+    edges.write_text("src,dst\n1,2\n2,3\n")
+    for cmd in (["build", "--out", str(tmp_path / "m")], ["eval"]):
+        res = runner.invoke(app, [*cmd, "--edges", str(edges), "--executor", "spark"])
+        assert res.exit_code == 1 and "unknown executor 'spark'; choose one of local, ray" in res.stderr
+        res = runner.invoke(app, [*cmd, "--edges", str(edges), "--ray-address", "10.0.0.1:6379"])
+        assert res.exit_code == 1 and "--ray-address needs --executor ray" in res.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_build_refuses_to_overwrite_other_directory(tmp_path, lastfm_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("x")

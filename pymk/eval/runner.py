@@ -93,8 +93,9 @@ def best_heuristic_ratio(methods: dict[str, dict[str, float]], metric: str = "re
 
 
 def evaluate(edges: EdgeList, *, dataset: str = "edges", config: PymkConfig | None = None,
-             log=print) -> EvalReport:
-    """Runs the protocol on normalised edges (see `pymk.eval.protocol`)."""
+             log=print, executor=None) -> EvalReport:
+    """Runs the protocol on normalised edges (see `pymk.eval.protocol`); `executor`: where pymk's build
+    runs its chunked stages (`pymk.pipeline.executor`; the report does not depend on it)."""
     from pymk.pipeline.build import build_from_edges
     from pymk.pipeline.model import Model
 
@@ -122,7 +123,7 @@ def evaluate(edges: EdgeList, *, dataset: str = "edges", config: PymkConfig | No
 
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pymk-eval-") as tmp:
-        build_from_edges(split.train, Path(tmp) / "model", config, log=lambda s: None)
+        build_from_edges(split.train, Path(tmp) / "model", config, log=lambda s: None, executor=executor)
         model = Model.load(Path(tmp) / "model")
         seconds["pymk_build"] = time.perf_counter() - t
         stage = model.meta["stages"].get("ranker", {})

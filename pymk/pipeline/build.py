@@ -51,7 +51,7 @@ def ingest(edges_path: str | os.PathLike, *, skip_bad_rows: bool = False, show_p
 
 def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkConfig | None = None, *,
           skip_bad_rows: bool = False, show_progress: bool = True, log: Log = print,
-          events: str | os.PathLike | None = None) -> Path:
+          events: str | os.PathLike | None = None, executor=None) -> Path:
     """Runs every enabled offline stage on an edge file into the model directory `out`; `events`: an event
     log (a served model's DIR/stream/events.log) folded in first, so erased users are left out."""
     config = config or PymkConfig()
@@ -65,12 +65,16 @@ def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkCon
             raise FileNotFoundError(f"event log {path} does not exist")
         evs, _ = FileEventLog(path).read(None, count=1 << 62)
         edges, _ = fold_events(edges, evs, log=log)
-    return build_from_edges(edges, out, config, report=report, log=log)
+    return build_from_edges(edges, out, config, report=report, log=log, executor=executor)
 
 
 def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig | None = None, *,
-                     report: IngestReport | None = None, log: Log = print) -> Path:
-    """The stages after ingestion, on already-normalised edges (also used by `pymk eval`)."""
+                     report: IngestReport | None = None, log: Log = print, executor=None) -> Path:
+    """The stages after ingestion, on already-normalised edges (also used by `pymk eval`). `executor`: where
+    the chunked stages run (`pymk.pipeline.executor`; default: this process); the model is the same."""
+    from pymk.pipeline.executor import LocalExecutor
+
+    executor = executor or LocalExecutor()
     config = config or PymkConfig()
     config.validate()
     out = Path(out)
@@ -109,7 +113,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
         else:
             emb = None
         if config.ranker.kind in ("lightgbm", "auto"):
-            stages["ranker"] = ranker_stage(graph, emb, work, config, log, gnn_train=gnn_train)
+            stages["ranker"] = ranker_stage(graph, emb, work, config, log, gnn_train=gnn_train, executor=executor)
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -118,6 +122,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             "source": source,
             "config": config.to_dict(),
             "stages": stages,
+            "executor": executor.describe(),
         }
         write_model_meta(work, meta)
         if out.exists():
@@ -145,7 +150,7 @@ def ann_stage(emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
 
 
 def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log: Log, *,
-                 gnn_train: CSRGraph | None = None) -> dict:
+                 gnn_train: CSRGraph | None = None, executor=None) -> dict:
     """Trains the learned ranker on an internal split (pymk.ranking.learned) and stores the serving
     feature table (features of the full graph).
 
@@ -165,7 +170,7 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
             return train_embeddings(sub, config.gnn, None, progress=False, log=lambda s: None)[0]
 
     try:
-        data = training_data(graph, config, embeddings_fn=embeddings_fn, log=log)
+        data = training_data(graph, config, embeddings_fn=embeddings_fn, log=log, executor=executor)
         booster, summary = train_ranker(data, config, log=log)
     except RankerError as exc:
         if config.ranker.kind != "auto":

@@ -133,13 +133,15 @@ def _edge_times(graph, lo, hi) -> np.ndarray:
     return np.asarray(graph.ts)[np.searchsorted(row_keys, lo * n + hi)]
 
 
-def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
+def training_data(graph, config, *, embeddings_fn=None, log=print, executor=None) -> dict:
     """Builds (X, y, group sizes, users) from `ranker.splits` internal splits (different held-out
     edges each, where the split is random); see the module docstring.
 
     Args:
         graph: the build's graph G. config: `PymkConfig`.
         embeddings_fn: G' -> (n, d) embeddings, or None (no embedding features).
+        executor: where each chunk of training users' Stage-1 lists and pair features are computed
+            (`pymk.pipeline.executor`; default: this process). The result does not depend on it.
     """
     splits, per_split = config.ranker.splits, config.ranker.train_users
     if embeddings_fn is not None and splits > 1:
@@ -147,7 +149,11 @@ def training_data(graph, config, *, embeddings_fn=None, log=print) -> dict:
         # many users, instead of `splits` GNN trainings
         log(f"ranker: with GNN embeddings, one internal split of {splits * per_split} users instead of {splits}")
         per_split, splits = splits * per_split, 1
-    parts = [_split_data(graph, config, seed, embeddings_fn, log, per_split) for seed in range(splits)]
+    if executor is None:
+        from pymk.pipeline.executor import LocalExecutor
+
+        executor = LocalExecutor()
+    parts = [_split_data(graph, config, seed, embeddings_fn, log, per_split, executor) for seed in range(splits)]
     parts = [p for p in parts if p is not None]
     if not parts:
         raise RankerError("no held-out friendship has a Stage-1 candidate list: the graph is too small to train "
@@ -170,7 +176,24 @@ def internal_graph(graph, config, split: int = 0):
     return sub, ha, hb
 
 
-def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int) -> dict:
+CHUNK_USERS = 256  # training users per executor call
+
+
+def chunk_lists(shared, users: np.ndarray) -> tuple:
+    """One chunk of training users on a split's graph: Stage-1 lists and their pair features (an executor
+    task: a module-level function of (shared, item)).
+
+    Args:
+        shared: (G', its `Stage1`, feature store).
+        users: (B,) dense users.
+    Returns: (users (B,), cand (B, C), count (B,), X (B, C, F) float32)."""
+    sub, stage1, store = shared
+    batch = stage1.generate(users)
+    X, _ = pair_features(batch, sub, store)
+    return batch.users, batch.cand, batch.count, X
+
+
+def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int, executor) -> dict:
     from pymk.candidates.stage1 import Stage1
     from pymk.features.store import InProcessFeatureStore, user_feature_table
 
@@ -187,16 +210,16 @@ def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int) 
         users = np.sort(rng.choice(users, train_users, replace=False))
     keep = np.isin(src, users)
     keys = np.unique(src[keep] * np.int64(graph.num_users) + dst[keep])
-    stage1 = Stage1(sub, config.candidates, embeddings=emb)
     Xs, ys, groups, us = [], [], [], []
     t = time.perf_counter()
-    for s in range(0, users.size, 256):
-        batch = stage1.generate(users[s:s + 256])
-        X, _ = pair_features(batch, sub, store)
-        valid = batch.valid
-        lab = np.isin(batch.users[:, None] * np.int64(graph.num_users) + batch.cand, keys) & valid
-        for r in range(batch.users.size):
-            c = int(batch.count[r])
+    chunks = [users[s:s + CHUNK_USERS] for s in range(0, users.size, CHUNK_USERS)]
+    # the chunks' lists come back in order, so the negatives drawn below are the same on every executor
+    shared = (sub, Stage1(sub, config.candidates, embeddings=emb), store)
+    for b_users, cand, count, X in executor.map(chunk_lists, chunks, shared=shared):
+        valid = np.arange(cand.shape[1])[None, :] < count[:, None]
+        lab = np.isin(b_users[:, None] * np.int64(graph.num_users) + cand, keys) & valid
+        for r in range(b_users.size):
+            c = int(count[r])
             if c == 0:
                 continue
             y = lab[r, :c]
@@ -206,11 +229,11 @@ def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int) 
             Xs.append(X[r, :c][keep])
             ys.append(y[keep].astype(np.float32))
             groups.append(int(keep.sum()))
-            us.append(int(batch.users[r]))
+            us.append(int(b_users[r]))
     if not groups:
         return None
     log(f"ranker training data (split {seed}): {len(groups):,} users, {sum(groups):,} candidates, "
-        f"{int(sum(y.sum() for y in ys)):,} positives ({time.perf_counter() - t:.1f}s)")
+        f"{int(sum(y.sum() for y in ys)):,} positives ({time.perf_counter() - t:.1f}s, {executor.kind})")
     return {"X": np.concatenate(Xs), "y": np.concatenate(ys), "group": np.asarray(groups), "users": np.asarray(us)}
 
 

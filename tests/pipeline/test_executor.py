@@ -1,0 +1,146 @@
+"""The offline executors on a real 3-node local Ray cluster (`ray.cluster_utils.Cluster`): the ranker's
+training lists equal the local executor's exactly, both write the same model, a task whose node dies is
+retried on another node with the same result, and a build whose tasks cannot finish fails with a clear error
+and leaves no model directory behind."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pymk.config import PymkConfig
+from pymk.graph.edges import EdgeList
+from pymk.pipeline.build import build_from_edges
+from pymk.pipeline.executor import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from pymk.ranking.learned import chunk_lists, training_data
+from tests.helpers import synth_graph
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+USERS = 500
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # tasks run on the two worker nodes
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield c, workers
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _config():
+    cfg = PymkConfig()
+    cfg.ranker.kind = "lightgbm"
+    cfg.ranker.rounds = 20
+    cfg.ranker.train_users = 300
+    cfg.ranker.splits = 2
+    return cfg
+
+
+def _edges(g):
+    lo, hi = g.edge_pairs()
+    return EdgeList(np.asarray(g.ids), lo.astype(np.int32), hi.astype(np.int32))
+
+
+def test_ray_executor_gives_the_local_training_lists_and_model(cluster, tmp_path):
+    g = synth_graph(USERS, 10, seed=4)
+    cfg = _config()
+    ex = RayExecutor()
+    assert ex.describe()["nodes"] == 3
+    local = training_data(g, cfg, log=lambda s: None)
+    remote = training_data(g, cfg, log=lambda s: None, executor=ex)
+    for key in ("X", "y", "group", "users"):
+        assert np.array_equal(local[key], remote[key], equal_nan=True), key
+
+    a = build_from_edges(_edges(g), tmp_path / "local", _config(), log=lambda s: None)
+    b = build_from_edges(_edges(g), tmp_path / "ray", _config(), log=lambda s: None, executor=ex)
+    for f in ("indptr.npy", "indices.npy", "ids.npy"):
+        assert np.array_equal(np.load(a / "graph" / f), np.load(b / "graph" / f))
+    assert np.array_equal(np.load(a / "features" / "users.npy"), np.load(b / "features" / "users.npy"),
+                          equal_nan=True)
+    # LightGBM on equal data, parameters and seed: the ranker's predictions agree to 1e-9
+    import lightgbm as lgb
+
+    pa = lgb.Booster(model_file=str(a / "ranker" / "model.txt")).predict(local["X"])
+    pb = lgb.Booster(model_file=str(b / "ranker" / "model.txt")).predict(local["X"])
+    assert np.max(np.abs(pa - pb)) < 1e-9
+
+
+def _stalling(shared, item):
+    """chunk_lists, except that the first attempt of chunk 0 writes its node's id to a marker file and waits
+    there until that node is killed (the test kills it once the marker exists); the retry computes."""
+    import time as _t
+
+    import ray as _ray
+
+    chunk_no, users, marker = item
+    if chunk_no == 0 and not Path(marker).exists():
+        Path(marker + ".tmp").write_text(_ray.get_runtime_context().get_node_id())
+        Path(marker + ".tmp").rename(marker)
+        while True:  # held until its node is killed; Ray then retries the task on the other node
+            _t.sleep(0.05)
+    return chunk_lists(shared, users)
+
+
+def _kill_the_stalled_node(marker, c, workers):
+    import time
+
+    deadline = time.monotonic() + 120
+    while not Path(marker).exists():
+        assert time.monotonic() < deadline, "the stalled task never started"
+        time.sleep(0.05)
+    node_id = Path(marker).read_text()
+    c.remove_node(next(w for w in workers if w.node_id == node_id))
+
+
+def test_a_task_on_a_killed_node_is_retried_elsewhere(cluster, tmp_path):
+    import threading
+
+    from pymk.candidates.stage1 import Stage1
+    from pymk.features.store import InProcessFeatureStore, user_feature_table
+
+    c, workers = cluster
+    g = synth_graph(300, 8, seed=2)
+    shared = (g, Stage1(g, _config().candidates), InProcessFeatureStore(user_feature_table(g, None), 0))
+    marker = str(tmp_path / "marker")
+    items = [(i, np.arange(i * 64, (i + 1) * 64, dtype=np.int64), marker) for i in range(4)]
+    want = LocalExecutor().map(lambda s, it: chunk_lists(s, it[1]), items, shared=shared)
+    killer = threading.Thread(target=_kill_the_stalled_node, args=(marker, c, workers))
+    killer.start()
+    got = RayExecutor(max_retries=3).map(_stalling, items, shared=shared)
+    killer.join()
+    assert Path(marker).exists()  # the node did die under a running task
+    for a, b in zip(want, got, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(x, y, equal_nan=True)
+
+
+def test_a_build_whose_tasks_cannot_finish_fails_clearly_and_writes_no_model(cluster, tmp_path):
+    def broken(shared, users):
+        raise ValueError("chunk 0 is corrupt")
+
+    ex = RayExecutor()
+    with pytest.raises(ExecutorError, match="chunk 0 is corrupt"):
+        ex.map(broken, [np.arange(3)], shared=None)
+
+    class Failing(LocalExecutor):
+        def map(self, fn, items, *, shared=None):
+            return ex.map(broken, items, shared=shared)
+
+    g = synth_graph(300, 8, seed=2)
+    with pytest.raises(ExecutorError):
+        build_from_edges(_edges(g), tmp_path / "m", _config(), log=lambda s: None, executor=Failing())
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.building-*"))
+
+
+def test_executor_kinds():
+    assert isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(ExecutorError, match="unknown executor 'spark'"):
+        make_executor("spark")
+    with pytest.raises(ExecutorError, match="--ray-address needs --executor ray"):
+        make_executor("local", address="127.0.0.1:6379")
