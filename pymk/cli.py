@@ -322,12 +322,15 @@ def eval_cmd(
 @app.command()
 def train(
     model: Annotated[Path, typer.Option(help="model directory from `pymk build`")],
-    workers: Annotated[int, typer.Option(min=1, help="data-parallel workers (torch.distributed)")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="data-parallel workers (torch.distributed; Ray Train workers "
+                                         "with --executor ray)")] = 1,
     config: Annotated[Path | None, typer.Option(help="TOML/JSON config whose [gnn] section to use")] = None,
     from_checkpoint: Annotated[bool, typer.Option(help="fine-tune the model's checkpoint instead")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="override gnn.epochs")] = None,
     delta: Annotated[Path | None, typer.Option(help="new edges: add them to the graph and fine-tune on them")] = None,
     device: Annotated[str | None, typer.Option(help="override gnn.device: auto | cpu | cuda | cuda:N")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Train (or fine-tune) GNN embeddings on a model's graph; writes DIR/gnn/ and updates model.json."""
     import json
@@ -362,11 +365,15 @@ def train(
         else:
             graph = m.snapshot
         cores = os.cpu_count() or 1
-        if workers > cores:
+        ex = _executor(executor, ray_address)
+        if workers > cores and ex.kind == "local":
             typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}", err=True)
             workers = cores
-        emb, summary = train_embeddings(graph, cfg, ckpt, workers=workers, positives=positives,
-                                        from_checkpoint=ckpt if from_checkpoint else None)
+        try:
+            emb, summary = train_embeddings(graph, cfg, ckpt, workers=workers, positives=positives,
+                                            from_checkpoint=ckpt if from_checkpoint else None, ray=ex.kind == "ray")
+        finally:
+            ex.close()
         from pymk.pipeline.build import ann_stage
 
         ann_summary = ann_stage(emb, model, m.config, lambda s: typer.echo(s, err=True))  # new vectors: new index
@@ -471,8 +478,8 @@ def serve(
     redis: Annotated[str | None, typer.Option(help="Redis URL: the L2 cache and user actions, and what `pymk "
                                                 "publish` put there (graph shards, ranker features)")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the model)")] = 1,
-    executor: Annotated[str, typer.Option(help="a sharded model's shard servers: local (in process) | ray (one "
-                                          "Ray actor per shard)")] = "local",
+    executor: Annotated[str | None, typer.Option(help="a sharded model's shard servers: local (in process, the "
+                                                 "default) | ray (one Ray actor per shard)")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster for --executor ray (default: start a "
                                                     "local one)")] = None,
 ) -> None:
@@ -487,12 +494,10 @@ def serve(
     os.environ["PYMK_MODEL"] = str(model)
     if redis is not None:
         os.environ["PYMK_REDIS_URL"] = redis
-    if executor not in ("local", "ray"):
+    if executor not in (None, "local", "ray"):
         raise _err(f"--executor must be local or ray, got {executor!r}")
-    os.environ["PYMK_EXECUTOR"] = executor
-    if ray_address is not None:
-        os.environ["PYMK_RAY_ADDRESS"] = ray_address
-    settings = ServeSettings()
+    overrides = {k: v for k, v in (("executor", executor), ("ray_address", ray_address)) if v is not None}
+    settings = ServeSettings(**overrides)  # flags over PYMK_* variables
     try:
         svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker
     except _user_errors() as exc:
@@ -501,6 +506,7 @@ def serve(
                f"cache: {svc.cache.kind}, workers: {workers}", err=True)
     if workers > 1:  # each worker process builds its own Service from the PYMK_* environment
         del svc  # the check above is done; the parent need not hold a model while its workers serve
+        os.environ.update({f"PYMK_{k.upper()}": v for k, v in overrides.items()})
         _serve_workers(host, port, workers)
         return
     from pymk.serving.app import create_app

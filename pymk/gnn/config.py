@@ -41,6 +41,8 @@ class GnnConfig:
     seed: int = 0
     max_steps_per_epoch: int = 600  # bounds an epoch on large graphs (0 = one full pass over the edges)
     device: str = "auto"  # auto (a GPU where torch sees one, else cpu) | cpu | cuda | cuda:N
+    workers: int = 1  # the build's data-parallel workers (each takes `batch` seed nodes of a global batch):
+    #                   torch.distributed processes here, Ray Train workers with `--executor ray`
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,5 +66,7 @@ class GnnConfig:
             raise ValueError(f"gnn.dim must be a multiple of 4 and >= 8, got {self.dim}")
         if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device.strip().lower()):
             raise ValueError(f"gnn.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.workers < 1:
+            raise ValueError(f"gnn.workers must be >= 1, got {self.workers}")
         if self.loss not in ("bce", "bpr"):
             raise ValueError(f"gnn.loss must be bce or bpr, got {self.loss!r}")

@@ -17,9 +17,11 @@ from pymk.graph.snapshot import CSRGraph
 
 def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = None, *, workers: int = 1,
                      from_checkpoint: Path | None = None, positives=None, progress: bool = True,
-                     infer_graph: CSRGraph | None = None, log=print) -> tuple[np.ndarray, dict]:
+                     infer_graph: CSRGraph | None = None, log=print, ray: bool = False) -> tuple[np.ndarray, dict]:
     """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given.
 
+    workers > 1: data-parallel, as torch.distributed processes on this machine, or with `ray` as Ray Train
+    workers on the Ray cluster this process is connected to (`pymk.gnn.distributed`).
     infer_graph: compute the embeddings by message passing over this graph (same users) instead of
     `graph`, e.g. weights trained on the ranker's internal G', embeddings over the whole graph G.
     """
@@ -42,7 +44,11 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
                                   + "; ".join(diff) + "); train from scratch or use the checkpoint's settings")
     if workers > 1 and positives is not None:
         raise ValueError("fine-tuning on a delta runs on one worker")
-    if workers > 1:
+    if workers > 1 and ray:
+        from pymk.gnn.distributed import train_ray
+
+        model, result = train_ray(graph, config, workers, model=model, log=log)
+    elif workers > 1:
         from pymk.gnn.distributed import train_data_parallel
 
         model, result = train_data_parallel(graph, config, workers, model=model, log=log)
@@ -56,7 +62,9 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
                "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
-               "max_batch_nodes": result.max_batch_nodes, "workers": workers, "train_edges": graph.num_edges,
+               "max_batch_nodes": result.max_batch_nodes, "workers": workers,
+               "runner": "ray_train" if workers > 1 and ray else ("torch" if workers > 1 else "single"),
+               "train_edges": graph.num_edges,
                "fine_tuned_from": str(from_checkpoint) if from_checkpoint else None,
                "delta_edges": None if positives is None else int(len(positives[0])),
                "seconds": round(time.perf_counter() - t0, 2)}

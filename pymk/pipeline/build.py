@@ -104,7 +104,8 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
 
                 gnn_train = internal_graph(graph, config, 0)[0]
             emb, stages["gnn"] = train_embeddings(graph if gnn_train is None else gnn_train, config.gnn,
-                                                  work / "gnn", infer_graph=graph, log=log)
+                                                  work / "gnn", infer_graph=graph, log=log,
+                                                  workers=config.gnn.workers, ray=executor.kind == "ray")
             on = "the ranker's internal split" if gnn_train is not None else "the graph"
             log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings trained on {on} "
                 f"({stages['gnn']['train_edges']:,} edges), best val recall@{config.gnn.val_k} "

@@ -27,3 +27,31 @@ def test_two_workers_match_one_worker(graph):
     assert one.size == two.size == 3
     np.testing.assert_allclose(two, one, rtol=TOLERANCE)
     assert multi.history[-1]["val_recall"] == pytest.approx(single.history[-1]["val_recall"], abs=0.02)
+
+
+def test_ray_train_workers_match_one_worker(graph):
+    """The GNN stage under `--executor ray`: two Ray Train workers (TorchTrainer, gloo) on a 3-node local Ray
+    cluster follow one worker's loss curve, as the torch.distributed workers do."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from pymk.gnn.distributed import train_ray
+
+    common = {"dim": 16, "epochs": 3, "patience": 10, "max_steps_per_epoch": 6, "seed": 3, "negatives": 1,
+              "dropout": 0.0}
+    single = Trainer(graph, GnnConfig(batch=258, **common)).fit(progress=False, log=lambda s: None)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        c.add_node(num_cpus=1)
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    try:
+        model, multi = train_ray(graph, GnnConfig(batch=129, **common), 2, log=lambda s: None)
+    finally:
+        ray.shutdown()
+        c.shutdown()
+    one = np.array([h["loss"] for h in single.history])
+    two = np.array([h["loss"] for h in multi.history])
+    assert one.size == two.size == 3
+    np.testing.assert_allclose(two, one, rtol=TOLERANCE)
+    assert multi.history[-1]["val_recall"] == pytest.approx(single.history[-1]["val_recall"], abs=0.02)
+    assert model.config.dim == 16
