@@ -13,6 +13,10 @@ the services alternated user by user. It reports:
     fan-out     shard servers called and adjacency entries moved per request (8 bytes each, int64)
     memory      each shard server's adjacency entries (against total / S), RSS and file-backed RSS,
                 and the ranking tier's RSS (which still maps the whole graph: see docs/BENCHMARKS.md)
+    apply       `--events` degree-biased new friendships posted one at a time through `Model.apply` (the
+                change path: the tier's living graph, then every shard holding an end, acknowledged), p50 /
+                p99 against the unsharded model's apply; after each, the next request reads it (checked:
+                the shard server's list of a holds b)
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def main():
     ap.add_argument("--methods", default="hash,community")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/pymk-bench"))
+    ap.add_argument("--events", type=int, default=500)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     import ray
@@ -107,6 +112,22 @@ def main():
             lat_s.append(ds)
             equal += got == want
             degraded += bool(deg)
+        from benchmarks.bench_live import degree_biased
+        from pymk.stream.log import EdgeEvent
+
+        a_ev, b_ev = degree_biased(plain.model.graph, args.events, np.random.default_rng(1))
+        ids = np.asarray(g.ids)
+        ap_p, ap_s = [], []
+        for x, y in zip(a_ev.tolist(), b_ev.tolist(), strict=True):
+            ev = [EdgeEvent(int(ids[x]), int(ids[y]), 1.0)]
+            t = time.perf_counter()
+            plain.model.apply(ev)
+            ap_p.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            sharded.model.apply(ev)
+            ap_s.append(time.perf_counter() - t)
+            ptr, idx = router.lists(int(router.plan.home[x]), np.array([x]))
+            assert y in idx.tolist(), (x, y)
         servers = router.server_stats()
         ms = lambda x, q: round(float(np.percentile(x, q)) * 1000, 2)  # noqa: E731
         rep = {
@@ -114,6 +135,8 @@ def main():
             "unsharded_ms": {"p50": ms(lat_p, 50), "p99": ms(lat_p, 99), "rps": round(len(users) / sum(lat_p), 1)},
             "sharded_ms": {"p50": ms(lat_s, 50), "p99": ms(lat_s, 99), "rps": round(len(users) / sum(lat_s), 1)},
             "p99_ratio": round(ms(lat_s, 99) / ms(lat_p, 99), 2),
+            "apply_unsharded_ms": {"p50": ms(ap_p, 50), "p99": ms(ap_p, 99)},
+            "apply_sharded_ms": {"p50": ms(ap_s, 50), "p99": ms(ap_s, 99)},
             "calls_per_request": round(float(np.mean(calls)), 2),
             "bytes_per_request": round(float(np.mean(moved)) * 8),
             "servers": [{"shard": s["shard"], "entries": s["entries"],
