@@ -88,14 +88,14 @@ def main():
     rng = np.random.default_rng(0)
     users = np.asarray(g.ids)[rng.choice(g.num_users, args.requests, replace=False)]
     settings = {"stream": False, "cache_size": 0, "shard_timeout_ms": 10_000}
-    plain = Service.from_settings(ServeSettings(model=str(plain_dir), **settings))
-    plain.warm()
     ray.init(num_cpus=max(2, args.shards), include_dashboard=False, log_to_driver=False)
     report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "users": args.users,
               "avg_degree": args.avg_degree, "shards": args.shards, "requests": args.requests, "methods": {}}
     total_entries = int(g.indices.shape[0])
     for method in args.methods.split(","):
         mdir = build(g, args.cache / f"model-{tag}-s{args.shards}-{method}", args.shards, method)
+        plain = Service.from_settings(ServeSettings(model=str(plain_dir), **settings))  # fresh: no events yet
+        plain.warm()
         sharded = Service.from_settings(ServeSettings(model=str(mdir), executor="ray", **settings))
         sharded.warm()
         router = sharded.model.servers
@@ -151,7 +151,7 @@ def main():
         for h in router.servers:
             ray.kill(h)
         sharded.close()
-    plain.close()
+        plain.close()
     ray.shutdown()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
