@@ -112,6 +112,35 @@ def build(
             ex.close()
 
 
+@app.command()
+def update(
+    model: Annotated[Path, typer.Option(help="model directory of version N (from `pymk build` or `pymk update`)")],
+    events: Annotated[Path, typer.Option(help="its event log since (DIR/stream/events.log): friendships added and "
+                                         "removed, new users, erasures")],
+    out: Annotated[Path, typer.Option(help="model directory to write (version N+1)")],
+    retrain_ranker: Annotated[bool, typer.Option(help="retrain the learned ranker (default: keep N's)")] = False,
+    epochs: Annotated[int, typer.Option(min=1, help="GNN fine-tuning epochs over the added friendships")] = 3,
+    staleness: Annotated[float, typer.Option(min=0.0, help="re-embed users whose new neighbours / degree "
+                                             "exceed this (and new users)")] = 0.05,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """The next model version from the previous one plus its events, without a full rebuild: the graph
+    merged, the GNN fine-tuned on the delta, stale and new users re-embedded, the ranker kept."""
+    from pymk.pipeline.update import update as run_update
+
+    ex = None
+    try:
+        ex = _executor(executor, ray_address)
+        run_update(model, events, out, retrain_ranker=retrain_ranker, staleness=staleness, epochs=epochs,
+                   executor=ex, log=lambda s: typer.echo(s, err=True))
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    finally:
+        if ex is not None:
+            ex.close()
+
+
 def _partition_error():
     from pymk.graph.partition import PartitionError
 

@@ -1,0 +1,199 @@
+"""`pymk update`: the next model version from the previous one plus the events since (the brief's daily
+incremental update, instead of a full rebuild).
+
+    version N (DIR) + event log (friendships added and removed, new users, erasures)  ->  version N+1 (OUT)
+
+Stages, each against what a full `pymk build` of the same graph would do:
+    graph    N's snapshot with the events folded in (`fold_events`: new users in, erased users out entirely);
+             dense indices are re-sorted by id, `remap` carries N's users to N+1's
+    shards   partitioned again (a sharded model), each shard's own snapshot written
+    gnn      (a model with one) N's checkpoint carried over (its id-embedding rows remapped; a new user's row
+             is the mean of its friends' rows), fine-tuned on the added friendships only; embeddings
+             recomputed for the users whose staleness (new neighbours since N / degree) passes
+             `update.staleness` and for new users, N's vectors kept for everyone else
+    ann      rebuilt over the new vectors (dense indices moved with the re-sort)
+    ranker   N's ranker kept (its features are the same functions of the new graph; the user-feature table
+             is recomputed), unless `retrain_ranker`
+Every artifact's model.json records the version it came from (`updated_from`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pymk import __version__
+from pymk.graph.edges import EdgeList
+from pymk.graph.snapshot import CSRGraph
+from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, model_version, write_model_meta
+
+STALENESS = 0.05  # the brief's refresh threshold: new neighbours / degree
+
+
+def snapshot_edges(g: CSRGraph) -> EdgeList:
+    """A snapshot's friendships as an EdgeList (timestamps kept)."""
+    lo, hi = g.edge_pairs()
+    ts = None
+    if g.ts is not None:
+        src = np.repeat(np.arange(g.num_users), np.diff(np.asarray(g.indptr)))
+        ts = np.asarray(g.ts)[src < np.asarray(g.indices)]
+    return EdgeList(np.asarray(g.ids), lo.astype(g.indices.dtype), hi.astype(g.indices.dtype), ts)
+
+
+def _remap(old: CSRGraph, new: CSRGraph) -> np.ndarray:
+    """(n_old,) N+1's dense index of each of N's users (-1: erased)."""
+    old_ids = np.asarray(old.ids)
+    pos = np.searchsorted(new.ids, old_ids)
+    pos_c = np.minimum(pos, new.num_users - 1)
+    return np.where((pos < new.num_users) & (np.asarray(new.ids)[pos_c] == old_ids), pos_c, -1).astype(np.int64)
+
+
+def _added_pairs(old: CSRGraph, new: CSRGraph, remap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Friendships of N+1 that N did not have (dense N+1 indices, lo < hi)."""
+    n = np.int64(new.num_users)
+    lo, hi = new.edge_pairs()
+    now = lo.astype(np.int64) * n + hi
+    a, b = old.edge_pairs()
+    ra, rb = remap[a], remap[b]
+    keep = (ra >= 0) & (rb >= 0)
+    before = np.minimum(ra[keep], rb[keep]) * n + np.maximum(ra[keep], rb[keep])
+    added = np.setdiff1d(now, before)
+    return added // n, added % n
+
+
+def _gnn_stage(prev: Path, old: CSRGraph, graph: CSRGraph, remap: np.ndarray, added, work: Path, epochs: int,
+               staleness: float, log) -> tuple[np.ndarray, dict]:
+    """N's GNN carried to N+1: id rows remapped, fine-tuned on the added friendships, stale users re-embedded."""
+    import torch
+
+    from pymk.gnn.config import GnnConfig
+    from pymk.gnn.model import LinkEncoder, input_features
+    from pymk.gnn.train import Trainer, infer, load_checkpoint, save_checkpoint
+
+    t0 = time.perf_counter()
+    before = load_checkpoint(prev / "gnn", old)
+    gcfg: GnnConfig = before.config
+    model = LinkEncoder(graph.num_users, gcfg, before.struct.in_features)
+    state = before.state_dict()
+    w_old = state["emb.weight"]
+    w = torch.zeros((graph.num_users, w_old.shape[1]), dtype=w_old.dtype)
+    kept = remap >= 0
+    w[torch.from_numpy(remap[kept])] = w_old[torch.from_numpy(np.flatnonzero(kept))]
+    new_users = np.setdiff1d(np.arange(graph.num_users), remap[kept])
+    for u in new_users.tolist():  # inductive start: the mean of its friends' rows (known friends only)
+        f = np.asarray(graph.neighbors(u), np.int64)
+        f = f[~np.isin(f, new_users)]
+        if f.size:
+            w[u] = w[torch.from_numpy(f)].mean(0)
+    state["emb.weight"] = w
+    model.load_state_dict(state)
+    lo, hi = added
+    result = None
+    if lo.size:
+        gcfg_ft = GnnConfig.from_dict({**gcfg.to_dict(), "epochs": epochs})
+        result = Trainer(graph, gcfg_ft, model=model, positives=(lo, hi)).fit(progress=False, log=lambda s: None)
+    save_checkpoint(work / "gnn", model, graph, result)
+    emb_all = infer(model, graph, torch.from_numpy(input_features(graph, gcfg)))
+    # N's vectors stay for users whose neighbourhood barely moved; the stale and the new get the new ones
+    prev_emb = np.load(prev / "gnn" / "embeddings.npy", mmap_mode="r")
+    emb = np.empty_like(emb_all)
+    emb[remap[kept]] = prev_emb[np.flatnonzero(kept)]
+    new_nb = np.bincount(np.concatenate([lo, hi]), minlength=graph.num_users)
+    deg = np.maximum(np.asarray(graph.degree), 1)
+    stale = new_nb / deg > staleness
+    stale[new_users] = True
+    emb[stale] = emb_all[stale]
+    np.save(work / "gnn" / "embeddings.npy", emb)
+    summary = {"kind": gcfg.kind, "dim": gcfg.dim, "fine_tuned_on": int(lo.size), "new_users": int(new_users.size),
+               "refreshed": int(stale.sum()), "staleness": staleness, "seconds": round(time.perf_counter() - t0, 2)}
+    log(f"stage gnn: fine-tuned on {lo.size:,} new friendships, {stale.sum():,} embeddings refreshed "
+        f"({new_users.size:,} new users; staleness > {staleness:.0%}) ({summary['seconds']:.1f}s)")
+    return emb, summary
+
+
+def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | os.PathLike, *,
+           retrain_ranker: bool = False, staleness: float = STALENESS, epochs: int = 3, executor=None,
+           log=print) -> Path:
+    """Writes version N+1 of the model at `model_dir` (version N) with the events of `events` folded in.
+    `epochs`: fine-tuning epochs over the added friendships (a model with a GNN)."""
+    from pymk.artifacts import read_artifact_meta
+    from pymk.config import PymkConfig
+    from pymk.pipeline.build import _check_replaceable, _shard_stage, ann_stage, ranker_stage
+    from pymk.pipeline.changes import fold_events
+    from pymk.pipeline.executor import LocalExecutor
+    from pymk.stream.log import FileEventLog
+
+    prev, out = Path(model_dir), Path(out)
+    if prev.resolve() == out.resolve():
+        raise ModelError(f"--out {out} is the model being updated: write version N+1 beside it")
+    _, meta_n = read_artifact_meta(prev, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
+                                   what="pymk model", fix="run `pymk build`")
+    if not Path(events).exists():
+        raise FileNotFoundError(f"event log {events} does not exist")
+    config = PymkConfig.from_dict(meta_n["config"])
+    executor = executor or LocalExecutor()
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.updating-", dir=out.parent))
+    t_all = time.perf_counter()
+    try:
+        t0 = time.perf_counter()
+        old = CSRGraph.load(prev / "graph")
+        evs, _ = FileEventLog(Path(events)).read(None, count=1 << 62)
+        edges, folded = fold_events(snapshot_edges(old), evs, log=log)
+        graph = CSRGraph.from_edges(edges, meta={"source": f"{old.meta.get('source')} + {events}",
+                                                 "updated_from": model_version(meta_n)})
+        graph.save(work / "graph")
+        remap = _remap(old, graph)
+        added = _added_pairs(old, graph, remap)
+        stages = {"graph": {"users": graph.num_users, "edges": graph.num_edges, **folded,
+                            "seconds": round(time.perf_counter() - t0, 3)}}
+        log(f"stage graph: {graph.num_users:,} users, {graph.num_edges:,} edges, {added[0].size:,} friendships "
+            f"new since {model_version(meta_n)} ({stages['graph']['seconds']:.1f}s)")
+        if config.sharding.shards > 1:
+            stages["shards"] = _shard_stage(graph, work / "graph", config, log)
+        emb = None
+        if (prev / "gnn" / "checkpoint.json").exists() and (prev / "gnn" / "embeddings.npy").exists():
+            emb, stages["gnn"] = _gnn_stage(prev, old, graph, remap, added, work, epochs, staleness, log)
+            stages["ann"] = ann_stage(emb, work, config, log)
+        ranker_n = meta_n.get("stages", {}).get("ranker")
+        if ranker_n is not None and (retrain_ranker or config.gnn.enabled and emb is None):
+            stages["ranker"] = ranker_stage(graph, emb, work, config, log, executor=executor)
+        elif ranker_n is not None:
+            stages["ranker"] = _keep_ranker(prev, work, graph, emb, ranker_n, log)
+        meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "pymk_version": __version__,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "source": graph.meta["source"], "config": config.to_dict(), "stages": stages,
+                "executor": executor.describe(), "updated_from": model_version(meta_n),
+                "update_seconds": round(time.perf_counter() - t_all, 2)}
+        write_model_meta(work, meta)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log(f"model {model_version(meta)} written to {out} (from {model_version(meta_n)}, "
+        f"{time.perf_counter() - t_all:.1f}s)")
+    return out
+
+
+def _keep_ranker(prev: Path, work: Path, graph: CSRGraph, emb, summary_n: dict, log) -> dict:
+    """N's ranker as is (a learned one's booster copied), with the user-feature table of the new graph."""
+    from pymk.features.store import InProcessFeatureStore, user_feature_table
+
+    t0 = time.perf_counter()
+    out = {**summary_n, "kept_from_previous": True}
+    if (prev / "ranker").exists():
+        shutil.copytree(prev / "ranker", work / "ranker")
+        InProcessFeatureStore(user_feature_table(graph, emb), 0 if emb is None else emb.shape[1]).save(
+            work / "features")
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    log(f"stage ranker: kept {summary_n.get('chosen', 'lightgbm')} from the previous version, user features "
+        f"recomputed ({out['seconds']:.1f}s)")
+    return out
