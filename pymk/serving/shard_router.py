@@ -55,6 +55,7 @@ class ShardRouter:
         self.failures = [0] * plan.shards
         self.replays = [0] * plan.shards
         self._lock = threading.Lock()
+        self._replaying = [threading.Lock() for _ in range(plan.shards)]  # one replay per restart
         self._degraded: set[int] = set()
         self._changed = np.zeros(plan.home.size, bool)  # lists changed since the build (`DeltaOverlay`)
 
@@ -90,7 +91,10 @@ class ShardRouter:
                 raise
             reply = (None,)
         if reply[0] != self.boots[s] and self.boots[s] is not None:
-            self._replay(s)
+            seen = self.boots[s]
+            with self._replaying[s]:  # requests and the stream worker may find the restart at once
+                if self.boots[s] == seen:
+                    self._replay(s)
             reply = self._get(s, self._send(s, method, args), method, args, timeout)
             if reply[0] != self.boots[s]:
                 raise ShardUnavailable(s, "restarted again during its replay")
@@ -112,7 +116,9 @@ class ShardRouter:
 
     def _replay(self, s: int) -> None:
         """Sends a restarted shard server every change batch it had applied, in order. Replaying a batch
-        it already has changes nothing (each change sets its pair's state; the last one wins)."""
+        it already has changes nothing (each change sets its pair's state; the last one wins). The history
+        holds every change since the build (a restarted server reopens the build's snapshot): it is bounded
+        by the next `pymk build` / `pymk update`, which folds the log in."""
         self.replays[s] += 1
         boot = None
         for batch in self.history[s]:
