@@ -54,15 +54,20 @@ def _remap(old: CSRGraph, new: CSRGraph) -> np.ndarray:
 
 
 def _added_pairs(old: CSRGraph, new: CSRGraph, remap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Friendships of N+1 that N did not have (dense N+1 indices, lo < hi)."""
+    """Friendships of N+1 that N did not have (dense N+1 indices, lo < hi). Both key lists come out sorted
+    (edge_pairs orders by (lo, hi) and `remap` is increasing), so one binary search per edge finds them."""
     n = np.int64(new.num_users)
     lo, hi = new.edge_pairs()
     now = lo.astype(np.int64) * n + hi
     a, b = old.edge_pairs()
     ra, rb = remap[a], remap[b]
     keep = (ra >= 0) & (rb >= 0)
-    before = np.minimum(ra[keep], rb[keep]) * n + np.maximum(ra[keep], rb[keep])
-    added = np.setdiff1d(now, before)
+    before = ra[keep] * n + rb[keep]
+    if before.size:
+        pos = np.minimum(np.searchsorted(before, now), before.size - 1)
+        added = now[before[pos] != now]
+    else:
+        added = now
     return added // n, added % n
 
 

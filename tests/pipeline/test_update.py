@@ -58,6 +58,12 @@ def test_update_equals_a_rebuild_of_the_same_graph_and_keeps_the_ranker(tmp_path
     assert meta["updated_from"] == model_version(meta_n)
     assert meta["stages"]["ranker"]["kept_from_previous"]
     assert (out / "ranker" / "model.txt").read_bytes() == (n_dir / "ranker" / "model.txt").read_bytes()
+    from pymk.pipeline.update import _added_pairs, _remap
+
+    new = CSRGraph.load(out / "graph")
+    a, b = _added_pairs(old, new, _remap(old, new))
+    pairs = lambda g, x, y: {(int(g.ids[i]), int(g.ids[j])) for i, j in zip(x, y, strict=True)}  # noqa: E731
+    assert pairs(new, a, b) == pairs(new, *new.edge_pairs()) - pairs(old, *old.edge_pairs())
     m = Model.load(out)
     assert m.index_of([int(old.ids[7])])[0] == -1  # erased: not in version N+1 at all
     new = m.index_of([900_000 + k for k in range(8)])
