@@ -97,7 +97,8 @@ def run_update(args, g):
                   for i, u in enumerate(users.tolist()))
         recall[name] = round(got / sum(len(v) for v in truth.values()), 4)
     return {"growth": args.growth, "users": int(ids.size), "edges_n": int(base.sum()), "events": int(day.sum()),
-            "new_users": int(ids.size - users_n.size), "update_s": round(t_update, 1), "build_s": round(t_build, 1),
+            "new_users": int(json.loads((tmp / "n1" / "model.json").read_text())["stages"]["graph"]["users"]
+                             - users_n.size), "update_s": round(t_update, 1), "build_s": round(t_build, 1),
             "update_over_build": round(t_update / t_build, 3), "recall@20": {"update": recall["n1"],
                                                                             "full_build": recall["full"]}}
 
