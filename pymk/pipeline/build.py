@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,32 @@ def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkCon
     return build_from_edges(edges, out, config, report=report, log=log, executor=executor)
 
 
+@contextmanager
+def staged_model(out: Path, verb: str = "building"):
+    """A work directory beside `out` that becomes `out` when the block ends without an error (its model.json
+    written by `finish_model`), and is removed otherwise: no half model is ever left at `out`."""
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{verb}-", dir=out.parent))
+    try:
+        yield work
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def finish_model(work: Path, config: PymkConfig, stages: dict, source: str, executor, **extra) -> dict:
+    """Writes the model directory's model.json (format, version, config, stage summaries); returns it."""
+    meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "pymk_version": __version__,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": source,
+            "config": config.to_dict(), "stages": stages, "executor": executor.describe(), **extra}
+    write_model_meta(work, meta)
+    return meta
+
+
 def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig | None = None, *,
                      report: IngestReport | None = None, log: Log = print, executor=None) -> Path:
     """The stages after ingestion, on already-normalised edges (also used by `pymk eval`). `executor`: where
@@ -78,10 +105,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
     config = config or PymkConfig()
     config.validate()
     out = Path(out)
-    _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
+    with staged_model(out) as work:
         t0 = time.perf_counter()
         source = report.source if report else "in-memory edges"
         graph = CSRGraph.from_edges(edges, meta={"source": source,
@@ -115,23 +139,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
             emb = None
         if config.ranker.kind in ("lightgbm", "auto"):
             stages["ranker"] = ranker_stage(graph, emb, work, config, log, gnn_train=gnn_train, executor=executor)
-        meta = {
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "pymk_version": __version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "source": source,
-            "config": config.to_dict(),
-            "stages": stages,
-            "executor": executor.describe(),
-        }
-        write_model_meta(work, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        finish_model(work, config, stages, source, executor)
     log(f"model written to {out}")
     return out
 

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from pymk import __version__
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
-from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, model_version, write_model_meta
+from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, model_version
 
 STALENESS = 0.05  # the brief's refresh threshold: new neighbours / degree
 
@@ -128,7 +126,7 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
     `epochs`: fine-tuning epochs over the added friendships (a model with a GNN)."""
     from pymk.artifacts import read_artifact_meta
     from pymk.config import PymkConfig
-    from pymk.pipeline.build import _check_replaceable, _shard_stage, ann_stage, ranker_stage
+    from pymk.pipeline.build import _shard_stage, ann_stage, finish_model, ranker_stage, staged_model
     from pymk.pipeline.changes import fold_events
     from pymk.pipeline.executor import LocalExecutor
     from pymk.stream.log import FileEventLog
@@ -142,11 +140,8 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
         raise FileNotFoundError(f"event log {events} does not exist")
     config = PymkConfig.from_dict(meta_n["config"])
     executor = executor or LocalExecutor()
-    _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.updating-", dir=out.parent))
     t_all = time.perf_counter()
-    try:
+    with staged_model(out, "updating") as work:
         t0 = time.perf_counter()
         old = CSRGraph.load(prev / "graph")
         evs, _ = FileEventLog(Path(events)).read(None, count=1 << 62)
@@ -171,18 +166,8 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
             stages["ranker"] = ranker_stage(graph, emb, work, config, log, executor=executor)
         elif ranker_n is not None:
             stages["ranker"] = _keep_ranker(prev, work, graph, emb, ranker_n, log)
-        meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "pymk_version": __version__,
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "source": graph.meta["source"], "config": config.to_dict(), "stages": stages,
-                "executor": executor.describe(), "updated_from": model_version(meta_n),
-                "update_seconds": round(time.perf_counter() - t_all, 2)}
-        write_model_meta(work, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        meta = finish_model(work, config, stages, graph.meta["source"], executor,
+                            updated_from=model_version(meta_n), update_seconds=round(time.perf_counter() - t_all, 2))
     log(f"model {model_version(meta)} written to {out} (from {model_version(meta_n)}, "
         f"{time.perf_counter() - t_all:.1f}s)")
     return out
