@@ -24,7 +24,8 @@ class ShardedGraph:
 
     Args:
         plan: home shard per user and replicas per shard.
-        store: an `InProcessShardStore` or `RedisShardStore` over the same plan.
+        store: over the same plan: a `ShardRouter` (shard servers, what a model uses), an `InProcessShardStore`
+            (the build's lists, frozen) or a `RedisShardStore`.
     """
 
     def __init__(self, plan: ShardPlan, store, *, batch: int = 512):
