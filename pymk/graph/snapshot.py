@@ -105,11 +105,15 @@ class CSRGraph:
         pos_c = np.minimum(pos, self.ids.size - 1)
         return np.where(self.ids[pos_c] == q, pos_c, -1).astype(np.int64)
 
-    def edge_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each undirected edge once as (lo, hi) dense indices, sorted. Shapes: (m,), (m,)."""
+    def edge_pairs(self, *, with_ts: bool = False):
+        """Each undirected edge once as (lo, hi) dense indices, sorted. Shapes: (m,), (m,). `with_ts`: also
+        each edge's timestamp (m,), read at its place in lo's row (None without timestamps)."""
         src = np.repeat(np.arange(self.num_users, dtype=self.indices.dtype), self.degree)
         keep = src < self.indices
-        return src[keep], np.asarray(self.indices[keep])
+        if not with_ts:
+            return src[keep], np.asarray(self.indices[keep])
+        ts = None if self.ts is None else np.asarray(self.ts)[keep]
+        return src[keep], np.asarray(self.indices[keep]), ts
 
     # ------------------------------------------------------------------------------ persistence
 

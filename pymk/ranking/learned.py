@@ -110,27 +110,23 @@ class LearnedRanker(Ranker):
 def internal_split(graph, *, holdout: float = 0.1, seed: int = 7, by_time: bool = True):
     """(G' edges lo, hi, held-out lo, hi): the latest `holdout` share of edges by time (when the graph
     has timestamps and `by_time`), else a random share."""
-    lo, hi = graph.edge_pairs()
+    lo, hi, _, out = _split(graph, holdout, seed, by_time)
+    return lo[~out], hi[~out], lo[out], hi[out]
+
+
+def _split(graph, holdout: float, seed: int, by_time: bool):
+    """Every edge (lo, hi int64, ts or None) and which are held out (bool)."""
+    lo, hi, ts = graph.edge_pairs(with_ts=True)  # ts at each edge's place in its row: no search
     lo, hi = lo.astype(np.int64), hi.astype(np.int64)
     m = lo.size
     n_out = int(round(holdout * m))
-    if by_time and graph.ts is not None and len(graph.ts):
-        ts = _edge_times(graph, lo, hi)
+    if by_time and ts is not None and len(ts):
         order = np.lexsort((np.random.default_rng(seed).random(m), ts))  # latest last, ties shuffled
     else:
         order = np.random.default_rng(seed).permutation(m)
     out = np.zeros(m, bool)
     out[order[m - n_out:]] = True
-    return lo[~out], hi[~out], lo[out], hi[out]
-
-
-def _edge_times(graph, lo, hi) -> np.ndarray:
-    """Timestamp of each (lo, hi) edge, read from lo's CSR row (one global sorted search)."""
-    indptr = np.asarray(graph.indptr, np.int64)
-    n = np.int64(graph.num_users)
-    row_keys = np.repeat(np.arange(graph.num_users, dtype=np.int64), np.diff(indptr)) * n + \
-        np.asarray(graph.indices, np.int64)  # sorted: rows ascending, each row's indices sorted
-    return np.asarray(graph.ts)[np.searchsorted(row_keys, lo * n + hi)]
+    return lo, hi, ts, out
 
 
 def training_data(graph, config, *, embeddings_fn=None, log=print, executor=None) -> dict:
@@ -168,12 +164,12 @@ def internal_graph(graph, config, split: int = 0):
     from pymk.graph.snapshot import CSRGraph
 
     rc = config.ranker
-    a, b, ha, hb = internal_split(graph, holdout=rc.holdout, seed=rc.seed + split, by_time=rc.split == "time")
-    sub = CSRGraph.from_edges(EdgeList(np.asarray(graph.ids), a.astype(graph.indices.dtype),
-                                       b.astype(graph.indices.dtype)))
-    if graph.ts is not None:  # keep the timestamps of the edges that stay
-        sub = _with_times(sub, graph)
-    return sub, ha, hb
+    lo, hi, ts, out = _split(graph, rc.holdout, rc.seed + split, rc.split == "time")
+    keep = ~out  # G' keeps the timestamps of the edges that stay
+    sub = CSRGraph.from_edges(EdgeList(np.asarray(graph.ids), lo[keep].astype(graph.indices.dtype),
+                                       hi[keep].astype(graph.indices.dtype),
+                                       None if ts is None else np.asarray(ts, np.int64)[keep]))
+    return sub, lo[out], hi[out]
 
 
 CHUNK_USERS = 256  # training users per executor call
@@ -235,16 +231,6 @@ def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int, 
     log(f"ranker training data (split {seed}): {len(groups):,} users, {sum(groups):,} candidates, "
         f"{int(sum(y.sum() for y in ys)):,} positives ({time.perf_counter() - t:.1f}s, {executor.kind})")
     return {"X": np.concatenate(Xs), "y": np.concatenate(ys), "group": np.asarray(groups), "users": np.asarray(us)}
-
-
-def _with_times(sub, graph):
-    """sub's CSR with each edge's timestamp taken from graph (same users, sub's edges a subset)."""
-    from pymk.graph.snapshot import CSRGraph
-
-    indptr = np.asarray(sub.indptr, np.int64)
-    lo = np.repeat(np.arange(sub.num_users), np.diff(indptr))
-    hi = np.asarray(sub.indices, np.int64)
-    return CSRGraph(sub.indptr, sub.indices, sub.ids, _edge_times(graph, lo, hi).astype(np.int64), sub.meta)
 
 
 def _recall_at(scores, y, group, k=20) -> float:

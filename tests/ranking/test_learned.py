@@ -10,7 +10,14 @@ import pytest
 from pymk.config import PymkConfig
 from pymk.features.pairs import PAIR_FEATURES
 from pymk.graph.synth import SynthConfig, generate
-from pymk.ranking.learned import LearnedRanker, RankerError, internal_split, train_ranker, training_data
+from pymk.ranking.learned import (
+    LearnedRanker,
+    RankerError,
+    internal_graph,
+    internal_split,
+    train_ranker,
+    training_data,
+)
 from tests.helpers import nx_graph
 
 
@@ -35,12 +42,24 @@ def _config():
     return cfg
 
 
+def _edge_times(graph, lo, hi) -> np.ndarray:
+    """Reference: each (lo, hi) edge's timestamp found by searching lo's CSR row for hi."""
+    out = np.empty(lo.size, np.int64)
+    for i, (x, y) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        row = graph.indices[graph.indptr[x]:graph.indptr[x + 1]]
+        out[i] = graph.ts[graph.indptr[x] + int(np.searchsorted(row, y))]
+    return out
+
+
 def test_internal_split_holds_out_the_latest_edges():
     g = _graph()
     a, b, ha, hb = internal_split(g, holdout=0.1)
     assert ha.size == round(0.1 * g.num_edges) and a.size + ha.size == g.num_edges
-    lo, hi = g.edge_pairs()
-    from pymk.ranking.learned import _edge_times
+    lo, hi, ts = g.edge_pairs(with_ts=True)
+    assert np.array_equal(ts, _edge_times(g, lo, hi))  # each edge's time, read in place
+    sub, _, _ = internal_graph(g, PymkConfig())
+    s_lo, s_hi, s_ts = sub.edge_pairs(with_ts=True)
+    assert np.array_equal(s_ts, _edge_times(g, s_lo, s_hi))  # G' keeps the times of the edges that stay
 
     t_kept = _edge_times(g, a.astype(np.int64), b.astype(np.int64))
     t_out = _edge_times(g, ha.astype(np.int64), hb.astype(np.int64))
