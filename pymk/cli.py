@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -71,10 +72,16 @@ RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster for --execu
                                                   "one)")]
 
 
+@contextmanager
 def _executor(kind: str, address: str | None):
+    """The executor of --executor / --ray-address for the command's duration (a Ray it started is stopped)."""
     from pymk.pipeline.executor import make_executor
 
-    return make_executor(kind, address=address)
+    ex = make_executor(kind, address=address)
+    try:
+        yield ex
+    finally:
+        ex.close()
 
 
 @app.command()
@@ -94,22 +101,18 @@ def build(
     from pymk.config import PymkConfig
     from pymk.pipeline.build import build as run_build
 
-    ex = None
     try:
         cfg = PymkConfig.from_file(config)
         if shards is not None:
             cfg.sharding.shards = shards
         if partition is not None:
             cfg.sharding.method = partition.value
-        ex = _executor(executor, ray_address)
-        run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows, events=events, executor=ex)
+        with _executor(executor, ray_address) as ex:
+            run_build(edges, out, cfg, skip_bad_rows=skip_bad_rows, events=events, executor=ex)
     except _partition_error() as exc:
         raise _err(str(exc), 2) from None
     except _user_errors() as exc:
         raise _err(str(exc)) from None
-    finally:
-        if ex is not None:
-            ex.close()
 
 
 @app.command()
@@ -129,16 +132,12 @@ def update(
     merged, the GNN fine-tuned on the delta, stale and new users re-embedded, the ranker kept."""
     from pymk.pipeline.update import update as run_update
 
-    ex = None
     try:
-        ex = _executor(executor, ray_address)
-        run_update(model, events, out, retrain_ranker=retrain_ranker, staleness=staleness, epochs=epochs,
-                   executor=ex, log=lambda s: typer.echo(s, err=True))
+        with _executor(executor, ray_address) as ex:
+            run_update(model, events, out, retrain_ranker=retrain_ranker, staleness=staleness, epochs=epochs,
+                       executor=ex, log=lambda s: typer.echo(s, err=True))
     except _user_errors() as exc:
         raise _err(str(exc)) from None
-    finally:
-        if ex is not None:
-            ex.close()
 
 
 def _partition_error():
@@ -329,19 +328,15 @@ def eval_cmd(
     from pymk.eval.runner import evaluate
     from pymk.pipeline.build import ingest
 
-    ex = None
     try:
         cfg = PymkConfig.from_file(config)
         if gnn:
             cfg.gnn.enabled = True
-        ex = _executor(executor, ray_address)
-        e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
-        report = evaluate(e, dataset=edges.name, config=cfg, executor=ex)
+        with _executor(executor, ray_address) as ex:
+            e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
+            report = evaluate(e, dataset=edges.name, config=cfg, executor=ex)
     except _user_errors() as exc:
         raise _err(str(exc)) from None
-    finally:
-        if ex is not None:
-            ex.close()
     typer.echo(report.table())
     typer.echo(report.to_json())
     if json_out:
@@ -394,15 +389,13 @@ def train(
         else:
             graph = m.snapshot
         cores = os.cpu_count() or 1
-        ex = _executor(executor, ray_address)
-        if workers > cores and ex.kind == "local":
-            typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}", err=True)
-            workers = cores
-        try:
+        with _executor(executor, ray_address) as ex:
+            if workers > cores and ex.kind == "local":
+                typer.echo(f"warning: --workers {workers} is more than the {cores} cores here; using {cores}",
+                           err=True)
+                workers = cores
             emb, summary = train_embeddings(graph, cfg, ckpt, workers=workers, positives=positives,
                                             from_checkpoint=ckpt if from_checkpoint else None, ray=ex.kind == "ray")
-        finally:
-            ex.close()
         from pymk.pipeline.build import ann_stage
 
         ann_summary = ann_stage(emb, model, m.config, lambda s: typer.echo(s, err=True))  # new vectors: new index

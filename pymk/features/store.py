@@ -74,6 +74,11 @@ class InProcessFeatureStore:
         self.round_trips += 1
         return out
 
+    @classmethod
+    def of_graph(cls, graph, embeddings: np.ndarray | None = None) -> InProcessFeatureStore:
+        """The user-feature table of `graph` (`user_feature_table`), with the embedding columns if given."""
+        return cls(user_feature_table(graph, embeddings), 0 if embeddings is None else embeddings.shape[1])
+
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         np.save(path / "users.npy", self.table)

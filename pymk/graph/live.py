@@ -420,8 +420,7 @@ class LiveGraph:
         with self._lock:
             if rows.size and (rows.min() < 0 or rows.max() >= self._n):
                 raise IndexError(f"row index outside the graph's {self._n} rows")
-            ch = self._write_changes(kind, rows, values, t, half=True)
-            self.added += int((kind[ch] == ADD).sum())
+            ch = self._write_changes(kind, rows, values, t, half=True)  # `added` counts friendships, not ends
             if self._recording is not None and ch.any():
                 self._recording.append(("rows", kind[ch], rows[ch], values[ch], t[ch]))
             return ch

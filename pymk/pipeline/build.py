@@ -165,7 +165,7 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
 
     gnn_train: the graph the model's GNN checkpoint (model_dir/gnn) was trained on; a split whose G' it
     is embeds with those weights, any other split trains a GNN of its own."""
-    from pymk.features.store import InProcessFeatureStore, user_feature_table
+    from pymk.features.store import InProcessFeatureStore
     from pymk.ranking.learned import LearnedRanker, RankerError, train_ranker, training_data
 
     t0 = time.perf_counter()
@@ -186,7 +186,7 @@ def ranker_stage(graph: CSRGraph, emb, model_dir: Path, config: PymkConfig, log:
             raise
         log(f"stage ranker: {exc}; serving adamic_adar")
         return {"chosen": "adamic_adar", "skipped": str(exc), "seconds": round(time.perf_counter() - t0, 2)}
-    store = InProcessFeatureStore(user_feature_table(graph, emb), 0 if emb is None else emb.shape[1])
+    store = InProcessFeatureStore.of_graph(graph, emb)
     store.save(model_dir / "features")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     LearnedRanker(booster, graph, store).save(model_dir / "ranker", {"summary": summary,

@@ -52,11 +52,10 @@ def apply_events(model, events) -> Change:
         new = np.arange(n_before, g.num_users, dtype=np.int64)
         servers.add_users(new, np.asarray(g.ids)[n_before:])
         if batches or new.size:
-            k = np.concatenate([np.full(b[1].size, b[0], np.int8) for b in batches]) if batches else np.zeros(0)
-            lo = np.concatenate([b[1] for b in batches]) if batches else np.zeros(0, np.int64)
-            hi = np.concatenate([b[2] for b in batches]) if batches else np.zeros(0, np.int64)
-            ts = np.concatenate([b[3] for b in batches]) if batches else np.zeros(0)
-            servers.apply(k, lo, hi, ts, new_users=new)
+            none = [(ADD, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))]  # new users only
+            kinds, lo, hi, ts = zip(*(batches or none), strict=True)
+            k = np.concatenate([np.full(a.size, x, np.int8) for x, a in zip(kinds, lo, strict=True)])
+            servers.apply(k, np.concatenate(lo), np.concatenate(hi), np.concatenate(ts), new_users=new)
     if out.erased:
         ann = getattr(model.stage1, "ann", None)
         if ann is not None:
@@ -76,11 +75,7 @@ def fold_events(edges, events, *, log=print):
     live = LiveGraph(CSRGraph.from_edges(edges))
     change = apply_to_graph(live, events)
     g = live.to_graph()
-    lo, hi = g.edge_pairs()
-    ts = None
-    if g.ts is not None:
-        src = np.repeat(np.arange(g.num_users), np.diff(g.indptr))
-        ts = np.asarray(g.ts)[src < np.asarray(g.indices)]
+    lo, hi, ts = g.edge_pairs(with_ts=True)
     keep = ~live.erased
     ids = np.asarray(g.ids)[keep]
     order = np.argsort(ids, kind="stable")

@@ -35,11 +35,7 @@ STALENESS = 0.05  # the brief's refresh threshold: new neighbours / degree
 
 def snapshot_edges(g: CSRGraph) -> EdgeList:
     """A snapshot's friendships as an EdgeList (timestamps kept)."""
-    lo, hi = g.edge_pairs()
-    ts = None
-    if g.ts is not None:
-        src = np.repeat(np.arange(g.num_users), np.diff(np.asarray(g.indptr)))
-        ts = np.asarray(g.ts)[src < np.asarray(g.indices)]
+    lo, hi, ts = g.edge_pairs(with_ts=True)
     return EdgeList(np.asarray(g.ids), lo.astype(g.indices.dtype), hi.astype(g.indices.dtype), ts)
 
 
@@ -175,14 +171,13 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
 
 def _keep_ranker(prev: Path, work: Path, graph: CSRGraph, emb, summary_n: dict, log) -> dict:
     """N's ranker as is (a learned one's booster copied), with the user-feature table of the new graph."""
-    from pymk.features.store import InProcessFeatureStore, user_feature_table
+    from pymk.features.store import InProcessFeatureStore
 
     t0 = time.perf_counter()
     out = {**summary_n, "kept_from_previous": True}
     if (prev / "ranker").exists():
         shutil.copytree(prev / "ranker", work / "ranker")
-        InProcessFeatureStore(user_feature_table(graph, emb), 0 if emb is None else emb.shape[1]).save(
-            work / "features")
+        InProcessFeatureStore.of_graph(graph, emb).save(work / "features")
     out["seconds"] = round(time.perf_counter() - t0, 2)
     log(f"stage ranker: kept {summary_n.get('chosen', 'lightgbm')} from the previous version, user features "
         f"recomputed ({out['seconds']:.1f}s)")

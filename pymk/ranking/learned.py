@@ -191,12 +191,12 @@ def chunk_lists(shared, users: np.ndarray) -> tuple:
 
 def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int, executor) -> dict:
     from pymk.candidates.stage1 import Stage1
-    from pymk.features.store import InProcessFeatureStore, user_feature_table
+    from pymk.features.store import InProcessFeatureStore
 
     rc = config.ranker
     sub, ha, hb = internal_graph(graph, config, seed)
     emb = embeddings_fn(sub) if embeddings_fn is not None else None
-    store = InProcessFeatureStore(user_feature_table(sub, emb), 0 if emb is None else emb.shape[1])
+    store = InProcessFeatureStore.of_graph(sub, emb)
     # held-out friends per user, both directions
     src = np.concatenate([ha, hb])
     dst = np.concatenate([hb, ha])

@@ -18,19 +18,10 @@ from pymk.ranking.explain import mutual_sample
 
 
 @dataclass
-class Answer:
-    """Recommendations after the filter, best first, padded with -1 past `count[b]`.
+class Answer(RankedBatch):
+    """A `RankedBatch` after the filter (only what passed, best first, -1 padded past `count[b]`), with the
+    explanation. Shapes: sample (B, d, 3) dense mutual friends, -1 padded (filled by `explain`)."""
 
-    Shapes: users (B,) dense; cand (B, d) dense; score (B, d) float64; mutual (B, d) int32; source (B, d)
-    uint8; count (B,) int64; sample (B, d, 3) dense mutual friends, -1 padded (filled by `explain`).
-    """
-
-    users: np.ndarray
-    cand: np.ndarray
-    score: np.ndarray
-    mutual: np.ndarray
-    source: np.ndarray
-    count: np.ndarray
     sample: np.ndarray | None = None
 
 

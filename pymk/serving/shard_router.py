@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from pymk.graph.partition import ShardPlan, stable_hash
-from pymk.graph.shard_store import StoreStats
+from pymk.graph.shard_store import StoreStats, gather_rows
 
 
 def _is_timeout(exc) -> bool:
@@ -280,20 +280,15 @@ class DeltaOverlay:
             return self.base.lists(shard, users)
         if live.all():
             return self.servers.lists(shard, users)
-        parts = [(users[~live], *self.base.lists(shard, users[~live])),
-                 (users[live], *self.servers.lists(shard, users[live]))]
-        order = np.concatenate([np.flatnonzero(~live), np.flatnonzero(live)])
-        lens = np.concatenate([np.diff(p[1]) for p in parts])
-        data = np.concatenate([np.asarray(p[2], np.int64) for p in parts])
-        starts = np.concatenate([parts[0][1][:-1], parts[1][1][:-1] + parts[0][1][-1]])
+        b_ptr, b_idx = self.base.lists(shard, users[~live])
+        l_ptr, l_idx = self.servers.lists(shard, users[live])
+        # both answers as one CSR (the build's rows, then the changed ones), then rows in the order asked
+        ptr = np.concatenate([b_ptr, l_ptr[1:] + b_ptr[-1]])
+        idx = np.concatenate([np.asarray(b_idx, np.int64), np.asarray(l_idx, np.int64)])
         pos = np.empty(users.size, np.int64)
-        pos[order] = np.arange(users.size)
-        lens, starts = lens[pos], starts[pos]
-        ptr = np.zeros(users.size + 1, np.int64)
-        np.cumsum(lens, out=ptr[1:])
-        idx = np.concatenate([data[a:a + n] for a, n in zip(starts.tolist(), lens.tolist(), strict=True)]) \
-            if users.size else np.empty(0, np.int64)
-        return ptr, idx.astype(np.int64, copy=False)
+        pos[~live] = np.arange(b_ptr.size - 1)
+        pos[live] = np.arange(l_ptr.size - 1) + b_ptr.size - 1
+        return gather_rows(ptr, idx, pos)
 
     def take_degraded(self):
         return self.base.take_degraded() if hasattr(self.base, "take_degraded") else False

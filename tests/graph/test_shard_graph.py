@@ -101,3 +101,24 @@ def test_shard_files_hold_only_their_shard(tmp_path):
             sg.lists(np.setdiff1d(np.arange(400), held)[:1])
     with pytest.raises(ShardGraphError, match="the plan has 500"):
         ShardGraph.load(tmp_path, 0, plan_users=500)
+
+
+def test_an_overlay_reads_changed_lists_from_the_servers_and_the_rest_from_the_build():
+    """`DeltaOverlay` (Redis-published lists in front of the shard servers), with a frozen in-process store
+    standing for Redis: after events, any mix of changed and unchanged users, in any order, gets the servers'
+    current lists."""
+    from pymk.graph.shard_store import InProcessShardStore
+    from pymk.serving.shard_router import DeltaOverlay
+
+    rng = np.random.default_rng(5)
+    pairs = rng.integers(0, N0, (90, 2)).tolist()
+    m = _model(pairs, 3, "hash", 0.5)
+    overlay = DeltaOverlay(InProcessShardStore(m.snapshot, m.plan), m.servers)
+    m.apply(_to_events(m, [("add", 1, 2), ("remove", *pairs[0]), ("add", 4, 9), ("erase", 6, 6)]))
+    changed = m.servers.changed(np.arange(N0))
+    assert 0 < changed.sum() < N0
+    for s in range(3):
+        held = held_users(m.plan, s)
+        users = rng.permutation(held)
+        got, want = overlay.lists(s, users), m.servers.lists(s, users)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
