@@ -8,11 +8,15 @@ one model per partition method with `--shards S` (same config: default Stage 1, 
 training noise separates them), starts a local Ray cluster with one `ShardServer` actor per shard, and
 runs each service's whole request flow (`Service.recommend`, uncached, k = 20) for the same random users,
 the services alternated user by user. It reports:
-    equal       share of users whose (candidate, mutual count) lists equal the unsharded service's
+    equal       share of users whose (candidate, mutual count) lists equal the unsharded service's; the
+                sharded service is the stateless ranking tier, whose PPR is pushed by the shard servers (same
+                eps bound, another push order), so `fof_equal` also counts users whose friends-of-friends
+                candidates and mutual counts (Stage 1, k = 1000) are identical
     latency     p50 / p99 per request, and requests per second, one client
     fan-out     shard servers called and adjacency entries moved per request (8 bytes each, int64)
-    memory      each shard server's adjacency entries (against total / S), RSS and file-backed RSS,
-                and the ranking tier's RSS (which still maps the whole graph: see docs/BENCHMARKS.md)
+    memory      measured in a fresh process that runs only the ranking tier (`--tier-memory`): its RSS,
+                file-backed RSS and adjacency bytes mapped, and each shard server's adjacency entries
+                (against total / S), RSS, file-backed RSS and adjacency bytes mapped
     apply       `--events` degree-biased new friendships posted one at a time through `Model.apply` (the
                 change path: the tier's living graph, then every shard holding an end, acknowledged), p50 /
                 p99 against the unsharded model's apply; after each, the next request reads it (checked:
@@ -54,13 +58,6 @@ def build(g, out: Path, shards: int, method: str) -> Path:
     return out
 
 
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def answer(svc, user):
     t = time.perf_counter()
     req = svc.recommend(int(user), 20)
@@ -68,8 +65,65 @@ def answer(svc, user):
     return dt, [(int(r[0]), int(r[2])) for r in req.response], req.degraded
 
 
+def same_fof(plain, tier, user) -> bool:
+    """Whether Stage 1 (k = 1000) gives `user` the same friends-of-friends candidates and mutual counts."""
+    from pymk.candidates.base import SOURCE_FOF
+
+    out = []
+    for m in (plain, tier):
+        c = m.candidates(m.index_of([int(user)]), k=1000)
+        f = (c.source[0] & SOURCE_FOF) > 0
+        order = np.argsort(c.cand[0][f])
+        out.append((c.cand[0][f][order], c.features["cn"][0][f][order]))
+    return all(np.array_equal(a, b) for a, b in zip(*out, strict=True))
+
+
+def tier_memory(mdir: Path, users: np.ndarray, total_entries: int, shards: int) -> dict:
+    """Runs `--tier-memory` in a fresh process: the ranking tier and its shard servers, nothing else."""
+    import subprocess
+    import sys
+
+    with open("/tmp/pymk-tier-users.npy", "wb") as f:
+        np.save(f, users)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_serve_sharded", "--tier-memory", str(mdir),
+                          "--shards", str(shards)], check=True, capture_output=True, text=True)
+    rep = json.loads(out.stdout.strip().splitlines()[-1])
+    for s in rep["servers"]:
+        s["share_of_total"] = round(s["entries"] / total_entries, 4)
+    rep["graph_bytes_total"] = total_entries * 4 + (rep["users"] + 1) * 8  # indices int32 + indptr int64
+    return rep
+
+
+def run_tier_only(mdir: Path, shards: int) -> None:
+    """`--tier-memory`: serve the saved users from a ranking tier over Ray, then print memory per process."""
+    import ray
+
+    from pymk.serving.shard_server import process_memory
+
+    users = np.load("/tmp/pymk-tier-users.npy")
+    ray.init(num_cpus=max(2, shards), include_dashboard=False, log_to_driver=False)
+    svc = Service.from_settings(ServeSettings(model=str(mdir), executor="ray", stream=False, cache_size=0,
+                                              shard_timeout_ms=10_000))
+    svc.warm()
+    for u in users:
+        answer(svc, u)
+    mb = lambda b: round(b / 2**20, 1)  # noqa: E731
+    me = process_memory()
+    servers = svc.model.servers.server_stats()
+    rep = {"users": int(svc.model.graph.num_users), "requests": int(users.size),
+           "tier": {"rss_mb": mb(me["rss_bytes"]), "file_rss_mb": mb(me["rss_file_bytes"]),
+                    "graph_mapped_mb": mb(me["graph_mapped_bytes"])},
+           "servers": [{"shard": s["shard"], "entries": s["entries"], "rss_mb": mb(s["rss_bytes"]),
+                        "file_rss_mb": mb(s["rss_file_bytes"]), "graph_mapped_mb": mb(s["graph_mapped_bytes"])}
+                       for s in servers]}
+    svc.close()
+    ray.shutdown()
+    print(json.dumps(rep))
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--tier-memory", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--avg-degree", type=float, default=10)
     ap.add_argument("--shards", type=int, default=4)
@@ -79,6 +133,8 @@ def main():
     ap.add_argument("--events", type=int, default=500)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.tier_memory:
+        return run_tier_only(args.tier_memory, args.shards)
     import ray
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -101,8 +157,9 @@ def main():
         router = sharded.model.servers
         for u in users[:20]:  # warm both paths
             answer(sharded, u), answer(plain, u)
-        lat_p, lat_s, equal, degraded, calls, moved = [], [], 0, 0, [], []
+        lat_p, lat_s, equal, fof_equal, degraded, calls, moved = [], [], 0, 0, 0, [], []
         for u in users:
+            fof_equal += same_fof(plain.model, sharded.model, u)
             dp, want, _ = answer(plain, u)
             r0, e0 = router.stats.requests, router.stats.entries
             ds, got, deg = answer(sharded, u)
@@ -131,7 +188,7 @@ def main():
         servers = router.server_stats()
         ms = lambda x, q: round(float(np.percentile(x, q)) * 1000, 2)  # noqa: E731
         rep = {
-            "equal_share": equal / len(users), "degraded": degraded,
+            "equal_share": equal / len(users), "fof_equal_share": fof_equal / len(users), "degraded": degraded,
             "unsharded_ms": {"p50": ms(lat_p, 50), "p99": ms(lat_p, 99), "rps": round(len(users) / sum(lat_p), 1)},
             "sharded_ms": {"p50": ms(lat_s, 50), "p99": ms(lat_s, 99), "rps": round(len(users) / sum(lat_s), 1)},
             "p99_ratio": round(ms(lat_s, 99) / ms(lat_p, 99), 2),
@@ -144,14 +201,16 @@ def main():
                          "rss_mb": round(s["rss_bytes"] / 2**20), "file_rss_mb": round(s["rss_file_bytes"] / 2**20)}
                         for s in servers],
             "entries_cap": round(1 / args.shards, 4),
-            "ranking_tier_rss_mb": round(rss() / 2**20),
         }
-        report["methods"][method] = rep
-        print(json.dumps({method: rep}, indent=1), flush=True)
         for h in router.servers:
             ray.kill(h)
         sharded.close()
         plain.close()
+        report["methods"][method] = rep
+        ray.shutdown()  # the memory run starts its own cluster, with nothing else in its process
+        rep["memory"] = tier_memory(mdir, users[:200], total_entries, args.shards)
+        print(json.dumps({method: rep}, indent=1), flush=True)
+        ray.init(num_cpus=max(2, args.shards), include_dashboard=False, log_to_driver=False)
     ray.shutdown()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -504,6 +504,9 @@ def serve(
                                                  "default) | ray (one Ray actor per shard)")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster for --executor ray (default: start a "
                                                     "local one)")] = None,
+    tier: Annotated[bool | None, typer.Option("--tier/--no-tier", help="a sharded model served as a stateless "
+                                              "ranking tier that maps no adjacency, every list read from the "
+                                              "shard servers (default: with --executor ray)")] = None,
 ) -> None:
     """Serve recommendations over HTTP (see pymk/serving/app.py; settings also from PYMK_* variables)."""
     import os
@@ -518,7 +521,8 @@ def serve(
         os.environ["PYMK_REDIS_URL"] = redis
     if executor not in (None, "local", "ray"):
         raise _err(f"--executor must be local or ray, got {executor!r}")
-    overrides = {k: v for k, v in (("executor", executor), ("ray_address", ray_address)) if v is not None}
+    overrides = {k: v for k, v in (("executor", executor), ("ray_address", ray_address), ("tier", tier))
+                 if v is not None}
     settings = ServeSettings(**overrides)  # flags over PYMK_* variables
     try:
         svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker
@@ -528,7 +532,8 @@ def serve(
                f"cache: {svc.cache.kind}, workers: {workers}", err=True)
     if workers > 1:  # each worker process builds its own Service from the PYMK_* environment
         del svc  # the check above is done; the parent need not hold a model while its workers serve
-        os.environ.update({f"PYMK_{k.upper()}": v for k, v in overrides.items()})
+        os.environ.update({f"PYMK_{k.upper()}": str(v).lower() if isinstance(v, bool) else v
+                           for k, v in overrides.items()})
         _serve_workers(host, port, workers)
         return
     from pymk.serving.app import create_app

@@ -47,6 +47,8 @@ class PprConfig:
     alpha: float = 0.15  # restart probability of the walk
     beta: float = 0.5  # rank by ppr / degree^beta (0: raw PPR, hub-biased; 1: degree-normalised)
     eps: float = 1e-5  # push threshold: work per user ~ 1 / (alpha * eps)
+    rounds: int = 4  # a ranking tier's rounds of push calls to the shard servers (0: until every residual is
+    # below eps * degree); the mass still to push when it stops bounds the L1 error (docs/BENCHMARKS.md)
 
 
 @dataclass
@@ -170,6 +172,8 @@ class PymkConfig:
             raise ConfigError(f"candidates.ppr.alpha must be in (0, 1), got {ppr.alpha}")
         if not 0.0 < ppr.eps < 1.0:
             raise ConfigError(f"candidates.ppr.eps must be in (0, 1), got {ppr.eps}")
+        if ppr.rounds < 0:
+            raise ConfigError(f"candidates.ppr.rounds must be >= 0, got {ppr.rounds}")
         if not 0.0 <= ppr.beta <= 2.0:
             raise ConfigError(f"candidates.ppr.beta must be in [0, 2], got {ppr.beta}")
         ann = self.candidates.ann

@@ -32,6 +32,7 @@ class CandidateBatch:
         source: (B, C) uint8 bitmask of SOURCE_* tags.
         features: name -> (B, C) array; at least "cn", "aa", "ra" (0 for non-2-hop candidates), and
             "ppr" (the PPR source's score, 0 where it did not score the candidate) when that source ran.
+        view: in the stateless ranking tier, the lists read for this batch (`pymk.graph.request_graph`).
     """
 
     users: np.ndarray
@@ -39,6 +40,7 @@ class CandidateBatch:
     count: np.ndarray
     source: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    view: object = None  # the tier's `RequestGraph` (the lists this batch was made from); None: the graph
 
     @property
     def valid(self) -> np.ndarray:

@@ -29,6 +29,36 @@ from pymk.graph.snapshot import CSRGraph
 log = logging.getLogger("pymk.candidates")
 
 
+class GraphReads:
+    """Where Stage 1 reads the graph: here the graph in this process (friends-of-friends through `traversal`,
+    which may be a `ShardedGraph`). The stateless ranking tier reads the shard servers instead
+    (`pymk.serving.tier.TierReads`, one per request); both answer in global dense indices."""
+
+    def __init__(self, graph, traversal=None):
+        self.graph = graph
+        self.traversal = traversal if traversal is not None else graph
+        self.friends_graph = graph  # whose friendships the embedding source excludes
+
+    def fof(self, users, k, score, blocked, max_expand):
+        return friends_of_friends(self.traversal, users, k, score=score, blocked=blocked, max_expand=max_expand)
+
+    def ppr(self, users, want, pc, blocked):
+        c, sc, _ = personalized_pagerank(self.graph, users, want, alpha=pc.alpha, eps=pc.eps, beta=pc.beta,
+                                         blocked=blocked)
+        return c, sc
+
+    def pair_scores(self, users, cand, mask):
+        return pair_scores(self.graph, users, cand, mask)
+
+    def fill(self, users, cand, count, pool, blocked):
+        blk_ptr, blk_idx = blocked_csr(blocked, users.size, self.graph.num_users)
+        return fill_from_pool(self.graph, users, cand, count, pool, blk_ptr, blk_idx)
+
+    def finish(self, cand, count):
+        """The per-request graph the later steps read (None: they read the graph)."""
+        return None
+
+
 class Stage1:
     """Candidate generation over one graph.
 
@@ -39,19 +69,21 @@ class Stage1:
         embeddings: (m, d) user embeddings for the embedding source (row i = user i; m may be below the
             user count when users joined after the build), or None.
         ann: an `AnnIndex` / `ShardedAnnIndex` over the embeddings; None = exact search.
+        pool: the popularity fill's order (default: the graph's users by degree).
     """
 
-    def __init__(self, graph: CSRGraph, config: CandidatesConfig, *, traversal=None, embeddings=None, ann=None):
+    def __init__(self, graph: CSRGraph, config: CandidatesConfig, *, traversal=None, embeddings=None, ann=None,
+                 pool=None):
         self.graph = graph
         self.embeddings = embeddings
         self.ann = ann
         self.missing_embedding = 0  # users asked for whom the embedding source had nothing
         self.traversal = traversal if traversal is not None else graph
         self.config = config
-        self._pool = popularity_order(graph) if config.popular_fill else None
+        self._pool = (pool if pool is not None else popularity_order(graph)) if config.popular_fill else None
 
-    def generate(self, users, *, k: int | None = None, blocked=None, sources: tuple[str, ...] | None = None
-                 ) -> CandidateBatch:
+    def generate(self, users, *, k: int | None = None, blocked=None, sources: tuple[str, ...] | None = None,
+                 reads=None) -> CandidateBatch:
         """Candidates for each user (dense indices, -1 = unknown user -> empty row).
 
         Args:
@@ -60,14 +92,15 @@ class Stage1:
             blocked: optional B arrays of dense indices never to return.
             sources: restrict to these of ("fof", "ppr", "embedding", "popular") (default: all enabled;
                 named ones run even if disabled in the config); a lone source gets every slot.
+            reads: where the graph is read (default: this process's graph, `GraphReads`).
         """
         users = np.asarray(users, np.int64).ravel()
+        reads = reads if reads is not None else GraphReads(self.graph, self.traversal)
         blocked = live_exclusions(self.graph, users, blocked)
         k = self.config.k if k is None else k
         use = set(sources) if sources is not None else {"fof", "ppr", "embedding", "popular"}
         if "fof" in use:
-            fof = friends_of_friends(self.traversal, users, k, score=self.config.fof.score, blocked=blocked,
-                                     max_expand=self.config.fof.max_expand)
+            fof = reads.fof(users, k, self.config.fof.score, blocked, self.config.fof.max_expand)
             cand, count = fof.cand, fof.count
             feats = {"cn": fof.cn, "aa": fof.aa, "ra": fof.ra}
         else:
@@ -80,36 +113,37 @@ class Stage1:
         want = min(k + int(count.max(initial=0)), self.graph.num_users)
         if "ppr" in use and (self.config.ppr.enabled or sources is not None) and k > 0:
             pc = self.config.ppr
-            c, sc, _ = personalized_pagerank(self.graph, users, want, alpha=pc.alpha, eps=pc.eps, beta=pc.beta,
-                                             blocked=blocked)
+            c, sc = reads.ppr(users, want, pc, blocked)
             extras.append((SOURCE_PPR, 1.0 if lone else pc.share, c, sc, "ppr"))
         if "embedding" in use and self.embeddings is not None and self.config.embedding_share > 0 and k > 0:
             extra_blk = max((len(x) for x in blocked if x is not None), default=0) if blocked is not None else 0
-            _, c = self.embedding_rows(users, min(want + extra_blk, self.graph.num_users))
+            _, c = self.embedding_rows(users, min(want + extra_blk, self.graph.num_users),
+                                       friends=reads.friends_graph)
             extras.append((SOURCE_EMBEDDING, 1.0 if lone else self.config.embedding_share, c, None, None))
         if extras:
             cand, count, source, feats = _merge(k, cand, count, source, feats, extras, blocked)
         if self._pool is not None and "popular" in use:
-            blk_ptr, blk_idx = blocked_csr(blocked, users.size, self.graph.num_users)
-            before = fill_from_pool(self.graph, users, cand, count, self._pool, blk_ptr, blk_idx)
+            before = reads.fill(users, cand, count, self._pool, blocked)
             filled = (np.arange(cand.shape[1])[None, :] >= before[:, None]) & (cand >= 0)
             source[filled] = SOURCE_POPULAR
         # candidates the other sources added may still share friends with the user (2-hop ones past
         # friends-of-friends' top k): their mutual counts and scores are computed, not assumed 0
         todo = (np.arange(cand.shape[1])[None, :] < count[:, None]) & ((source & SOURCE_FOF) == 0)
         if todo.any() and "fof" in use:
-            cn, aa, ra = pair_scores(self.graph, users, cand, todo)
+            cn, aa, ra = reads.pair_scores(users, cand, todo)
             feats["cn"][todo], feats["aa"][todo], feats["ra"][todo] = cn, aa, ra
-        return CandidateBatch(users, cand, count, source, feats)
+        return CandidateBatch(users, cand, count, source, feats, view=reads.finish(cand, count))
 
-    def embedding_search(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest users by embedding (self and friends excluded): (scores, idx), (B, <= k), -1 padded."""
+    def embedding_search(self, users: np.ndarray, k: int, *, friends=None) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest users by embedding (self and friends excluded): (scores, idx), (B, <= k), -1 padded.
+        `friends`: whose friend lists are excluded (default: the graph)."""
         from pymk.candidates.ann import search_users
         from pymk.candidates.embedding import exact_search
 
+        friends = self.graph if friends is None else friends
         if self.ann is None:
-            return exact_search(np.asarray(self.embeddings), users, k, self.graph)
-        return search_users(self.ann, self.embeddings, users, k, self.graph)
+            return exact_search(np.asarray(self.embeddings), users, k, friends)
+        return search_users(self.ann, self.embeddings, users, k, friends)
 
     def has_embedding(self, users: np.ndarray) -> np.ndarray:
         """(B,) bool: the user has an embedding the search can start from (and is in the index)."""
@@ -123,7 +157,7 @@ class Stage1:
             valid[valid] = self.ann.contains(users[valid])
         return valid
 
-    def embedding_rows(self, users: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+    def embedding_rows(self, users: np.ndarray, want: int, *, friends=None) -> tuple[np.ndarray, np.ndarray]:
         """Embedding neighbours of each user: (scores, idx), (B, want), -inf / -1 padded; users without
         an embedding get an empty row and are counted in `missing_embedding`."""
         users = np.asarray(users, np.int64)
@@ -136,7 +170,7 @@ class Stage1:
         scores = np.full((users.size, want), -np.inf, np.float32)
         idx = np.full((users.size, want), -1, np.int64)
         if valid.any():
-            s, i = self.embedding_search(users[valid], want)
+            s, i = self.embedding_search(users[valid], want, friends=friends)
             rows = np.flatnonzero(valid)[:, None]
             scores[rows, np.arange(s.shape[1])] = s
             idx[rows, np.arange(i.shape[1])] = i

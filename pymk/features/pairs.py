@@ -122,13 +122,20 @@ def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.n
     col = {name: i for i, name in enumerate(PAIR_FEATURES)}
     if C == 0:
         return X, np.zeros(B, bool)
-    rows = store.fetch(np.concatenate([users, np.where(valid, cand, -1).ravel()]))  # one round trip
+    all_users = np.concatenate([users, np.where(valid, cand, -1).ravel()])
+    rows = store.fetch(all_users)  # one round trip
     uf, cf = rows[:B], rows[B:].reshape(B, C, -1)
     missing = np.isnan(uf[:, :2]).any(1) | (np.isnan(cf[:, :, :2]).any(2) & valid).any(1)  # no stored row
     # degrees come from the graph as it is now (new users, friendships since the build): computed on demand
-    deg = np.asarray(graph.degree)
-    all_users = np.concatenate([users, np.where(valid, cand, -1).ravel()])
-    live = np.where(all_users >= 0, deg[np.maximum(all_users, 0)], 0).astype(np.float32)
+    view = batch.view  # the ranking tier: the lists it read for this batch, on local indices
+    if view is not None:
+        live = view.degree_of(all_users).astype(np.float32)
+        span_of, graph = graph, view.csr
+        users, cand = view.local(users), np.where(valid, view.local(cand), -1)
+    else:
+        deg = np.asarray(graph.degree)
+        live = np.where(all_users >= 0, deg[np.maximum(all_users, 0)], 0).astype(np.float32)
+        span_of = graph
     uf[:, 0], uf[:, 1] = live[:B], np.log1p(live[:B])
     cf[:, :, 0], cf[:, :, 1] = live[B:].reshape(B, C), np.log1p(live[B:].reshape(B, C))
     deg_u, deg_c = uf[:, 0][:, None], cf[:, :, 0]
@@ -170,7 +177,7 @@ def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.n
         X[:, :, col["emb_dot"]] = np.nan
         X[:, :, col["emb_cos"]] = np.nan
     first_u, first_c, last_c = uf[:, 2][:, None], cf[:, :, 2], cf[:, :, 3]
-    t_lo, t_hi = _time_span(graph)
+    t_lo, t_hi = _time_span(span_of)
     span = max(t_hi - t_lo, 1.0)
     X[:, :, col["age_u"]] = (t_hi - first_u) / span
     X[:, :, col["age_c"]] = (t_hi - first_c) / span
@@ -180,7 +187,7 @@ def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.n
 
 
 def _time_span(graph) -> tuple[float, float]:
-    cached = getattr(graph, "_pymk_time_span", None)
+    cached = getattr(graph, "_pymk_time_span", None) or getattr(graph, "time_span", None)
     if cached is not None:
         return cached
     if graph.ts is None or len(graph.ts) == 0:

@@ -91,7 +91,10 @@ def _lengths(g, rows, out):
 
 
 def gather(graph, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The current lists of `rows` as a new CSR. Shapes: rows (r,) -> ptr (r + 1,) int64, idx (sum,) int64."""
+    """The current lists of `rows` as a new CSR. Shapes: rows (r,) -> ptr (r + 1,) int64, idx (sum,) int64.
+    A tier's `RequestGraph` answers with the lists it fetched (global indices)."""
+    if hasattr(graph, "global_lists"):
+        return graph.global_lists(rows)
     g = view(graph)
     rows = np.asarray(rows, np.int64)
     lens = np.empty(rows.size, np.int64)

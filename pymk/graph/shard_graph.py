@@ -123,9 +123,10 @@ class ShardGraph:
         """Gives users homed here (joined since the build) an empty list."""
         self.live.add_users(np.asarray(users, np.int64))
 
-    def apply(self, kind, lo, hi, ts=None) -> int:
+    def apply(self, kind, lo, hi, ts=None) -> np.ndarray:
         """Friendships lo[e]-hi[e] (global indices) added (kind 1) or removed (kind -1): each end held here
-        changes its row. Returns how many rows changed."""
+        changes its row. Returns (e, 2) bool: whether change e changed row lo[e], row hi[e] here (False for
+        an end not held here)."""
         lo = np.asarray(lo, np.int64).ravel()
         hi = np.asarray(hi, np.int64).ravel()
         kind = np.broadcast_to(np.asarray(kind, np.int8), lo.shape)
@@ -135,10 +136,10 @@ class ShardGraph:
         y = np.stack([hi, lo], 1).ravel()
         rows = self.rows_of(x)
         keep = rows >= 0
-        if not keep.any():
-            return 0
-        ch = self.live.apply_rows(np.repeat(kind, 2)[keep], rows[keep], y[keep], np.repeat(t, 2)[keep])
-        return int(ch.sum())
+        out = np.zeros(x.size, bool)
+        if keep.any():
+            out[keep] = self.live.apply_rows(np.repeat(kind, 2)[keep], rows[keep], y[keep], np.repeat(t, 2)[keep])
+        return out.reshape(-1, 2)
 
     def needs_compaction(self, share: float = 0.25) -> bool:
         return self.live.needs_compaction(share)

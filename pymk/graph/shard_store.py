@@ -28,6 +28,8 @@ class StoreStats:
     lists: int = 0
     entries: int = 0
     per_shard: dict = field(default_factory=dict)
+    ppr_rounds: int = 0  # rounds of PPR push calls (the ranking tier's `distributed_ppr`)
+    ppr_left: float = 0.0  # PPR mass left unpushed when the tier's rounds ran out (its L1 error bound, summed)
 
     def count(self, shard: int, lists: int, entries: int) -> None:
         self.requests += 1

@@ -42,12 +42,15 @@ def apply_events(model, events) -> Change:
     """Applies events to a model's living graph, its shard servers (a sharded model) and its ANN index (see
     the module docstring)."""
     g = model.graph
-    if not isinstance(g, LiveGraph):
+    tier = getattr(g, "tier", False)  # a ranking tier's graph writes every change to the shard servers itself
+    if not isinstance(g, LiveGraph) and not tier:
         raise LiveGraphError(f"{model.path}: this model's graph is a frozen snapshot (open it with Model.load)")
-    servers = getattr(model, "servers", None)
+    servers = None if tier else getattr(model, "servers", None)
     batches: list = []
     n_before = g.num_users
     out = apply_to_graph(g, events, sink=None if servers is None else batches.append)
+    if tier:
+        g.add_users([])  # users created by events that changed nothing get their home shard too
     if servers is not None:
         new = np.arange(n_before, g.num_users, dtype=np.int64)
         servers.add_users(new, np.asarray(g.ids)[n_before:])

@@ -94,6 +94,7 @@ class Model:
     servers: object = None  # a sharded model's ShardRouter (in-process shard servers unless given)
     embeddings: np.ndarray | None = None  # (n, d) GNN embeddings (DIR/gnn/embeddings.npy unless given)
     ann: object = None  # the ANN index over them (DIR/ann/ unless given), None: exact search
+    tier: bool = False  # a stateless ranking tier: `graph` is a `TierGraph`, every list read from `servers`
 
     def __post_init__(self):
         """Assembles the parts not given from the directory: embeddings, ANN index, shard servers, Stage 1,
@@ -117,8 +118,13 @@ class Model:
             self.store = self.store or self.servers
             traversal = ShardedGraph(self.plan, self.store)
         self.sharded = traversal
+        pool = None
+        if self.tier:
+            if self.servers is None:
+                raise ModelError(f"{self.path}: a ranking tier needs shard servers (build with --shards S)")
+            pool = self.servers.popular(4 * self.config.candidates.k) if self.config.candidates.popular_fill else None
         self.stage1 = Stage1(self.graph, self.config.candidates, traversal=traversal, embeddings=self.embeddings,
-                             ann=self.ann)
+                             ann=self.ann, pool=pool)
         self.ranker = self._load_ranker()
         self.version = model_version(self.meta)
 
@@ -143,11 +149,12 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, shards: int | None = None, redis_url: str | None = None,
-             redis_client=None, servers=None) -> Model:
+             redis_client=None, servers=None, tier: bool = False) -> Model:
         """Opens a model dir. `shards`: refuse a model built with another shard count. `redis_url` (or a
         ready `redis_client`, e.g. with the service's timeouts): read what `pymk publish` put in Redis: a
         sharded model's adjacency lists and the learned ranker's user features. `servers`: a sharded
-        model's `ShardRouter` (e.g. over Ray actors; default: shard servers in this process)."""
+        model's `ShardRouter` (e.g. over Ray actors; default: shard servers in this process). `tier`: open it
+        as a stateless ranking tier over `servers`, mapping no adjacency (`pymk.serving.tier_graph`)."""
         from pymk.artifacts import read_artifact_meta
         from pymk.graph.sharded import load_plan
 
@@ -169,6 +176,8 @@ class Model:
                 store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(meta)}", plan=plan)
             if has_features:
                 features = _redis_features(client, path, meta)
+        if tier:
+            return cls._load_tier(path, meta, config, plan, servers, features)
         from pymk.graph.live import LiveGraph
 
         graph = LiveGraph(CSRGraph.load(path / "graph"))  # the served graph lives: snapshot + delta
@@ -181,6 +190,26 @@ class Model:
 
             store = DeltaOverlay(store, servers)
         return cls(path, meta, config, graph, plan, store, features, servers)
+
+    @classmethod
+    def _load_tier(cls, path: Path, meta: dict, config, plan, servers, features) -> Model:
+        """The ranking tier's model: ids, plan, ranker, features and embeddings; lists only on `servers`."""
+        from pymk.serving.tier_graph import TierGraph
+
+        if plan is None:
+            raise ModelError(f"{path} was built unsharded: a ranking tier serves a model built with --shards S")
+        snap = CSRGraph.load(path / "graph")  # memory-mapped: only ids and the time span are read
+        if servers is None:  # in this process (tests): from the shard files, else from the snapshot
+            from pymk.serving.shard_router import in_process_servers
+
+            servers = in_process_servers(path, snap, plan)
+        graph = TierGraph(np.array(snap.ids), servers, num_edges=snap.num_edges)
+        if snap.ts is not None and len(snap.ts):
+            graph.time_span = (float(np.min(snap.ts)), float(np.max(snap.ts)))
+        else:
+            graph.time_span = (np.nan, np.nan)
+        del snap  # unmapped: the tier keeps no adjacency
+        return cls(path, meta, config, graph, plan, servers, features, servers, tier=True)
 
     def apply(self, events):
         """Applies events from the log (friendships added and removed, new users, erasures) to the living
@@ -260,7 +289,14 @@ class Model:
         return self.stage1.embedding_rows(users, k)
 
     def candidates(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
-        return self.stage1.generate(users, k=k, blocked=blocked)
+        reads = None
+        if self.tier:  # every list this batch reads comes from the shard servers, fresh per request
+            from pymk.serving.tier import TierReads
+
+            pc = self.config.candidates.ppr
+            reads = TierReads(self.servers, np.asarray(users, np.int64).ravel(),
+                              candidate_lists=hasattr(self.ranker, "predict"), ppr=pc if pc.enabled else None)
+        return self.stage1.generate(users, k=k, blocked=blocked, reads=reads)
 
     def recommend(self, users, k: int, *, blocked=None) -> RankedBatch:
         """Top-k recommendations for dense user indices (Stage 1 then the ranker)."""

@@ -65,6 +65,57 @@ def mutual_sample(graph, users, cand, count, m: int = 3) -> np.ndarray:
     return out
 
 
+@njit(nogil=True, cache=True)
+def _sample_via_friends(g, users, cand, count, m, out):
+    for b in range(users.shape[0]):
+        u = users[b]
+        if u < 0:
+            continue
+        nu = R.row(g, u)
+        for j in range(count[b]):
+            c = cand[b, j]
+            if c < 0:
+                continue
+            best = np.full(m, -1, np.int64)
+            best_d = np.full(m, np.iinfo(np.int64).max, np.int64)
+            for x in range(nu.shape[0]):  # ascending, as the merge-intersect meets them
+                v = nu[x]
+                fv = R.row(g, v)
+                lo, hi = 0, fv.shape[0]
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if fv[mid] < c:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo == fv.shape[0] or fv[lo] != c:
+                    continue
+                d = np.int64(fv.shape[0])
+                k = m - 1
+                if d < best_d[k]:
+                    while k > 0 and best_d[k - 1] > d:
+                        best_d[k] = best_d[k - 1]
+                        best[k] = best[k - 1]
+                        k -= 1
+                    best_d[k] = d
+                    best[k] = v
+            out[b, j, :] = best
+
+
+def mutual_sample_via_friends(graph, users, cand, count, m: int = 3) -> np.ndarray:
+    """`mutual_sample` from the users' and their friends' lists only (a candidate's own list is not read: its
+    mutual friends are the user's friends whose lists hold it), for the ranking tier, which reads no more.
+
+    Shapes: users (B,), cand (B, k) (-1 allowed: empty), count (B,) -> (B, k, m) int64, -1 padded.
+    """
+    users = np.asarray(users, np.int64)
+    cand = np.asarray(cand, np.int64)
+    out = np.full((users.size, cand.shape[1], m), -1, np.int64)
+    if users.size and cand.shape[1] and m > 0:
+        _sample_via_friends(R.view(graph), users, cand, np.asarray(count, np.int64), m, out)
+    return out
+
+
 def format_sample(ids: np.ndarray, sample: np.ndarray) -> list[str]:
     """'id1;id2;id3' per row of (r, m) dense indices (external ids; '' when none)."""
     return [";".join(str(ids[v]) for v in row if v >= 0) for row in sample.tolist()]

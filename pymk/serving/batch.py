@@ -14,7 +14,7 @@ import numpy as np
 
 from pymk.candidates.base import CandidateBatch
 from pymk.ranking import RankedBatch
-from pymk.ranking.explain import mutual_sample
+from pymk.ranking.explain import mutual_sample, mutual_sample_via_friends
 
 
 @dataclass
@@ -47,11 +47,12 @@ def rank(model, batch: CandidateBatch, X: np.ndarray | None, depth: int) -> Rank
     return ranker.rank(batch, depth, scores=scores)
 
 
-def filter(model, ranked: RankedBatch, excluded: list | None) -> Answer:  # noqa: A001 - the step's name
+def filter(model, ranked: RankedBatch, excluded: list | None, *, view=None) -> Answer:  # noqa: A001 - the step
     """Drops self, friends, excluded ids and erased users (Stage 1 already leaves them out: this is the last
-    guard before an answer leaves), keeping order."""
-    graph = model.graph
-    erased = getattr(graph, "erased", None)
+    guard before an answer leaves), keeping order. `view`: the lists the ranking tier read for this batch
+    (`CandidateBatch.view`; None: the model's graph)."""
+    graph = model.graph if view is None else view
+    erased = getattr(model.graph, "erased", None)
     valid = np.arange(ranked.cand.shape[1])[None, :] < ranked.count[:, None]
     keep = valid.copy()
     for b, u in enumerate(ranked.users.tolist()):
@@ -76,9 +77,14 @@ def filter(model, ranked: RankedBatch, excluded: list | None) -> Answer:  # noqa
                   take(ranked.source, 0), keep.sum(axis=1).astype(np.int64))
 
 
-def explain(model, answer: Answer, m: int = 3) -> Answer:
-    """Up to m mutual friends per recommendation (least-connected first)."""
-    answer.sample = mutual_sample(model.graph, answer.users, answer.cand, answer.count, m)
+def explain(model, answer: Answer, m: int = 3, *, view=None) -> Answer:
+    """Up to m mutual friends per recommendation (least-connected first); `view` as in `filter`."""
+    if view is None:
+        answer.sample = mutual_sample(model.graph, answer.users, answer.cand, answer.count, m)
+    else:
+        local = mutual_sample_via_friends(view.csr, view.local(answer.users), view.local(answer.cand), answer.count,
+                                          m)  # the tier read the friends' lists, not always the candidates'
+        answer.sample = view.glob(local)
     return answer
 
 
@@ -87,4 +93,4 @@ def recommend(model, users: np.ndarray, k: int, *, excluded: list | None = None)
     users = np.asarray(users, np.int64)
     batch = stage1(model, users, excluded, k)
     X, _ = features(model, batch)
-    return explain(model, filter(model, rank(model, batch, X, k), excluded))
+    return explain(model, filter(model, rank(model, batch, X, k), excluded, view=batch.view), view=batch.view)

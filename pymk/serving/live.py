@@ -86,8 +86,12 @@ def attach_stream(svc):
     from pymk.stream.worker import StreamStats, StreamWorker
 
     m = svc.model
-    refresh = has_gnn(m)
-    live = isinstance(m.graph, LiveGraph)
+    tier = getattr(m.graph, "tier", False)  # a ranking tier: changes go to the shard servers
+    refresh = has_gnn(m) and not tier
+    if tier and has_gnn(m):
+        log.warning("%s: served as a ranking tier: its embeddings stay as built (a refresh reads a whole "
+                    "neighbourhood; users who join are served from the other sources)", m.path)
+    live = isinstance(m.graph, LiveGraph) or tier
     if svc.settings.stream is False or (not refresh and not live):
         return None  # off, or nothing a sharded model without embeddings could update (its shards hold the graph)
     if not refresh and m.embeddings is not None:

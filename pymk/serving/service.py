@@ -74,7 +74,9 @@ class Service:
                                  f"shard; build with `pymk build --shards S`")
             servers = ray_servers(path, plan, address=settings.ray_address,
                                   timeout_s=settings.shard_timeout_ms / 1000.0)
-        model = Model.load(path, shards=shards, redis_client=client, servers=servers)
+        tier = settings.executor == "ray" if settings.tier is None else settings.tier
+        model = Model.load(path, shards=shards, redis_client=client, servers=servers,
+                           tier=tier and has_shard_plan(path))
         return cls(model, settings, link)
 
     def _wrap_redis_stores(self) -> None:

@@ -37,6 +37,9 @@ class ServeSettings(BaseSettings):
     executor: str = Field("local", pattern="^(local|ray)$", description="where a sharded model's shard servers "
                           "run: local (in this process) or ray (one actor per shard, on the cluster at "
                           "ray_address or a local one)")
+    tier: bool | None = Field(None, description="a sharded model served as a stateless ranking tier that maps no "
+                              "adjacency: every list read from the shard servers, per request (default: with "
+                              "executor=ray); false: the service also maps the whole graph, as an unsharded one does")
     ray_address: str | None = Field(None, description="Ray cluster to attach the shard servers to (default: a "
                                     "local cluster, started with the service)")
     shard_timeout_ms: float = Field(1000.0, gt=0, description="per-call deadline of a shard server; past it the "

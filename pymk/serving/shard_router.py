@@ -150,17 +150,47 @@ class ShardRouter:
     def lists_many(self, requests: list[tuple[int, np.ndarray]]) -> list:
         """One round of calls in parallel, one per (shard, users); None for a shard that did not answer."""
         calls = [(s, (np.asarray(users, np.int64),)) for s, users in requests]
-        pending = [self._send(s, "lists", args) for s, args in calls]
+        out = self.call_many("lists", calls)
+        for (s, args), got in zip(calls, out, strict=True):
+            if got is not None:
+                self.stats.count(s, args[0].size, int(got[0][-1]))
+        return out
+
+    def call_many(self, method: str, calls: list[tuple[int, tuple]]) -> list:
+        """One round of `method` calls in parallel, one per (shard, args): each reply without its boot id, or
+        None for a shard that did not answer (flagged degraded)."""
+        pending = [self._send(s, method, args) for s, args in calls]
         out = []
         for (s, args), p in zip(calls, pending, strict=True):
             try:
-                ptr, idx = self._wait(s, p, "lists", args)
+                out.append(self._wait(s, p, method, args))
             except ShardUnavailable:
                 out.append(None)
-                continue
-            self.stats.count(s, args[0].size, int(ptr[-1]))
-            out.append((ptr, idx))
         return out
+
+    def fetch(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lists of any users, one parallel round (one call per home shard). A shard that does not answer
+        leaves its users out. Returns (users fetched (r,), ptr (r + 1,), idx (sum,) int64), rows in any order."""
+        users = np.unique(np.asarray(users, np.int64))
+        home = self.plan.home[users]
+        calls = [(int(t), (users[home == t],)) for t in np.unique(home).tolist()]
+        got = self.call_many("lists", calls)
+        parts = [(args[0], *reply) for (_, args), reply in zip(calls, got, strict=True) if reply is not None]
+        for (s, args), reply in zip(calls, got, strict=True):
+            if reply is not None:
+                self.stats.count(s, args[0].size, int(reply[0][-1]))
+        return concat_rows(parts)
+
+    def popular(self, m: int) -> np.ndarray:
+        """The m users with the most friends now (ties: lower index first), from every shard's own m."""
+        got = [g for g in self.call_many("top_degree", [(s, (m,)) for s in range(self.plan.shards)]) if g is not None]
+        if not got:
+            return np.zeros(0, np.int64)
+        users = np.concatenate([g[0] for g in got])
+        deg = np.concatenate([g[1] for g in got])
+        users, first = np.unique(users, return_index=True)  # a replicated user: every holder has its list
+        deg = deg[first]
+        return users[np.lexsort((users, -deg))][:m]
 
     def take_degraded(self) -> list[str]:
         """Shards that failed a call since the last take, as names for the request's `degraded` list."""
@@ -201,10 +231,12 @@ class ShardRouter:
             held |= rep[pos] == users
         return held
 
-    def apply(self, kind, lo, hi, ts=None, new_users=None) -> dict:
+    def apply(self, kind, lo, hi, ts=None, new_users=None) -> np.ndarray:
         """Users who joined (dense indices already in the plan via `add_users`) and changes in order, each
         sent to the shards holding one of its ends. A shard that is down gets them on its restart (its
-        history). Returns {shard: rows changed} for the shards that answered."""
+        history). Returns (e,) bool: whether change e changed the graph (a repeat or a removal of no
+        friendship did not); a change no holder of either end answered for counts as changed (it is applied
+        when they answer)."""
         lo = np.asarray(lo, np.int64).ravel()
         hi = np.asarray(hi, np.int64).ravel()
         kind = np.broadcast_to(np.asarray(kind, np.int8), lo.shape).copy()
@@ -215,19 +247,22 @@ class ShardRouter:
             mine = self.holds(s, lo) | self.holds(s, hi)
             born = new[self.plan.home[new] == s] if new.size else new
             if mine.any() or born.size:
-                batches[s] = (kind[mine], lo[mine], hi[mine], ts[mine], born)
+                batches[s] = (np.flatnonzero(mine), (kind[mine], lo[mine], hi[mine], ts[mine], born))
         self._changed[lo] = True  # before the servers change: a reader moves to them no later than they do
         self._changed[hi] = True
-        for s, batch in batches.items():
+        for s, (_, batch) in batches.items():
             self.history[s].append(batch)
-        pending = {s: self._send(s, "apply", b) for s, b in batches.items()}
-        out = {}
-        for s, b in batches.items():
+        pending = {s: self._send(s, "apply", b) for s, (_, b) in batches.items()}
+        changed = np.zeros(lo.size, bool)
+        answered = np.zeros(lo.size, bool)
+        for s, (at, b) in batches.items():
             try:
-                out[s] = self._wait(s, pending[s], "apply", b)[0]
+                _, flags = self._wait(s, pending[s], "apply", b)
             except ShardUnavailable:
-                pass  # still queued at a slow server; kept in its history for a restarted one
-        return out
+                continue  # still queued at a slow server; kept in its history for a restarted one
+            changed[at] |= flags.any(axis=1)
+            answered[at] = True
+        return changed | ~answered
 
     def server_stats(self) -> list[dict | None]:
         """Each shard server's `stats()` (None for one that did not answer)."""
@@ -261,6 +296,17 @@ def in_process_servers(model_dir, graph, plan: ShardPlan) -> ShardRouter:
         else:
             servers.append(ShardServer(None, s, graph=ShardGraph.from_graph(graph, plan, s)))
     return ShardRouter(plan, servers)
+
+
+def concat_rows(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pieces (users, ptr, idx) as one (users, ptr, idx), pieces in order."""
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64)
+    users = np.concatenate([np.asarray(p[0], np.int64) for p in parts])
+    lens = np.concatenate([np.diff(p[1]) for p in parts])
+    ptr = np.zeros(users.size + 1, np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    return users, ptr, np.concatenate([np.asarray(p[2], np.int64) for p in parts])
 
 
 class DeltaOverlay:

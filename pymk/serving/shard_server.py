@@ -21,17 +21,24 @@ from pymk.graph.shard_graph import ShardGraph
 
 
 def process_memory() -> dict:
-    """This process's resident and memory-mapped file bytes (Linux /proc; zeros elsewhere)."""
-    rss = mapped = 0
+    """This process's resident bytes, its resident file-backed bytes, and the bytes of adjacency files it maps
+    (`.npy` files under a model's `graph/` directory, whole graph or a shard's): Linux /proc; zeros elsewhere."""
+    rss = resident_file = graph_mapped = 0
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) * 1024
             elif line.startswith("RssFile:"):
-                mapped = int(line.split()[1]) * 1024
+                resident_file = int(line.split()[1]) * 1024
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            parts = line.split(maxsplit=5)
+            path = parts[5] if len(parts) == 6 else ""
+            if "/graph/" in path and path.endswith(".npy") and Path(path).name in ("indptr.npy", "indices.npy"):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                graph_mapped += hi - lo
     except OSError:
         pass
-    return {"rss_bytes": rss, "rss_file_bytes": mapped}
+    return {"rss_bytes": rss, "rss_file_bytes": resident_file, "graph_mapped_bytes": graph_mapped}
 
 
 class ShardServer:
@@ -54,6 +61,7 @@ class ShardServer:
         self.calls = 0
         self.applied = 0
         self._compacting: threading.Thread | None = None
+        self._held = None  # the PPR push's view of the held users (`ppr_push`), rebuilt when users join
         self.graph.live.warm()
 
     def ping(self) -> str:
@@ -76,19 +84,60 @@ class ShardServer:
         return (self.boot, f_ptr, f_idx, held, *self.graph.lists(held))
 
     def apply(self, kind: np.ndarray, lo: np.ndarray, hi: np.ndarray, ts: np.ndarray | None = None,
-              new_users: np.ndarray | None = None) -> tuple[str, int]:
+              new_users: np.ndarray | None = None) -> tuple[str, int, np.ndarray]:
         """Users homed here who joined (`new_users`), then friendships added (kind 1) or removed (-1) in
-        order; each end held here changes its list. Returns (boot, rows changed)."""
+        order; each end held here changes its list. Returns (boot, rows changed, (e, 2) bool: which ends of
+        each change changed a row here)."""
         if new_users is not None and len(new_users):
             self.graph.add_users(new_users)
-        changed = self.graph.apply(kind, lo, hi, ts) if len(lo) else 0
+        flags = self.graph.apply(kind, lo, hi, ts) if len(lo) else np.zeros((0, 2), bool)
+        changed = int(flags.sum())
         self.applied += int(len(lo))
         if self.graph.needs_compaction(self.compact_share) and (self._compacting is None or
                                                                  not self._compacting.is_alive()):
             self._compacting = threading.Thread(target=self.graph.compact, name=f"compact-shard-{self.shard}",
                                                 daemon=True)
             self._compacting.start()
-        return self.boot, changed
+        return self.boot, changed, flags
+
+    def ppr_push(self, key: np.ndarray, val: np.ndarray, alpha: float, eps: float) -> tuple:
+        """Forward push (`pymk.candidates.ppr_push`) of residual entries on users held here, continued over
+        this shard's lists while the mass stays on users it holds.
+
+        Args: key (e,) int64 entries (query << 40 | user), val (e,) float64 residual mass.
+        Returns (boot, pushed (key, gain, deg), rest (key, val, deg)): the estimate gained per entry, and the
+        residual left (on users held elsewhere, degree -1, or below eps * degree here).
+        """
+        from pymk.candidates.ppr_push import HeldLists
+
+        self.calls += 1
+        live = self.graph.live
+        if self._held is None or self._held.ids.size != live.num_users:  # users joined: their rows too
+            self._held = HeldLists(live, np.array(live.ids), scratch=f"ppr-shard-{self.shard}")
+        return (self.boot, *self._held.push(key, val, alpha=alpha, eps=eps))
+
+    def lists_push(self, users: np.ndarray, key: np.ndarray, val: np.ndarray, alpha: float, eps: float) -> tuple:
+        """`lists` of `users` and `ppr_push` of (key, val) in one call (the ranking tier's second round).
+        Returns (boot, ptr, idx, pushed, rest)."""
+        users = np.asarray(users, np.int64)
+        ptr, idx = self.graph.lists(users) if users.size else (np.zeros(1, np.int64), np.zeros(0, np.int64))
+        if len(key):
+            _, pushed, rest = self.ppr_push(key, val, alpha, eps)
+        else:
+            self.calls += 1
+            none = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+            pushed, rest = none, none
+        return self.boot, ptr, idx, pushed, rest
+
+    def top_degree(self, m: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """The m users held here (homed or replicated) with the most friends now, ties by index: (boot,
+        users, degrees), most first. Any user among the m with the most friends of the whole graph is among
+        the m of every shard that holds it, so merging the shards' answers gives the graph's."""
+        self.calls += 1
+        held = np.asarray(self.graph.held, np.int64)
+        deg = np.asarray(self.graph.live.degree[:held.size], np.int64)
+        top = np.lexsort((held, -deg))[:m]
+        return self.boot, held[top], deg[top]
 
     def stats(self) -> dict:
         g = self.graph

@@ -114,9 +114,10 @@ def test_ray_shard_servers_hold_their_shard_and_follow_events(model_dir, cluster
 
 
 def test_service_on_ray_shard_servers_answers_like_the_local_one_and_survives_a_dead_shard(model_dir, cluster):
-    """`pymk serve --executor ray` (the Service it builds) against the in-process shard servers: the same
-    answers over HTTP after new users, friendships, unfriending and an erasure posted to it; then a shard
-    server that dies for good leaves every request answering 200, flagged `degraded` with the shard."""
+    """`pymk serve --executor ray` (the Service it builds: a ranking tier that maps no adjacency) against the
+    same tier over in-process shard servers: the same answers over HTTP after new users, friendships,
+    unfriending and an erasure posted to it; then a shard server that dies for good leaves every request
+    answering 200, flagged `degraded` with the shard."""
     from fastapi.testclient import TestClient
 
     from pymk.serving.app import create_app
@@ -126,8 +127,9 @@ def test_service_on_ray_shard_servers_answers_like_the_local_one_and_survives_a_
     log = model_dir.parent / "events.log"
     common = {"model": str(model_dir), "stream_block_ms": 20, "cache_size": 0, "stream_log": str(log)}
     on_ray = Service.from_settings(ServeSettings(executor="ray", shard_timeout_ms=5000, **common))
-    local = Service.from_settings(ServeSettings(**common))
+    local = Service.from_settings(ServeSettings(tier=True, **common))
     try:
+        assert on_ray.model.tier and local.model.tier
         cr, cl = TestClient(create_app(on_ray)), TestClient(create_app(local))
         rng = np.random.default_rng(7)
         for _ in range(40):

@@ -9,7 +9,7 @@ from pymk.serving.request import Request
 
 
 def run(req: Request, svc) -> None:
-    a = batch.explain(svc.model, req.answer)
+    a = batch.explain(svc.model, req.answer, view=req.batch.view)
     ids = svc.model.graph.ids
     req.recs = [
         [int(ids[a.cand[0, j]]), float(a.score[0, j]), int(a.mutual[0, j]),

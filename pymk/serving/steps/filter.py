@@ -11,6 +11,6 @@ from pymk.serving.request import Request
 
 
 def run(req: Request, svc) -> None:
-    req.answer = batch.filter(svc.model, req.ranked, [req.excluded])
+    req.answer = batch.filter(svc.model, req.ranked, [req.excluded], view=req.batch.view)
     svc.metrics.candidates.labels("filter", "in").inc(int(req.ranked.count[0]))
     svc.metrics.candidates.labels("filter", "out").inc(int(req.answer.count[0]))

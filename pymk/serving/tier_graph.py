@@ -1,0 +1,217 @@
+"""What the stateless ranking tier keeps of the graph: who exists, and no friendship at all.
+
+A `TierGraph` stands where a model's `LiveGraph` stands (`Model.graph`) when the model is served by shard
+servers as a ranking tier (`Model.load(..., tier=True)`): the id map (external id <-> dense index, users who
+joined since the build appended), the erased accounts and the pairs who unfriended, which are O(users +
+changes); every list is read from the shard servers (`ShardRouter`) and every change is written to them.
+So the tier maps no adjacency entry: each shard server holds its 1/S (plus its replicas).
+
+The writer interface is `LiveGraph`'s (`resolve`, `apply`, `erase`, `remember_unfriended`), so the one
+path that changes a served model (`pymk.pipeline.changes.apply_events`) runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from pymk.graph.live import REMOVE
+
+
+class TierGraphError(RuntimeError):
+    """A read the tier cannot make without the whole graph."""
+
+
+class TierGraph:
+    """Ids, erasures and unfriendings of a model whose lists live on shard servers.
+
+    Args:
+        ids: (n,) sorted external ids of the build's users (dense index i = ids[i]).
+        router: the shard servers' `ShardRouter` (lists read and changes written there).
+        num_edges: friendships at the build (kept current as changes are applied).
+    """
+
+    tier = True  # a graph without adjacency: Stage 1 and the features read the servers (`pymk.serving.tier`)
+
+    def __init__(self, ids: np.ndarray, router, *, num_edges: int = 0):
+        self._build_ids = np.asarray(ids, np.int64)
+        n = self._build_ids.size
+        self._ids = self._build_ids.copy()
+        self._erased = np.zeros(n, bool)
+        self._n = n
+        self._new: dict[int, int] = {}
+        self._unsent: list[int] = []  # users created since the last write to the servers
+        self.router = router
+        self.erased_ids: set[int] = set()
+        self.erased_index = np.zeros(0, np.int64)
+        self.unfriended: dict[int, set[int]] = {}
+        self.edges = int(num_edges)
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------------------ ids
+
+    @property
+    def num_users(self) -> int:
+        return self._n
+
+    @property
+    def num_edges(self) -> int:
+        return self.edges
+
+    @property
+    def capacity(self) -> int:
+        return self._n
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[:self._n]
+
+    @property
+    def erased(self) -> np.ndarray:
+        return self._erased[:self._n]
+
+    def index_of(self, user_ids) -> np.ndarray:
+        """Dense indices of external ids; -1 for ids never seen and for erased users. Shapes: (q,) -> (q,)."""
+        idx = self._lookup(user_ids)
+        ok = idx >= 0
+        idx[ok] = np.where(self._erased[idx[ok]], -1, idx[ok])
+        return idx
+
+    def _lookup(self, user_ids) -> np.ndarray:
+        q = np.asarray(user_ids, dtype=np.int64).ravel()
+        ids = self._build_ids
+        if ids.size:
+            pos = np.minimum(np.searchsorted(ids, q), ids.size - 1)
+            out = np.where(ids[pos] == q, pos, -1).astype(np.int64)
+        else:
+            out = np.full(q.shape, -1, np.int64)
+        if self._new:
+            for i in np.flatnonzero(out < 0).tolist():
+                out[i] = self._new.get(int(q[i]), -1)
+        return out
+
+    def resolve(self, user_ids, *, create: bool = False) -> np.ndarray:
+        """Dense indices for a writer: -1 unknown (a new user when `create`), -2 erased."""
+        with self._lock:
+            q = np.asarray(user_ids, np.int64).ravel()
+            idx = self._lookup(q)
+            if create and (idx < 0).any():
+                for i in np.flatnonzero(idx < 0).tolist():
+                    got = self._new.get(int(q[i]))
+                    idx[i] = got if got is not None else self._add_user(int(q[i]))
+            ok = idx >= 0
+            idx[ok] = np.where(self._erased[idx[ok]], -2, idx[ok])
+            return idx
+
+    def add_users(self, user_ids) -> np.ndarray:
+        idx = self.resolve(user_ids, create=True)
+        self._send_new()
+        return idx
+
+    def _add_user(self, uid: int) -> int:
+        u = self._n
+        if u >= self._ids.size:
+            grow = max(16, self._ids.size // 4)
+            self._ids = np.concatenate([self._ids, np.zeros(grow, np.int64)])
+            self._erased = np.concatenate([self._erased, np.zeros(grow, bool)])
+        self._ids[u] = uid
+        self._new[uid] = u
+        self._n = u + 1
+        self._unsent.append(u)
+        return u
+
+    def _send_new(self) -> np.ndarray:
+        """Gives the users created since the last write a home shard (in the router's plan); returns them."""
+        if not self._unsent:
+            return np.zeros(0, np.int64)
+        new = np.array(self._unsent, np.int64)
+        self._unsent = []
+        self.router.add_users(new, self._ids[new])
+        return new
+
+    # ------------------------------------------------------------------------------ reads (one round each)
+
+    def rows(self, nodes) -> tuple[np.ndarray, np.ndarray]:
+        """Current lists of `nodes`, from their home shards. Shapes: (r,) -> ptr (r + 1,), idx (sum,) int64."""
+        from pymk.graph.request_graph import RequestGraph
+
+        nodes = np.asarray(nodes, np.int64)
+        return RequestGraph(*self.router.fetch(nodes)).global_lists(nodes)
+
+    def neighbors(self, u: int) -> np.ndarray:
+        return self.rows(np.array([u], np.int64))[1]
+
+    def has_edge(self, a: int, b: int) -> bool:
+        r = self.neighbors(a)
+        i = np.searchsorted(r, b)
+        return bool(i < r.size and r[i] == b)
+
+    def ball(self, seeds: np.ndarray, radius: int) -> np.ndarray:
+        """Users within `radius` hops of `seeds` (seeds included), sorted: one round per hop."""
+        ball = np.unique(np.asarray(seeds, np.int64))
+        frontier = ball
+        for _ in range(radius):
+            _, idx = self.rows(frontier)
+            nxt = np.setdiff1d(np.unique(idx), ball, assume_unique=True)
+            if not nxt.size:
+                break
+            ball = np.union1d(ball, nxt)
+            frontier = nxt
+        return ball
+
+    @property
+    def degree(self):
+        raise TierGraphError("the ranking tier holds no adjacency: degrees are read from the shard servers")
+
+    def warm(self) -> None:
+        """Nothing to compile: the servers' writers warm themselves."""
+
+    def needs_compaction(self, share: float = 0.25) -> bool:
+        return False  # each shard server compacts its own delta
+
+    # ------------------------------------------------------------------------------ the writer
+
+    def apply(self, kind, lo, hi, ts=None) -> np.ndarray:
+        """Adds (kind 1) or removes (kind -1) the friendships lo[e]-hi[e] on the shard servers, in order,
+        after any users created since the last write. Returns (e,) bool: which changed the graph."""
+        lo = np.asarray(lo, np.int64).ravel()
+        hi = np.asarray(hi, np.int64).ravel()
+        kind = np.broadcast_to(np.asarray(kind, np.int8), lo.shape).copy()
+        with self._lock:
+            n = self._n
+            bad = (lo < 0) | (lo >= n) | (hi < 0) | (hi >= n)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise IndexError(f"edge {int(lo[i])}-{int(hi[i])}: user index outside the graph's {n} users")
+            new = self._send_new()
+            todo = np.flatnonzero((lo != hi) & ~self._erased[lo] & ~self._erased[hi])
+            changed = np.zeros(lo.size, bool)
+            if todo.size or new.size:
+                t = None if ts is None else np.broadcast_to(np.asarray(ts, np.float64), lo.shape)[todo]
+                changed[todo] = self.router.apply(kind[todo], lo[todo], hi[todo], t, new_users=new)
+            self.edges += int((kind[changed] == 1).sum()) - int((kind[changed] == -1).sum())
+            return changed
+
+    def remember_unfriended(self, lo, hi) -> None:
+        """Records that lo[e] and hi[e] unfriended: neither is recommended to the other again."""
+        with self._lock:
+            for x, y in zip(np.asarray(lo).tolist(), np.asarray(hi).tolist(), strict=True):
+                if x != y and not (self._erased[x] or self._erased[y]):
+                    self.unfriended.setdefault(x, set()).add(y)
+                    self.unfriended.setdefault(y, set()).add(x)
+
+    def erase(self, u: int) -> np.ndarray:
+        """Erases user u: every friendship removed on the servers, flagged erased. Returns its former friends."""
+        with self._lock:
+            u = int(u)
+            if self._erased[u]:
+                return np.empty(0, np.int64)
+            friends = self.neighbors(u).astype(np.int64)
+            self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
+            self._erased[u] = True
+            self.erased_ids.add(int(self._ids[u]))
+            self.erased_index = np.union1d(self.erased_index, [u]).astype(np.int64)
+            for v in self.unfriended.pop(u, ()):
+                self.unfriended.get(v, set()).discard(u)
+            return friends
