@@ -9,9 +9,9 @@ training noise separates them), starts a local Ray cluster with one `ShardServer
 runs each service's whole request flow (`Service.recommend`, uncached, k = 20) for the same random users,
 the services alternated user by user. It reports:
     equal       share of users whose (candidate, mutual count) lists equal the unsharded service's; the
-                sharded service is the stateless ranking tier, whose PPR is pushed by the shard servers (same
-                eps bound, another push order), so `fof_equal` also counts users whose friends-of-friends
-                candidates and mutual counts (Stage 1, k = 1000) are identical
+                sharded service is the stateless ranking tier, whose PPR is pushed by the shard servers (another
+                push order, at most `candidates.ppr.rounds` rounds), so `fof_equal` also counts users whose
+                friends-of-friends candidates, order and mutual counts (that source alone, k = 1000) are identical
     latency     p50 / p99 per request, and requests per second, one client
     fan-out     shard servers called and adjacency entries moved per request (8 bytes each, int64)
     memory      measured in a fresh process that runs only the ranking tier (`--tier-memory`): its RSS,
@@ -66,15 +66,12 @@ def answer(svc, user):
 
 
 def same_fof(plain, tier, user) -> bool:
-    """Whether Stage 1 (k = 1000) gives `user` the same friends-of-friends candidates and mutual counts."""
-    from pymk.candidates.base import SOURCE_FOF
-
+    """Whether friends-of-friends (Stage 1's source alone, k = 1000) gives `user` the same candidates, in the
+    same order, with the same mutual counts."""
     out = []
     for m in (plain, tier):
-        c = m.candidates(m.index_of([int(user)]), k=1000)
-        f = (c.source[0] & SOURCE_FOF) > 0
-        order = np.argsort(c.cand[0][f])
-        out.append((c.cand[0][f][order], c.features["cn"][0][f][order]))
+        c = m.candidates(m.index_of([int(user)]), k=1000, sources=("fof",))
+        out.append((c.cand[0], c.features["cn"][0]))
     return all(np.array_equal(a, b) for a, b in zip(*out, strict=True))
 
 

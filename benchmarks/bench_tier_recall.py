@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pymk.candidates.base import SOURCE_FOF
 from pymk.config import PymkConfig
 from pymk.eval.metrics import hit_matrix, micro_recall, ranking_metrics
 from pymk.eval.protocol import split_edges
@@ -36,14 +35,29 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FILES = {"ego-facebook": "ego-facebook.txt.gz", "lastfm-asia": "lastfm-asia.csv.gz"}
 
 
-def measure(name: str, shards: int, method: str, rounds: list[int]) -> dict:
-    edges, _ = normalize_edges(read_edges(SHARED / FILES[name]))
+def synth_edges(users: int, degree: float):
+    """`pymk synth --users N --avg-degree D --seed 0` (cached by bench_fof) as an edge list."""
+    from benchmarks.bench_fof import load_graph
+    from pymk.graph.edges import EdgeList
+
+    g = load_graph(users, degree, Path("/tmp/pymk-bench"))
+    lo, hi = g.edge_pairs()
+    return EdgeList(np.asarray(g.ids), lo.astype(np.int32), hi.astype(np.int32))
+
+
+def measure(name: str, shards: int, method: str, rounds: list[int], ranker: str | None = None) -> dict:
+    if name.startswith("synth-"):
+        edges = synth_edges(int(float(name.split("-")[1])), 10)
+    else:
+        edges, _ = normalize_edges(read_edges(SHARED / FILES[name]))
     split = split_edges(edges)
     users, n = split.users, edges.num_users
     n_truth = np.diff(split.truth_ptr)
     cfg = PymkConfig()
     cfg.sharding.shards = shards
     cfg.sharding.method = method
+    if ranker:
+        cfg.ranker.kind = ranker
     out = {"dataset": name, "shards": shards, "method": method, "eval_users": int(users.size)}
     with tempfile.TemporaryDirectory(prefix="pymk-tier-") as tmp:
         t = time.perf_counter()
@@ -65,14 +79,14 @@ def measure(name: str, shards: int, method: str, rounds: list[int]) -> dict:
             if r is not None:  # PPR mass left unpushed per eval user (the L1 error bound), over both passes
                 row["ppr_left_per_user"] = (tier.servers.stats.ppr_left - left0) / (2 * users.size)
             out[label] = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-            fof = (np.where(cands.source & SOURCE_FOF, cands.cand, -1),
-                   np.where(cands.source & SOURCE_FOF, cands.features["cn"], -1))
+            alone = model.candidates(users, k=1000, sources=("fof",))
+            fof = (alone.cand, alone.features["cn"])
             if r is None:
                 want = fof
-            else:
-                out[label]["fof_equal_users"] = int(sum(
-                    np.array_equal(np.sort(want[0][i]), np.sort(fof[0][i])) and
-                    np.array_equal(np.sort(want[1][i]), np.sort(fof[1][i])) for i in range(users.size)))
+            else:  # friends-of-friends alone: same candidates, order and mutual counts
+                out[label]["fof_equal_users"] = int(sum(np.array_equal(want[0][i], fof[0][i]) and
+                                                        np.array_equal(want[1][i], fof[1][i])
+                                                        for i in range(users.size)))
                 for metric in ("stage1_recall@1000", "recall@20"):
                     out[label][f"{metric}_delta_points"] = round(100 * (out[label][metric] - out["whole"][metric]), 2)
     return out
@@ -80,7 +94,9 @@ def measure(name: str, shards: int, method: str, rounds: list[int]) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default="ego-facebook,lastfm-asia")
+    ap.add_argument("--datasets", default="ego-facebook,lastfm-asia", help="shared graphs, or synth-N (pymk synth "
+                    "--users N --avg-degree 10 --seed 0)")
+    ap.add_argument("--ranker", help="override the ranker (e.g. adamic_adar: no training, on large graphs)")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--method", default="hash")
     ap.add_argument("--rounds", default="1,2,4,0", help="the tier's PPR push rounds to measure (0: until eps)")
@@ -88,7 +104,7 @@ def main():
     args = ap.parse_args()
     rows = []
     for name in args.datasets.split(","):
-        rows.append(measure(name, args.shards, args.method, [int(r) for r in args.rounds.split(",")]))
+        rows.append(measure(name, args.shards, args.method, [int(r) for r in args.rounds.split(",")], args.ranker))
         print(json.dumps(rows[-1], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

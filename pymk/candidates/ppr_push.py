@@ -168,10 +168,11 @@ class HeldLists:
         self.lut = bucket_starts(self.ids_sorted)
         self.held = np.ones(ids.size, bool) if held is None else np.asarray(held, bool)
 
-    def push(self, key, val, deg=None, *, alpha: float, eps: float):
+    def push(self, key, val, deg=None, *, alpha: float, eps: float, aggregate: bool = True):
         """Pushes entries (key, val) on held users here, FIFO, until the mass left is on users held elsewhere or
         below eps * degree. `deg`: degrees known of the entries' users (-1: unknown), kept for users elsewhere.
-        Returns pushed (key, gain, deg) and rest (key, val, deg; -1 for users elsewhere not known)."""
+        Returns pushed (key, gain, deg) and rest (key, val, deg; -1 for users elsewhere not known); a key may
+        repeat in `pushed`, and in `rest` unless `aggregate` (a server leaves the summing to the tier)."""
         key = np.asarray(key, np.int64)
         val = np.asarray(val, np.float64)
         q, node = split_key(key)
@@ -195,30 +196,39 @@ class HeldLists:
                                            self.local,
                                            row[sel], val[sel], float(alpha), float(eps), p, r, queued, queue,
                                            touched)
-            t = touched[:nt].copy()
-            gp, gr = p[t].copy(), r[t].copy()
-            p[t] = 0.0
-            r[t] = 0.0
-            queued[t] = False
-            d = _row_degrees(g, t)
-            gid = self.ids[t]
-            kb = np.full(nt, b, np.int64)
-            pushed.append((entry_key(kb[gp > 0], gid[gp > 0]), gp[gp > 0], d[gp > 0]))
-            rest.append((entry_key(kb[gr > 0], gid[gr > 0]), gr[gr > 0], d[gr > 0]))
-            rest.append((entry_key(np.full(out_w.size, b, np.int64), out_w), out_v,
-                         np.full(out_w.size, -1, np.int64)))
+            harvest = _harvest(g, self.ids, touched, nt, p, r, queued, np.int64(b))
+            pushed.append(harvest[:3])
+            rest.append(harvest[3:])
+            rest.append(((np.int64(b) << NODE_BITS) | out_w, out_v, np.full(out_w.size, -1, np.int64)))
         empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
-        pushed = sum_entries(*(np.concatenate([x[i] for x in pushed]) for i in range(3))) if pushed else empty
-        return pushed, sum_entries(*(np.concatenate([x[i] for x in rest]) for i in range(3)))
+        pushed = tuple(np.concatenate([x[i] for x in pushed]) for i in range(3)) if pushed else empty
+        rest = tuple(np.concatenate([x[i] for x in rest]) for i in range(3))
+        return pushed, (sum_entries(*rest) if aggregate else rest)
 
 
 @njit(cache=True)
-def _row_degrees_kernel(g, rows, out):
-    for i in range(rows.shape[0]):
-        out[i] = R.deg(g, rows[i])
-
-
-def _row_degrees(g, rows: np.ndarray) -> np.ndarray:
-    out = np.empty(rows.size, np.int64)
-    _row_degrees_kernel(g, rows.astype(np.int64), out)
-    return out
+def _harvest(g, ids, touched, nt, p, r, queued, b):
+    """One query's estimate gains and residuals on the touched rows, as entries (key, value, degree), and the
+    workspace left clean. Returns (gain keys, gains, degrees, residual keys, residuals, degrees)."""
+    np_, nr = 0, 0
+    for i in range(nt):
+        t = touched[i]
+        np_ += p[t] > 0.0
+        nr += r[t] > 0.0
+    pk, pv, pd = np.empty(np_, np.int64), np.empty(np_), np.empty(np_, np.int64)
+    rk, rv, rd = np.empty(nr, np.int64), np.empty(nr), np.empty(nr, np.int64)
+    a, c = 0, 0
+    for i in range(nt):
+        t = touched[i]
+        key = (b << NODE_BITS) | ids[t]
+        d = R.deg(g, t)
+        if p[t] > 0.0:
+            pk[a], pv[a], pd[a] = key, p[t], d
+            a += 1
+        if r[t] > 0.0:
+            rk[c], rv[c], rd[c] = key, r[t], d
+            c += 1
+        p[t] = 0.0
+        r[t] = 0.0
+        queued[t] = False
+    return pk, pv, pd, rk, rv, rd

@@ -27,6 +27,7 @@ from numba import njit
 
 from pymk.graph import rows as R
 from pymk.graph.snapshot import CSRGraph
+from pymk.graph.users import UserRegistry
 
 ADD, REMOVE = 1, -1
 
@@ -161,7 +162,7 @@ def _fold(g, snap_ts, arena_ts, has_ts, n, ptr, idx, ts):
                 ts[a:a + r.shape[0]] = snap_ts[indptr[u]:indptr[u + 1]]
 
 
-class LiveGraph:
+class LiveGraph(UserRegistry):
     """Snapshot + delta (see the module docstring).
 
     Args:
@@ -311,28 +312,6 @@ class LiveGraph:
         i = np.searchsorted(r, b)
         return bool(i < r.size and r[i] == b)
 
-    def index_of(self, user_ids) -> np.ndarray:
-        """Dense indices of external ids; -1 for ids never seen and for erased users. Shapes: (q,) -> (q,)."""
-        idx = self._lookup(user_ids)
-        ok = idx >= 0
-        idx[ok] = np.where(self._erased[idx[ok]], -1, idx[ok])
-        return idx
-
-    def _lookup(self, user_ids) -> np.ndarray:
-        q = np.asarray(user_ids, dtype=np.int64).ravel()
-        ids = self._build_ids
-        if ids.size:
-            pos = np.minimum(np.searchsorted(ids, q), ids.size - 1)
-            out = np.where(ids[pos] == q, pos, -1).astype(np.int64)
-        else:
-            out = np.full(q.shape, -1, np.int64)
-        if self._new:
-            miss = np.flatnonzero(out < 0)
-            new = self._new
-            for i in miss.tolist():
-                out[i] = new.get(int(q[i]), -1)
-        return out
-
     def rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Current lists of `nodes` as a CSR. Shapes: (r,) -> ptr (r + 1,), idx (sum,) int64."""
         return R.gather(self, nodes)
@@ -351,20 +330,6 @@ class LiveGraph:
         return ball
 
     # ------------------------------------------------------------------------------ the writer
-
-    def resolve(self, user_ids, *, create: bool = False) -> np.ndarray:
-        """Dense indices of external ids for a writer: -1 unknown (a new user when `create`), -2 erased."""
-        with self._lock:
-            q = np.asarray(user_ids, np.int64).ravel()
-            idx = self._lookup(q)
-            if create and (idx < 0).any():
-                for i in np.flatnonzero(idx < 0).tolist():
-                    uid = int(q[i])
-                    got = self._new.get(uid)
-                    idx[i] = got if got is not None else self._add_user(uid)
-            ok = idx >= 0
-            idx[ok] = np.where(self._erased[idx[ok]], -2, idx[ok])
-            return idx
 
     def _add_user(self, uid: int) -> int:
         u = self._n
@@ -448,15 +413,6 @@ class LiveGraph:
             self.remember_unfriended(lo, hi)
             return ch
 
-    def remember_unfriended(self, lo, hi) -> None:
-        """Records that lo[e] and hi[e] unfriended (whether or not they were friends here): neither is
-        recommended to the other again."""
-        with self._lock:
-            for x, y in zip(np.asarray(lo).tolist(), np.asarray(hi).tolist(), strict=True):
-                if x != y and not (self._erased[x] or self._erased[y]):
-                    self.unfriended.setdefault(x, set()).add(y)
-                    self.unfriended.setdefault(y, set()).add(x)
-
     def erase(self, u: int) -> np.ndarray:
         """Erases user u: every friendship removed, flagged erased. Returns its former friends (sorted)."""
         with self._lock:
@@ -465,11 +421,7 @@ class LiveGraph:
                 return np.empty(0, np.int64)
             friends = self.neighbors(u).astype(np.int64)
             self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
-            self._erased[u] = True
-            self.erased_ids.add(int(self._ids[u]))
-            self.erased_index = np.union1d(self.erased_index, [u]).astype(np.int64)
-            for v in self.unfriended.pop(u, ()):
-                self.unfriended.get(v, set()).discard(u)
+            self._mark_erased(u)
             if self._recording is not None:
                 self._recording.append(("erase", u))
             return friends

@@ -288,7 +288,8 @@ class Model:
             raise ModelError(f"{self.path} has no embeddings: build with gnn.enabled = true or run `pymk train`")
         return self.stage1.embedding_rows(users, k)
 
-    def candidates(self, users, *, k: int | None = None, blocked=None) -> CandidateBatch:
+    def candidates(self, users, *, k: int | None = None, blocked=None, sources=None) -> CandidateBatch:
+        """Stage 1 (`Stage1.generate`; `sources`: only these), read from the shard servers in a ranking tier."""
         reads = None
         if self.tier:  # every list this batch reads comes from the shard servers, fresh per request
             from pymk.serving.tier import TierReads
@@ -296,7 +297,7 @@ class Model:
             pc = self.config.candidates.ppr
             reads = TierReads(self.servers, np.asarray(users, np.int64).ravel(),
                               candidate_lists=hasattr(self.ranker, "predict"), ppr=pc if pc.enabled else None)
-        return self.stage1.generate(users, k=k, blocked=blocked, reads=reads)
+        return self.stage1.generate(users, k=k, blocked=blocked, sources=sources, reads=reads)
 
     def recommend(self, users, k: int, *, blocked=None) -> RankedBatch:
         """Top-k recommendations for dense user indices (Stage 1 then the ranker)."""

@@ -12,6 +12,20 @@ from numba import njit, prange
 from pymk.graph import rows as R
 
 
+@njit(inline="always")
+def _keep_least(best, best_d, v, d):
+    """Inserts friend v of degree d into the m least-connected so far (ties: the one met first, i.e. the
+    smaller index)."""
+    k = best.shape[0] - 1
+    if d < best_d[k]:
+        while k > 0 and best_d[k - 1] > d:
+            best_d[k] = best_d[k - 1]
+            best[k] = best[k - 1]
+            k -= 1
+        best_d[k] = d
+        best[k] = v
+
+
 @njit(parallel=True, cache=True)
 def _sample(g, users, cand, count, m, out):
     for b in prange(users.shape[0]):
@@ -33,16 +47,7 @@ def _sample(g, users, cand, count, m, out):
                 elif nu[x] > nc[y]:
                     y += 1
                 else:
-                    v = nu[x]
-                    d = R.deg(g, v)
-                    k = m - 1
-                    if d < best_d[k]:
-                        while k > 0 and best_d[k - 1] > d:
-                            best_d[k] = best_d[k - 1]
-                            best[k] = best[k - 1]
-                            k -= 1
-                        best_d[k] = d
-                        best[k] = v
+                    _keep_least(best, best_d, nu[x], R.deg(g, nu[x]))
                     x += 1
                     y += 1
             out[b, j, :] = best
@@ -90,15 +95,7 @@ def _sample_via_friends(g, users, cand, count, m, out):
                         hi = mid
                 if lo == fv.shape[0] or fv[lo] != c:
                     continue
-                d = np.int64(fv.shape[0])
-                k = m - 1
-                if d < best_d[k]:
-                    while k > 0 and best_d[k - 1] > d:
-                        best_d[k] = best_d[k - 1]
-                        best[k] = best[k - 1]
-                        k -= 1
-                    best_d[k] = d
-                    best[k] = v
+                _keep_least(best, best_d, v, np.int64(fv.shape[0]))
             out[b, j, :] = best
 
 

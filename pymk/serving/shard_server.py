@@ -114,7 +114,7 @@ class ShardServer:
         live = self.graph.live
         if self._held is None or self._held.ids.size != live.num_users:  # users joined: their rows too
             self._held = HeldLists(live, np.array(live.ids), scratch=f"ppr-shard-{self.shard}")
-        return (self.boot, *self._held.push(key, val, alpha=alpha, eps=eps))
+        return (self.boot, *self._held.push(key, val, alpha=alpha, eps=eps, aggregate=False))
 
     def lists_push(self, users: np.ndarray, key: np.ndarray, val: np.ndarray, alpha: float, eps: float) -> tuple:
         """`lists` of `users` and `ppr_push` of (key, val) in one call (the ranking tier's second round).

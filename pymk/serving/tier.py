@@ -4,10 +4,12 @@ Per batch of users (`TierReads`, made fresh for each request):
     1. the users' lists and their friends' lists: one call to each user's home shard (its lists and the
        friends' lists it holds), then one parallel round for the friends' lists held elsewhere;
        friends-of-friends runs on them (`RequestGraph`) with the same kernel as on the whole graph;
-    2. personalized PageRank as rounds of forward push (`distributed_ppr`, `pymk.candidates.ppr_push`): the
-       tier pushes over the lists it read, then each round sends every shard the residual mass on its users
-       and each shard pushes it over its own lists; the estimate keeps the single-process guarantee (every
-       residual ends below eps * degree), though not its push order;
+    2. personalized PageRank as rounds of forward push (`PprWalk`, `pymk.candidates.ppr_push`): the tier
+       pushes over the lists it read, then each round sends every shard the residual mass on its users and
+       each shard pushes it over its own lists; the first round travels with the friends' lists of step 1.
+       Pushed to the end, the estimate has the single-process guarantee (every residual below eps *
+       degree) in another push order; served, it stops after `candidates.ppr.rounds` rounds (default 2),
+       and the mass still to push bounds its L1 error (docs/RESULTS.md: within 0.1 point of recall);
     3. after Stage 1, for a learned ranker, one parallel round for the candidates' lists (its pair features);
        filters and mutual-friend explanations read only the users' and friends' lists (`CandidateBatch.view`).
 A shard that does not answer leaves its lists (or its share of the walk) out; the router flags the request
@@ -114,7 +116,8 @@ def push_rounds(router, walk: PprWalk, view: RequestGraph, rounds: int) -> None:
     router.stats.ppr_left += walk.left()
 
 
-def _absorb(router, walk: PprWalk, calls, replies) -> None:
+def _absorb(router, walk: PprWalk, calls, replies, *, counted: bool = False) -> None:
+    """One round's replies into the walk; `counted`: the calls were counted already (lists in the same call)."""
     walk.rounds += 1
     router.stats.ppr_rounds += 1
     got = []
@@ -123,7 +126,11 @@ def _absorb(router, walk: PprWalk, calls, replies) -> None:
             continue
         got.append(reply[-2:])
         # 8-byte words moved: (key, mass) out, (key, gain, degree) and (key, mass, degree) back
-        router.stats.count(s, 0, 2 * args[-4].size + 3 * (reply[-2][0].size + reply[-1][0].size))
+        words = 2 * args[-4].size + 3 * (reply[-2][0].size + reply[-1][0].size)
+        if counted:
+            router.stats.entries += words
+        else:
+            router.stats.count(s, 0, words)
     walk.absorb(got)
 
 
@@ -162,11 +169,11 @@ def two_hop_graph(router, users: np.ndarray, walk: PprWalk | None = None) -> Req
         calls.append((s, (need[t_need == s], key, val, walk.alpha if walk else 0.0, walk.eps if walk else 0.0)))
     replies = router.call_many("lists_push", calls)
     for (s, args), reply in zip(calls, replies, strict=True):
-        if reply is not None and args[0].size:
+        if reply is not None:
             parts.append((args[0], reply[0], reply[1]))
             router.stats.count(s, args[0].size, int(reply[0][-1]))
     if out:
-        _absorb(router, walk, calls, replies)
+        _absorb(router, walk, calls, replies, counted=True)
     return RequestGraph(*concat_rows(parts))
 
 

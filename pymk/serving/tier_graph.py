@@ -17,13 +17,14 @@ import threading
 import numpy as np
 
 from pymk.graph.live import REMOVE
+from pymk.graph.users import UserRegistry
 
 
 class TierGraphError(RuntimeError):
     """A read the tier cannot make without the whole graph."""
 
 
-class TierGraph:
+class TierGraph(UserRegistry):
     """Ids, erasures and unfriendings of a model whose lists live on shard servers.
 
     Args:
@@ -70,39 +71,6 @@ class TierGraph:
     @property
     def erased(self) -> np.ndarray:
         return self._erased[:self._n]
-
-    def index_of(self, user_ids) -> np.ndarray:
-        """Dense indices of external ids; -1 for ids never seen and for erased users. Shapes: (q,) -> (q,)."""
-        idx = self._lookup(user_ids)
-        ok = idx >= 0
-        idx[ok] = np.where(self._erased[idx[ok]], -1, idx[ok])
-        return idx
-
-    def _lookup(self, user_ids) -> np.ndarray:
-        q = np.asarray(user_ids, dtype=np.int64).ravel()
-        ids = self._build_ids
-        if ids.size:
-            pos = np.minimum(np.searchsorted(ids, q), ids.size - 1)
-            out = np.where(ids[pos] == q, pos, -1).astype(np.int64)
-        else:
-            out = np.full(q.shape, -1, np.int64)
-        if self._new:
-            for i in np.flatnonzero(out < 0).tolist():
-                out[i] = self._new.get(int(q[i]), -1)
-        return out
-
-    def resolve(self, user_ids, *, create: bool = False) -> np.ndarray:
-        """Dense indices for a writer: -1 unknown (a new user when `create`), -2 erased."""
-        with self._lock:
-            q = np.asarray(user_ids, np.int64).ravel()
-            idx = self._lookup(q)
-            if create and (idx < 0).any():
-                for i in np.flatnonzero(idx < 0).tolist():
-                    got = self._new.get(int(q[i]))
-                    idx[i] = got if got is not None else self._add_user(int(q[i]))
-            ok = idx >= 0
-            idx[ok] = np.where(self._erased[idx[ok]], -2, idx[ok])
-            return idx
 
     def add_users(self, user_ids) -> np.ndarray:
         idx = self.resolve(user_ids, create=True)
@@ -193,14 +161,6 @@ class TierGraph:
             self.edges += int((kind[changed] == 1).sum()) - int((kind[changed] == -1).sum())
             return changed
 
-    def remember_unfriended(self, lo, hi) -> None:
-        """Records that lo[e] and hi[e] unfriended: neither is recommended to the other again."""
-        with self._lock:
-            for x, y in zip(np.asarray(lo).tolist(), np.asarray(hi).tolist(), strict=True):
-                if x != y and not (self._erased[x] or self._erased[y]):
-                    self.unfriended.setdefault(x, set()).add(y)
-                    self.unfriended.setdefault(y, set()).add(x)
-
     def erase(self, u: int) -> np.ndarray:
         """Erases user u: every friendship removed on the servers, flagged erased. Returns its former friends."""
         with self._lock:
@@ -209,9 +169,5 @@ class TierGraph:
                 return np.empty(0, np.int64)
             friends = self.neighbors(u).astype(np.int64)
             self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
-            self._erased[u] = True
-            self.erased_ids.add(int(self._ids[u]))
-            self.erased_index = np.union1d(self.erased_index, [u]).astype(np.int64)
-            for v in self.unfriended.pop(u, ()):
-                self.unfriended.get(v, set()).discard(u)
+            self._mark_erased(u)
             return friends
