@@ -47,7 +47,7 @@ class PprConfig:
     alpha: float = 0.15  # restart probability of the walk
     beta: float = 0.5  # rank by ppr / degree^beta (0: raw PPR, hub-biased; 1: degree-normalised)
     eps: float = 1e-5  # push threshold: work per user ~ 1 / (alpha * eps)
-    rounds: int = 2  # a ranking tier's rounds of push calls to the shard servers (0: until every residual is
+    rounds: int = 4  # a ranking tier's rounds of push calls to the shard servers (0: until every residual is
     # below eps * degree); the mass still to push when it stops bounds the L1 error (docs/BENCHMARKS.md)
 
 

@@ -8,8 +8,8 @@ Per batch of users (`TierReads`, made fresh for each request):
        pushes over the lists it read, then each round sends every shard the residual mass on its users and
        each shard pushes it over its own lists; the first round travels with the friends' lists of step 1.
        Pushed to the end, the estimate has the single-process guarantee (every residual below eps *
-       degree) in another push order; served, it stops after `candidates.ppr.rounds` rounds (default 2),
-       and the mass still to push bounds its L1 error (docs/RESULTS.md: within 0.1 point of recall);
+       degree) in another push order; served, it stops after `candidates.ppr.rounds` rounds (default 4),
+       and the mass still to push bounds its L1 error (docs/RESULTS.md: Stage-1 recall within 0.4 point);
     3. after Stage 1, for a learned ranker, one parallel round for the candidates' lists (its pair features);
        filters and mutual-friend explanations read only the users' and friends' lists (`CandidateBatch.view`).
 A shard that does not answer leaves its lists (or its share of the walk) out; the router flags the request
@@ -101,10 +101,10 @@ class PprWalk:
         return out_c, out_s
 
 
-def push_rounds(router, walk: PprWalk, view: RequestGraph, rounds: int) -> None:
-    """Up to `rounds` rounds of push calls (0: until nothing is left to push), the tier pushing over its own
-    lists before each; the mass still to push at the end is added to `router.stats.ppr_left`."""
-    limit = rounds if rounds > 0 else MAX_PUSH_ROUNDS
+def push_rounds(router, walk: PprWalk, view: RequestGraph, rounds: int | None) -> None:
+    """Up to `rounds` more rounds of push calls (None: until nothing is left to push), the tier pushing over its
+    own lists before each and after the last; the mass still to push then is added to `router.stats.ppr_left`."""
+    limit = MAX_PUSH_ROUNDS if rounds is None else rounds
     for _ in range(limit):
         walk.push_here(view)
         out = walk.outgoing(router.plan.home)
@@ -194,7 +194,7 @@ def distributed_ppr(router, users: np.ndarray, k: int, *, alpha: float, eps: flo
         cand (B, k) int64 (-1 pad), score (B, k) float64 (0 pad).
     """
     walk = PprWalk(users, alpha, eps)
-    push_rounds(router, walk, view, rounds)
+    push_rounds(router, walk, view, rounds or None)
     return walk.top(k, beta, view, blocked)
 
 
@@ -242,8 +242,8 @@ class TierReads:
 
     def ppr(self, users, want, pc, blocked):
         walk = self.walk if self.walk is not None else PprWalk(users, pc.alpha, pc.eps)
-        if pc.rounds == 0 or walk.rounds < pc.rounds:  # the walk's first round came with the friends' lists
-            push_rounds(self.router, walk, self.view, pc.rounds - walk.rounds if pc.rounds else 0)
+        # the walk's first round came with the friends' lists
+        push_rounds(self.router, walk, self.view, max(pc.rounds - walk.rounds, 0) if pc.rounds else None)
         return walk.top(want, pc.beta, self.view, blocked)
 
     def pair_scores(self, users, cand, mask):
