@@ -77,6 +77,8 @@ class Service:
         tier = settings.executor == "ray" if settings.tier is None else settings.tier
         model = Model.load(path, shards=shards, redis_client=client, servers=servers,
                            tier=tier and has_shard_plan(path))
+        if settings.ppr_rounds is not None:  # the operator's latency / fidelity trade, without a rebuild
+            model.config.candidates.ppr.rounds = settings.ppr_rounds
         return cls(model, settings, link)
 
     def _wrap_redis_stores(self) -> None:

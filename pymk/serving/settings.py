@@ -40,6 +40,9 @@ class ServeSettings(BaseSettings):
     tier: bool | None = Field(None, description="a sharded model served as a stateless ranking tier that maps no "
                               "adjacency: every list read from the shard servers, per request (default: with "
                               "executor=ray); false: the service also maps the whole graph, as an unsharded one does")
+    ppr_rounds: int | None = Field(None, ge=0, description="a ranking tier's PPR push rounds through the shard "
+                                   "servers, over the model's candidates.ppr.rounds (fewer: faster, less exact; 0: "
+                                   "until every residual is below eps * degree)")
     ray_address: str | None = Field(None, description="Ray cluster to attach the shard servers to (default: a "
                                     "local cluster, started with the service)")
     shard_timeout_ms: float = Field(1000.0, gt=0, description="per-call deadline of a shard server; past it the "

@@ -191,3 +191,25 @@ def test_a_bounded_number_of_push_rounds_bounds_the_error_by_the_mass_left():
         shortfall[rounds] = sum(exact[v] - got.get(v, 0.0) for v in range(n) if v not in excluded)
         assert shortfall[rounds] <= left + eps * g.indices.shape[0] + 1e-9, rounds
     assert shortfall[1] > shortfall[2] > shortfall[0]  # each round pushes more of the walk
+
+
+def test_the_service_setting_bounds_the_tiers_push_rounds(model_dir):
+    """`PYMK_PPR_ROUNDS` overrides the model's `candidates.ppr.rounds`: each request then makes at most that many
+    rounds of push calls (counted by the router), and the answer still comes back whole."""
+    from pymk.serving.service import Service
+    from pymk.serving.settings import ServeSettings
+
+    for rounds in (1, 3):
+        svc = Service.from_settings(ServeSettings(model=str(model_dir), tier=True, ppr_rounds=rounds, stream=False,
+                                                  cache_size=0))
+        try:
+            assert svc.model.tier and svc.model.config.candidates.ppr.rounds == rounds
+            svc.model.config.candidates.ppr.enabled = True  # the fixture's model was built without it
+            stats = svc.model.servers.stats
+            for u in range(0, USERS, 37):
+                before = stats.ppr_rounds
+                req = svc.recommend(int(svc.model.graph.ids[u]), 10)
+                assert stats.ppr_rounds - before <= rounds and len(req.response) == 10
+            assert stats.ppr_rounds > 0
+        finally:
+            svc.close()
