@@ -137,6 +137,8 @@ class CSRGraph:
             "index_dtype": str(self.indices.dtype),
             "has_ts": self.ts is not None,
         }
+        if self.ts is not None and len(self.ts):  # the span the ranker's time features are scaled by
+            meta["ts_span"] = [int(np.min(self.ts)), int(np.max(self.ts))]
         meta.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self.meta = meta

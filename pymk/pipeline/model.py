@@ -204,10 +204,10 @@ class Model:
 
             servers = in_process_servers(path, snap, plan)
         graph = TierGraph(np.array(snap.ids), servers, num_edges=snap.num_edges)
-        if snap.ts is not None and len(snap.ts):
+        if "ts_span" in snap.meta:  # recorded by the build; older snapshots: read once here
+            graph.time_span = tuple(float(t) for t in snap.meta["ts_span"])
+        elif snap.ts is not None and len(snap.ts):
             graph.time_span = (float(np.min(snap.ts)), float(np.max(snap.ts)))
-        else:
-            graph.time_span = (np.nan, np.nan)
         del snap  # unmapped: the tier keeps no adjacency
         return cls(path, meta, config, graph, plan, servers, features, servers, tier=True)
 

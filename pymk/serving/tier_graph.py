@@ -48,6 +48,7 @@ class TierGraph(UserRegistry):
         self.erased_index = np.zeros(0, np.int64)
         self.unfriended: dict[int, set[int]] = {}
         self.edges = int(num_edges)
+        self.time_span = (np.nan, np.nan)  # the build's first and last friendship times (the features' scale)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------ ids
