@@ -59,12 +59,7 @@ def _find(ids_sorted, rows_sorted, lut, x):
         lo, hi = lut[b], lut[b + 1]
     else:
         lo, hi = lut[lut.shape[0] - 1], ids_sorted.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ids_sorted[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = R.lower_bound(ids_sorted, lo, hi, x)
     if lo < ids_sorted.shape[0] and ids_sorted[lo] == x:
         return rows_sorted[lo]
     return -1

@@ -307,27 +307,9 @@ class LiveGraph(UserRegistry):
     def neighbors(self, u: int) -> np.ndarray:
         return np.asarray(R.row(self._view, np.int64(u)))
 
-    def has_edge(self, a: int, b: int) -> bool:
-        r = self.neighbors(a)
-        i = np.searchsorted(r, b)
-        return bool(i < r.size and r[i] == b)
-
     def rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Current lists of `nodes` as a CSR. Shapes: (r,) -> ptr (r + 1,), idx (sum,) int64."""
         return R.gather(self, nodes)
-
-    def ball(self, seeds: np.ndarray, radius: int) -> np.ndarray:
-        """Users within `radius` hops of `seeds` (seeds included), sorted. Shapes: (s,) -> (m,)."""
-        ball = np.unique(np.asarray(seeds, np.int64))
-        frontier = ball
-        for _ in range(radius):
-            _, idx = self.rows(frontier)
-            nxt = np.setdiff1d(np.unique(idx), ball, assume_unique=True)
-            if not nxt.size:
-                break
-            ball = np.union1d(ball, nxt)
-            frontier = nxt
-        return ball
 
     # ------------------------------------------------------------------------------ the writer
 
@@ -358,11 +340,7 @@ class LiveGraph(UserRegistry):
         kind = np.broadcast_to(np.asarray(kind, np.int8), lo.shape).copy()
         t = np.broadcast_to(np.asarray(time.time() if ts is None else ts, np.float64), lo.shape).astype(np.int64)
         with self._lock:
-            n = self._n
-            bad = (lo < 0) | (lo >= n) | (hi < 0) | (hi >= n)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise IndexError(f"edge {int(lo[i])}-{int(hi[i])}: user index outside the graph's {n} users")
+            self._check_pairs(lo, hi)
             skip = (lo == hi) | self._erased[lo] | self._erased[hi]
             changed = np.zeros(lo.size, bool)
             todo = np.flatnonzero(~skip)
@@ -413,18 +391,9 @@ class LiveGraph(UserRegistry):
             self.remember_unfriended(lo, hi)
             return ch
 
-    def erase(self, u: int) -> np.ndarray:
-        """Erases user u: every friendship removed, flagged erased. Returns its former friends (sorted)."""
-        with self._lock:
-            u = int(u)
-            if self._erased[u]:
-                return np.empty(0, np.int64)
-            friends = self.neighbors(u).astype(np.int64)
-            self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
-            self._mark_erased(u)
-            if self._recording is not None:
-                self._recording.append(("erase", u))
-            return friends
+    def _on_erased(self, u: int) -> None:
+        if self._recording is not None:
+            self._recording.append(("erase", u))
 
     # ------------------------------------------------------------------------------ compaction
 

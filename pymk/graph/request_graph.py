@@ -42,6 +42,15 @@ class RequestGraph:
         self.fetched = np.zeros(m, bool)
         self.fetched[at] = True
 
+    def held_lists(self):
+        """The PPR push's view of the fetched rows (`pymk.candidates.ppr_push.HeldLists`), made once."""
+        held = self.__dict__.get("_held")
+        if held is None:
+            from pymk.candidates.ppr_push import HeldLists
+
+            held = self._held = HeldLists(self.csr, self.ids, self.fetched, local=True)
+        return held
+
     @classmethod
     def empty(cls) -> RequestGraph:
         return cls(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))

@@ -66,6 +66,18 @@ def row(g, u):
 
 
 @njit(inline="always")
+def lower_bound(a, lo, hi, x):
+    """The first position in a[lo:hi] (ascending) whose value is >= x, or hi."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(inline="always")
 def deg(g, u):
     _, s, e = span(g, u)
     return e - s

@@ -1,6 +1,7 @@
 """Who is in a living graph: the id map (external id <-> dense index, users who joined appended), erased
-accounts and pairs who unfriended. One implementation for the graph that holds the adjacency (`LiveGraph`)
-and for the ranking tier's, which holds none (`pymk.serving.tier_graph.TierGraph`)."""
+accounts and pairs who unfriended, and what both living graphs answer from their lists alike (erasure,
+`has_edge`, `ball`). One implementation for the graph that holds the adjacency (`LiveGraph`) and for the
+ranking tier's, which holds none (`pymk.serving.tier_graph.TierGraph`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import numpy as np
 
 
 class UserRegistry:
-    """Mixin. The class sets `_lock`, `_build_ids` ((n0,) sorted build ids), `_new` (id -> dense index of the
-    users who joined), `_ids`, `_erased` (growing arrays), `erased_ids`, `erased_index`, `unfriended`, and
-    implements `_add_user(uid) -> dense index`."""
+    """Mixin. The class sets `_lock`, `_n` (users), `_build_ids` ((n0,) sorted build ids), `_new` (id -> dense
+    index of the users who joined), `_ids`, `_erased` (growing arrays), `erased_ids`, `erased_index`,
+    `unfriended`, and implements `_add_user(uid) -> dense index`, `neighbors(u)`, `rows(nodes)` and
+    `apply(kind, lo, hi)`."""
 
     def index_of(self, user_ids) -> np.ndarray:
         """Dense indices of external ids; -1 for ids never seen and for erased users. Shapes: (q,) -> (q,)."""
@@ -54,11 +56,53 @@ class UserRegistry:
                     self.unfriended.setdefault(x, set()).add(y)
                     self.unfriended.setdefault(y, set()).add(x)
 
-    def _mark_erased(self, u: int) -> None:
-        """Flags u erased (its friendships already removed): its id is never resolved again, and no one keeps
-        it among their former friends."""
-        self._erased[u] = True
-        self.erased_ids.add(int(self._ids[u]))
-        self.erased_index = np.union1d(self.erased_index, [u]).astype(np.int64)
-        for v in self.unfriended.pop(u, ()):
-            self.unfriended.get(v, set()).discard(u)
+    def erase(self, u: int) -> np.ndarray:
+        """Erases user u: every friendship removed, flagged erased (its id is never resolved again, and no one
+        keeps it among their former friends). Returns its former friends (sorted)."""
+        from pymk.graph.live import REMOVE
+
+        with self._lock:
+            u = int(u)
+            if self._erased[u]:
+                return np.empty(0, np.int64)
+            friends = self.neighbors(u).astype(np.int64)
+            self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
+            self._erased[u] = True
+            self.erased_ids.add(int(self._ids[u]))
+            self.erased_index = np.union1d(self.erased_index, [u]).astype(np.int64)
+            for v in self.unfriended.pop(u, ()):
+                self.unfriended.get(v, set()).discard(u)
+            self._on_erased(u)
+            return friends
+
+    def _on_erased(self, u: int) -> None:
+        """Called once u is erased (a graph that records its changes records it)."""
+
+    def _check_pairs(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Raises IndexError naming the first pair with an end outside the users 0..n-1."""
+        n = self._n
+        bad = (lo < 0) | (lo >= n) | (hi < 0) | (hi >= n)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise IndexError(f"edge {int(lo[i])}-{int(hi[i])}: user index outside the graph's {n} users")
+
+    # ------------------------------------------------------------------------------ reads over the lists
+
+    def has_edge(self, a: int, b: int) -> bool:
+        r = self.neighbors(a)
+        i = np.searchsorted(r, b)
+        return bool(i < r.size and r[i] == b)
+
+    def ball(self, seeds: np.ndarray, radius: int) -> np.ndarray:
+        """Users within `radius` hops of `seeds` (seeds included), sorted (one `rows` read per hop).
+        Shapes: (s,) -> (m,)."""
+        ball = np.unique(np.asarray(seeds, np.int64))
+        frontier = ball
+        for _ in range(radius):
+            _, idx = self.rows(frontier)
+            nxt = np.setdiff1d(np.unique(idx), ball, assume_unique=True)
+            if not nxt.size:
+                break
+            ball = np.union1d(ball, nxt)
+            frontier = nxt
+        return ball

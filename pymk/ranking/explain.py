@@ -86,13 +86,7 @@ def _sample_via_friends(g, users, cand, count, m, out):
             for x in range(nu.shape[0]):  # ascending, as the merge-intersect meets them
                 v = nu[x]
                 fv = R.row(g, v)
-                lo, hi = 0, fv.shape[0]
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if fv[mid] < c:
-                        lo = mid + 1
-                    else:
-                        hi = mid
+                lo = R.lower_bound(fv, 0, fv.shape[0], c)
                 if lo == fv.shape[0] or fv[lo] != c:
                     continue
                 _keep_least(best, best_d, v, np.int64(fv.shape[0]))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from pymk.candidates.fof import FofResult, friends_of_friends, pair_scores
-from pymk.candidates.ppr_push import HeldLists, entry_key, split_key, sum_entries
+from pymk.candidates.ppr_push import entry_key, split_key, sum_entries
 from pymk.graph.request_graph import RequestGraph
 from pymk.serving.shard_router import concat_rows
 
@@ -46,15 +46,18 @@ class PprWalk:
 
     def push_here(self, view: RequestGraph) -> None:
         """Pushes what lies on users whose lists the tier read (no call)."""
-        here = HeldLists(view.csr, view.ids, view.fetched, local=True)
-        pushed, (self.key, self.val, self.deg) = here.push(self.key, self.val, self.deg, alpha=self.alpha,
-                                                           eps=self.eps)
+        pushed, (self.key, self.val, self.deg) = view.held_lists().push(self.key, self.val, self.deg,
+                                                                        alpha=self.alpha, eps=self.eps)
         self.gains.append(pushed)
 
+    def _sendable(self) -> np.ndarray:
+        """(e,) bool: entries some server can push (mass >= eps * degree; an unknown degree is at least 1)."""
+        return (self.val >= self.eps) & ((self.deg < 0) | (self.val >= self.eps * self.deg))
+
     def outgoing(self, home: np.ndarray) -> dict:
-        """Takes the entries some server can push (mass >= eps * degree; a degree not yet known is at least 1)
-        out of the state: {shard: (key, mass)} by the users' home shards."""
-        send = (self.val >= self.eps) & ((self.deg < 0) | (self.val >= self.eps * self.deg))
+        """Takes the entries some server can push out of the state: {shard: (key, mass)} by the users' home
+        shards."""
+        send = self._sendable()
         if not send.any():
             return {}
         key, val = self.key[send], self.val[send]
@@ -72,8 +75,8 @@ class PprWalk:
         self.key, self.val, self.deg = sum_entries(*(np.concatenate([r[i] for r in rests]) for i in range(3)))
 
     def left(self) -> float:
-        send = (self.val >= self.eps) & ((self.deg < 0) | (self.val >= self.eps * self.deg))
-        return float(self.val[send].sum())
+        """The mass still to push (the bound on the estimate's L1 error if the walk stops here)."""
+        return float(self.val[self._sendable()].sum())
 
     def top(self, k: int, beta: float, view: RequestGraph, blocked=None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k non-friends per query by estimate / degree^beta; ties by lower index, as in one process.

@@ -16,7 +16,6 @@ import threading
 
 import numpy as np
 
-from pymk.graph.live import REMOVE
 from pymk.graph.users import UserRegistry
 
 
@@ -111,24 +110,6 @@ class TierGraph(UserRegistry):
     def neighbors(self, u: int) -> np.ndarray:
         return self.rows(np.array([u], np.int64))[1]
 
-    def has_edge(self, a: int, b: int) -> bool:
-        r = self.neighbors(a)
-        i = np.searchsorted(r, b)
-        return bool(i < r.size and r[i] == b)
-
-    def ball(self, seeds: np.ndarray, radius: int) -> np.ndarray:
-        """Users within `radius` hops of `seeds` (seeds included), sorted: one round per hop."""
-        ball = np.unique(np.asarray(seeds, np.int64))
-        frontier = ball
-        for _ in range(radius):
-            _, idx = self.rows(frontier)
-            nxt = np.setdiff1d(np.unique(idx), ball, assume_unique=True)
-            if not nxt.size:
-                break
-            ball = np.union1d(ball, nxt)
-            frontier = nxt
-        return ball
-
     @property
     def degree(self):
         raise TierGraphError("the ranking tier holds no adjacency: degrees are read from the shard servers")
@@ -148,11 +129,7 @@ class TierGraph(UserRegistry):
         hi = np.asarray(hi, np.int64).ravel()
         kind = np.broadcast_to(np.asarray(kind, np.int8), lo.shape).copy()
         with self._lock:
-            n = self._n
-            bad = (lo < 0) | (lo >= n) | (hi < 0) | (hi >= n)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise IndexError(f"edge {int(lo[i])}-{int(hi[i])}: user index outside the graph's {n} users")
+            self._check_pairs(lo, hi)
             new = self._send_new()
             todo = np.flatnonzero((lo != hi) & ~self._erased[lo] & ~self._erased[hi])
             changed = np.zeros(lo.size, bool)
@@ -161,14 +138,3 @@ class TierGraph(UserRegistry):
                 changed[todo] = self.router.apply(kind[todo], lo[todo], hi[todo], t, new_users=new)
             self.edges += int((kind[changed] == 1).sum()) - int((kind[changed] == -1).sum())
             return changed
-
-    def erase(self, u: int) -> np.ndarray:
-        """Erases user u: every friendship removed on the servers, flagged erased. Returns its former friends."""
-        with self._lock:
-            u = int(u)
-            if self._erased[u]:
-                return np.empty(0, np.int64)
-            friends = self.neighbors(u).astype(np.int64)
-            self.apply(REMOVE, np.full(friends.size, u, np.int64), friends)
-            self._mark_erased(u)
-            return friends
