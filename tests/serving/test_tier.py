@@ -213,3 +213,18 @@ def test_the_service_setting_bounds_the_tiers_push_rounds(model_dir):
             assert stats.ppr_rounds > 0
         finally:
             svc.close()
+
+
+def test_a_negative_round_bound_is_refused_where_it_is_set():
+    """`candidates.ppr.rounds` and `PYMK_PPR_ROUNDS` below 0 are refused with the field named."""
+    from pydantic import ValidationError
+
+    from pymk.config import ConfigError
+    from pymk.serving.settings import ServeSettings
+
+    cfg = PymkConfig()
+    cfg.candidates.ppr.rounds = -1
+    with pytest.raises(ConfigError, match="candidates.ppr.rounds"):
+        cfg.validate()
+    with pytest.raises(ValidationError, match="ppr_rounds"):
+        ServeSettings(ppr_rounds=-1)
