@@ -1,7 +1,8 @@
 """The offline pipeline side by side.
 
-    .venv/bin/python -m benchmarks.bench_pipeline [--section executor|update] [--users 200000] [--avg-degree 20]
-        [--train-users 3000] [--ray-address ADDR] [--config FILE] [--cache /tmp/pymk-bench] [--json OUT]
+    .venv/bin/python -m benchmarks.bench_pipeline [--section executor|update|scale] [--users 200000]
+        [--avg-degree 20] [--train-users 3000] [--ray-address ADDR] [--config FILE] [--cache /tmp/pymk-bench]
+        [--json OUT] [--scale-users 1000000,3000000,10000000] [--plot docs/scale.png]
 
 executor: the ranker's training lists (Stage 1 + pair features per 256-user chunk, `ranker.splits` internal
 splits) computed by the local executor and by Ray tasks.
@@ -13,6 +14,11 @@ friendships (new users among them) are the event log;
 then `pymk update` (N + log -> N+1) against a full `pymk build` of the same final graph, same config, and
 the quality of both (recall@20 of friendships each did not see: a random 1% of the final graph's edges held
 out of both, from 2,000 users).
+
+scale: `pymk synth` then `pymk build --executor ray` (the default pipeline) as commands, at each of
+`--scale-users` (mean degree `--avg-degree`): wall time and the peak RSS of every process each one starts
+(the driver, Ray's GCS, raylet and workers: `benchmarks/proctree.py` samples /proc), the fitted growth
+exponent of build wall time (least squares on log-log), and a PNG plot.
 
 Graph: `pymk synth --users N --avg-degree D --seed 0` (cached). The two executors run alternately twice;
 the report gives each one's median wall time and checks the lists are equal. Without `--ray-address` Ray
@@ -26,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -88,26 +95,194 @@ def run_update(args, g):
     users = np.unique(src)
     users = rng.choice(users, min(2000, users.size), replace=False)
     truth = {int(u): set(ids[dst[src == u]].tolist()) for u in users.tolist()}
-    recall = {}
+    recall, stage1 = {}, {}
+    n_truth = sum(len(v) for v in truth.values())
+
+    def found(m, lists):
+        mids = np.asarray(m.graph.ids)
+        return sum(len(truth[int(u)] & set(mids[lists.cand[i, :lists.count[i]]].tolist()))
+                   for i, u in enumerate(users.tolist()))
+
     for name in ("n1", "full"):
         m = Model.load(tmp / name)
         idx = m.index_of(ids[users])
-        r = m.recommend(idx, 20)
-        got = sum(len(truth[int(u)] & set(np.asarray(m.graph.ids)[r.cand[i, :r.count[i]]].tolist()))
-                  for i, u in enumerate(users.tolist()))
-        recall[name] = round(got / sum(len(v) for v in truth.values()), 4)
+        recall[name] = round(found(m, m.recommend(idx, 20)) / n_truth, 4)
+        stage1[name] = round(found(m, m.candidates(idx, k=1000)) / n_truth, 4)
     return {"growth": args.growth, "users": int(ids.size), "edges_n": int(base.sum()), "events": int(day.sum()),
             "new_users": int(json.loads((tmp / "n1" / "model.json").read_text())["stages"]["graph"]["users"]
                              - users_n.size), "update_s": round(t_update, 1), "build_s": round(t_build, 1),
             "update_over_build": round(t_update / t_build, 3), "recall@20": {"update": recall["n1"],
-                                                                            "full_build": recall["full"]}}
+                                                                            "full_build": recall["full"]},
+            "stage1_recall@1000": {"update": stage1["n1"], "full_build": stage1["full"]}}
+
+
+def run_update_real(args) -> dict:
+    """The update on a real graph without timestamps, under the shared protocol: its train edges (protocol
+    split) in file order, the last `--growth` of them (default here 5%) replayed as events onto version N
+    built from the rest; N+1 against a full build of the whole train graph, both scored on the protocol's
+    test edges (Stage-1 recall@1000, Recall@20, NDCG@10, MRR)."""
+    import tempfile
+
+    from pymk.eval.metrics import hit_matrix, micro_recall, ranking_metrics
+    from pymk.eval.protocol import split_edges
+    from pymk.graph.edges import EdgeList, normalize_edges
+    from pymk.graph.ingest import read_edges
+    from pymk.pipeline.build import build_from_edges
+    from pymk.pipeline.model import Model
+    from pymk.pipeline.update import update
+    from pymk.stream.log import FileEventLog
+
+    cfg = PymkConfig.from_file(args.config)
+    raw = read_edges(args.dataset)
+    raw.ts = np.arange(raw.src.size, dtype=np.int64)  # file order is the only time there is
+    edges, _ = normalize_edges(raw)
+    split = split_edges(edges)
+    tr = split.train
+    ids, ts = np.asarray(edges.ids), np.asarray(tr.ts)
+    cut = np.quantile(ts, 1.0 - args.growth)
+    day = ts > cut
+    base = ~day
+    # N knows every user the full build knows (the protocol keeps users whose friendships all went to the
+    # test side) except those whose first friendship is among the events: they join through the log
+    joins = np.setdiff1d(np.concatenate([tr.lo[day], tr.hi[day]]), np.concatenate([tr.lo[base], tr.hi[base]]))
+    users_n = np.setdiff1d(np.arange(ids.size), joins)
+    remap = np.full(ids.size, -1, np.int64)
+    remap[users_n] = np.arange(users_n.size)
+    n_edges = EdgeList(ids[users_n], remap[tr.lo[base]].astype(np.int32), remap[tr.hi[base]].astype(np.int32),
+                       ts[base])
+    tmp = Path(tempfile.mkdtemp(prefix="pymk-bench-update-", dir=args.cache))
+    log = FileEventLog(tmp / "events.log")
+    order = np.argsort(ts[day], kind="stable")
+    for a, b, t in zip(ids[tr.lo[day]][order].tolist(), ids[tr.hi[day]][order].tolist(), ts[day][order].tolist(),
+                       strict=True):
+        log.append(a, b, float(t), "add")
+
+    def say(s):
+        print(s, flush=True)
+
+    build_from_edges(n_edges, tmp / "n", cfg, log=say)
+    t = time.perf_counter()
+    update(tmp / "n", tmp / "events.log", tmp / "n1", log=say)
+    t_update = time.perf_counter() - t
+    t = time.perf_counter()
+    build_from_edges(tr, tmp / "full", cfg, log=say)
+    t_build = time.perf_counter() - t
+    users, n_truth = split.users, np.diff(split.truth_ptr)
+    quality = {}
+    for name in ("n1", "full"):
+        m = Model.load(tmp / name)
+        mids = np.asarray(m.graph.ids)
+        pos = np.searchsorted(mids, ids[users])
+        known = (pos < mids.size) & (mids[np.minimum(pos, mids.size - 1)] == ids[users])
+
+        def protocol_lists(cand, count, known=known, mids=mids):
+            """(U, L) model indices -> protocol indices (-1 past each list's end; unknown users: empty)."""
+            out = np.full((users.size, cand.shape[1]), -1, np.int64)
+            rows = np.flatnonzero(known)
+            for i, r in enumerate(rows.tolist()):
+                c = cand[i, :count[i]]
+                out[r, :c.size] = np.searchsorted(ids, mids[c])
+            return out
+
+        q = m.index_of(ids[users[known]])
+        ranked = m.recommend(q, 1000)
+        stage1 = m.candidates(q, k=1000)
+        metrics = ranking_metrics(hit_matrix(protocol_lists(ranked.cand, ranked.count), users.size, split.truth_ptr,
+                                             split.truth_idx, ids.size), n_truth)
+        s1 = micro_recall(hit_matrix(protocol_lists(stage1.cand, stage1.count), users.size, split.truth_ptr,
+                                     split.truth_idx, ids.size), n_truth)
+        quality[name] = {"stage1_recall@1000": round(s1, 4), **{k: round(v, 4) for k, v in metrics.items()},
+                         "eval_users_unknown": int((~known).sum())}
+    return {"dataset": str(args.dataset), "growth": args.growth, "users": int(ids.size),
+            "edges_n": int(base.sum()), "events": int(day.sum()),
+            "new_users": int(json.loads((tmp / "n1" / "model.json").read_text())["stages"]["graph"]["users"]
+                             - users_n.size), "update_s": round(t_update, 2), "build_s": round(t_build, 2),
+            "update_over_build": round(t_update / t_build, 3), "update": quality["n1"], "full_build": quality["full"]}
+
+
+def run_scale(args) -> dict:
+    import sys
+
+    from benchmarks.proctree import run_measured
+
+    pymk = str(Path(sys.executable).with_name("pymk"))
+    rows = []
+    for n in [int(x) for x in args.scale_users.split(",")]:
+        tag = f"s{n}x{args.avg_degree:g}"
+        edges = args.cache / f"{tag}.parquet"
+        row = {"users": n}
+        if not edges.exists():
+            rc, wall, mem = run_measured([pymk, "synth", "--users", str(n), "--avg-degree", str(args.avg_degree),
+                                          "--seed", "0", "--out", str(edges)], log_path=args.cache / f"{tag}.synth.log")
+            if rc:
+                raise SystemExit(f"synth {n} failed (rc {rc}); see {args.cache / f'{tag}.synth.log'}")
+            row["synth"] = {"seconds": round(wall, 1), "peak_rss_gb": round(max(mem["processes"].values()) / 2**30, 2)}
+        out = args.cache / f"m-{tag}"
+        cmd = [pymk, "build", "--edges", str(edges), "--out", str(out), "--executor", "ray"]
+        if args.config:
+            cmd += ["--config", str(args.config)]
+        log_path = args.cache / f"{tag}.build.log"
+        rc, wall, mem = run_measured(cmd, log_path=log_path)
+        if rc:
+            raise SystemExit(f"build {n} failed (rc {rc}); see {log_path}")
+        meta = json.loads((out / "model.json").read_text())
+        procs = mem["processes"]
+        top = next(iter(procs.items()))
+        row["build"] = {"seconds": round(wall, 1), "edges": meta["stages"]["graph"]["edges"],
+                        "peak_rss_gb_any_process": round(top[1] / 2**30, 2), "largest_process": top[0],
+                        "tree_peak_gb": round(mem["tree_peak"] / 2**30, 2),
+                        "stage_seconds": {k: v.get("seconds") for k, v in meta["stages"].items()},
+                        "processes_over_1gb": {k: round(v / 2**30, 2) for k, v in procs.items() if v > 2**30}}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        shutil.rmtree(out, ignore_errors=True)
+    xs = np.log([r["users"] for r in rows])
+    ys = np.log([r["build"]["seconds"] for r in rows])
+    exponent = float(np.polyfit(xs, ys, 1)[0]) if len(rows) > 1 else None
+    report = {"rows": rows, "build_time_exponent": None if exponent is None else round(exponent, 3)}
+    if args.plot:
+        _plot_scale(rows, exponent, args.plot)
+    return report
+
+
+def _plot_scale(rows, exponent, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["users"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.loglog(n, [r["build"]["seconds"] for r in rows], "o-", label="pymk build --executor ray")
+    if any("synth" in r for r in rows):
+        a.loglog([r["users"] for r in rows if "synth" in r], [r["synth"]["seconds"] for r in rows if "synth" in r],
+                 "s--", label="pymk synth")
+    a.set_xlabel("users")
+    a.set_ylabel("wall time (s)")
+    a.set_title(f"wall time (build exponent {exponent:.2f})" if exponent is not None else "wall time")
+    a.legend()
+    b.plot(n, [r["build"]["peak_rss_gb_any_process"] for r in rows], "o-", label="largest process (build)")
+    b.plot(n, [r["build"]["tree_peak_gb"] for r in rows], "^:", label="all processes together (build)")
+    b.axhline(8, color="grey", lw=0.8, ls="--", label="8 GB per process")
+    b.set_xscale("log")
+    b.set_xlabel("users")
+    b.set_ylabel("peak RSS (GB)")
+    b.set_title("memory")
+    b.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--section", default="executor", choices=("executor", "update"))
+    ap.add_argument("--section", default="executor", choices=("executor", "update", "scale"))
+    ap.add_argument("--scale-users", default="1000000,3000000,10000000")
+    ap.add_argument("--plot", type=Path)
     ap.add_argument("--config", type=Path)
-    ap.add_argument("--growth", type=float, default=0.005)
+    ap.add_argument("--growth", type=float, help="share of friendships replayed as the update's events "
+                    "(default 0.005 on a synthetic graph, 0.05 on --dataset)")
+    ap.add_argument("--dataset", type=Path, help="update section on a real edge file (protocol split, file order)")
     ap.add_argument("--users", type=int, default=200_000)
     ap.add_argument("--avg-degree", type=float, default=20)
     ap.add_argument("--train-users", type=int, default=3000)
@@ -116,6 +291,22 @@ def main():
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.section == "update" and args.dataset:
+        args.growth = args.growth or 0.05
+        report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "config": str(args.config),
+                  **run_update_real(args)}
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
+    args.growth = args.growth or 0.005
+    if args.section == "scale":
+        report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "cores": os.cpu_count(),
+                  "avg_degree": args.avg_degree, **run_scale(args)}
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     g = load_graph(args.users, args.avg_degree, args.cache)
     if args.section == "update":
         report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "avg_degree": args.avg_degree,

@@ -544,8 +544,10 @@ def serve(
 
 @app.command()
 def capacity(
-    measured: Annotated[Path | None, typer.Option(help="JSON from `benchmarks/bench_serve.py --json`: replace the "
-                                                  "brief's assumptions by the figures measured")] = None,
+    measured: Annotated[list[Path] | None, typer.Option(
+        help="JSON from `benchmarks/bench_serve.py --json` (serving) or `benchmarks/bench_pipeline.py --section "
+             "scale|update --json` (the nightly pipeline): replace the brief's assumptions by the figures "
+             "measured; repeat for several")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a parameter, e.g. --set users=2e9")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the plan as JSON")] = None,
 ) -> None:
@@ -558,11 +560,11 @@ def capacity(
 
     x = CapacityInputs()
     names = {f.name: f.type for f in fields(CapacityInputs)}
-    if measured is not None:
+    for path in measured or []:
         try:
-            x, notes = apply_measured(x, measured)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _err(f"{measured}: not a bench_serve.py JSON: {exc}") from None
+            x, notes = apply_measured(x, path)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _err(f"{path}: not a bench_serve.py or bench_pipeline.py JSON: {exc}") from None
         for line in notes:
             typer.echo(f"measured: {line}")
     for item in set_ or []:

@@ -66,3 +66,12 @@ def build_learned_model(out, *, users: int = 600, id_offset: int = 0):
     edges = EdgeList(np.arange(users, dtype=np.int64) + id_offset, (keys // users).astype(np.int32),
                      (keys % users).astype(np.int32))
     return build_from_edges(edges, out, cfg, log=lambda s: None)
+
+
+def ranker_choice(stage: dict) -> str:
+    """The ranker a build's recorded validation figures call for (the learned one only if it beats every
+    heuristic on the same validation lists), from `model.json`'s ranker stage."""
+    val = stage["validation_recall@20"]
+    heur = {k: val[k] for k in ("adamic_adar", "resource_allocation", "common_neighbors")}
+    best = max(heur, key=heur.get)
+    return "lightgbm" if val[stage["objective"]] > heur[best] else best

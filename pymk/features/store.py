@@ -35,7 +35,7 @@ def user_feature_table(graph, embeddings: np.ndarray | None = None) -> np.ndarra
     cols = [deg, np.log1p(deg)]
     n = graph.num_users
     if graph.ts is not None and len(graph.ts):
-        ts = np.asarray(graph.ts, np.float64)
+        ts = np.asarray(graph.ts)  # reduced in its own dtype: a float copy would cost 8 bytes per entry
         ptr = np.asarray(graph.indptr, np.int64)
         has = np.diff(ptr) > 0
         first = np.full(n, np.nan)

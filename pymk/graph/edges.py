@@ -133,25 +133,44 @@ def _sorted_unique_pairs(lo, hi, ts, n, has_ts):
                 prev = x
             elif has_ts and g_ts[a + order[j]] < out_ts[w - 1]:
                 out_ts[w - 1] = g_ts[a + order[j]]
+    return out_lo, out_hi, out_ts, w
+
+
+def _unique_pairs(lo, hi, ts, n, has_ts):
+    """`_sorted_unique_pairs`, trimmed: a copy only where repeats were dropped (no second full-size copy)."""
+    out_lo, out_hi, out_ts, w = _sorted_unique_pairs(lo, hi, ts, n, has_ts)
+    if w == lo.shape[0]:
+        return out_lo, out_hi, out_ts
     return out_lo[:w].copy(), out_hi[:w].copy(), out_ts[: w if has_ts else 0].copy()
 
 
-def normalize_edges(raw: RawEdges) -> tuple[EdgeList, IngestReport]:
-    """Drops self-loops, orients each edge as (min, max), de-duplicates (keeping the earliest ts)."""
+def normalize_edges(raw: RawEdges, *, release: bool = False) -> tuple[EdgeList, IngestReport]:
+    """Drops self-loops, orients each edge as (min, max), de-duplicates (keeping the earliest ts).
+
+    `release`: drop `raw`'s arrays as soon as they are read (its counts stay), so a large file's raw columns
+    and its normalised edges are never all held at once."""
     keep = raw.src != raw.dst
     self_loops = int(keep.size - np.count_nonzero(keep))
-    src, dst = raw.src[keep], raw.dst[keep]
-    ts = raw.ts[keep] if raw.ts is not None else None
+    if self_loops:
+        src, dst = raw.src[keep], raw.dst[keep]
+        ts = raw.ts[keep] if raw.ts is not None else None
+    else:  # nothing to drop: no copies
+        src, dst, ts = raw.src, raw.dst, raw.ts
+    n_kept = int(src.size)
+    del keep
+    if release:
+        raw.src = raw.dst = raw.ts = None
     ids, s, d = dense_ids(src, dst)
     del src, dst
     n = ids.size
-    lo, hi, ts_u = _sorted_unique_pairs(np.minimum(s, d), np.maximum(s, d),
-                                        ts if ts is not None else np.empty(0, np.int64), n, ts is not None)
+    lo = np.minimum(s, d)
+    hi = np.maximum(s, d, out=s)
     del s, d
+    lo, hi, ts_u = _unique_pairs(lo, hi, ts if ts is not None else np.empty(0, np.int64), n, ts is not None)
     edges = EdgeList(ids, lo, hi, ts_u if ts is not None else None)
     report = IngestReport(
         source=raw.source, rows=raw.rows, bad_rows=raw.bad_rows, bad_by_kind=dict(raw.bad_by_kind),
         bad_examples=list(raw.bad_examples), self_loops=self_loops,
-        duplicates=int(keep.size - self_loops - lo.size), edges=int(lo.size), users=int(n),
+        duplicates=int(n_kept - lo.size), edges=int(lo.size), users=int(n),
     )
     return edges, report

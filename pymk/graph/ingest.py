@@ -311,26 +311,30 @@ def read_parquet_edges(path: str | os.PathLike) -> RawEdges:
     schema = pq.read_schema(path)
     src_col, dst_col, ts_col = _columns_from_header(list(schema.names))
     names = [schema.names[src_col], schema.names[dst_col]] + ([schema.names[ts_col]] if ts_col >= 0 else [])
-    table = pq.read_table(path, columns=names)
-    arrays = []
-    for name in names:
-        col = table.column(name).combine_chunks()
-        if col.null_count:
-            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise IngestError(str(path), row, f"missing value in column {name!r}", f"row {row}")
-        try:
-            arrays.append(pc.cast(col, pa.int64()).to_numpy())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values = col.to_pylist()
-            for row, v in enumerate(values):
-                try:
-                    iv = int(v)
-                    if iv != v or not -(1 << 63) <= iv < (1 << 63):
-                        raise ValueError
-                except (ValueError, TypeError):
-                    raise IngestError(str(path), row, f"non-integer or out-of-range value in column {name!r}",
-                                      repr(v)) from None
-            raise
+    pf = pq.ParquetFile(path)
+    rows = pf.metadata.num_rows
+    # row group by row group into the final arrays: the file's columns are never held twice
+    arrays = [np.empty(rows, np.int64) for _ in names]
+    at = 0
+    for batch in pf.iter_batches(columns=names, batch_size=1 << 20):
+        for out, name in zip(arrays, names, strict=True):
+            col = batch.column(name)
+            if col.null_count:
+                row = at + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                raise IngestError(str(path), row, f"missing value in column {name!r}", f"row {row}")
+            try:
+                out[at:at + batch.num_rows] = pc.cast(col, pa.int64()).to_numpy()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                for i, v in enumerate(col.to_pylist()):
+                    try:
+                        iv = int(v)
+                        if iv != v or not -(1 << 63) <= iv < (1 << 63):
+                            raise ValueError
+                    except (ValueError, TypeError):
+                        raise IngestError(str(path), at + i, f"non-integer or out-of-range value in column "
+                                                             f"{name!r}", repr(v)) from None
+                raise
+        at += batch.num_rows
     ts = arrays[2] if ts_col >= 0 else None
     return RawEdges(arrays[0], arrays[1], ts, str(path), len(arrays[0]))
 

@@ -115,6 +115,17 @@ class CSRGraph:
         ts = None if self.ts is None else np.asarray(self.ts)[keep]
         return src[keep], np.asarray(self.indices[keep]), ts
 
+    def release_pages(self) -> None:
+        """Hands the pages of a memory-mapped snapshot back to the page cache (no copy, nothing changes):
+        a stage that has swept the whole graph calls it, so the process's resident set holds what it
+        computes rather than the file it read. In-memory arrays are left alone."""
+        import mmap
+
+        for arr in (self.indptr, self.indices, self.ids, self.ts):
+            m = getattr(arr, "_mmap", None)
+            if m is not None and hasattr(m, "madvise"):
+                m.madvise(mmap.MADV_DONTNEED)
+
     # ------------------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike) -> Path:

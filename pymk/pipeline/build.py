@@ -28,6 +28,7 @@ from pymk.config import PymkConfig
 from pymk.graph.edges import EdgeList, IngestReport, normalize_edges
 from pymk.graph.ingest import read_edges
 from pymk.graph.snapshot import CSRGraph
+from pymk.pipeline.memory import trim_heap
 from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, write_model_meta
 
 Log = Callable[[str], None]
@@ -45,7 +46,7 @@ def ingest(edges_path: str | os.PathLike, *, skip_bad_rows: bool = False, show_p
         # gzip: bytes read are uncompressed, so the bar tracks compressed size only roughly
         raw = read_edges(path, skip_bad_rows=skip_bad_rows,
                          progress=lambda n: bar.update(min(n, max(0, (bar.total or n) - bar.n))))
-    edges, report = normalize_edges(raw)
+    edges, report = normalize_edges(raw, release=True)
     log(report.summary())
     return edges, report
 
@@ -66,7 +67,9 @@ def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkCon
             raise FileNotFoundError(f"event log {path} does not exist")
         evs, _ = FileEventLog(path).read(None, count=1 << 62)
         edges, _ = fold_events(edges, evs, log=log)
-    return build_from_edges(edges, out, config, report=report, log=log, executor=executor)
+    held = [edges]
+    del edges  # the build drops the edge list once the graph is made
+    return _build(held, out, config, report=report, log=log, executor=executor)
 
 
 @contextmanager
@@ -99,6 +102,13 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
                      report: IngestReport | None = None, log: Log = print, executor=None) -> Path:
     """The stages after ingestion, on already-normalised edges (also used by `pymk eval`). `executor`: where
     the chunked stages run (`pymk.pipeline.executor`; default: this process); the model is the same."""
+    return _build([edges], out, config, report=report, log=log, executor=executor)
+
+
+def _build(held: list, out, config, *, report, log: Log, executor) -> Path:
+    """`build_from_edges` on `held[0]`, which it takes out of the list: when the caller holds no other
+    reference, the edge list is freed once the graph is made, and the later stages read the graph's
+    snapshot memory-mapped (nothing of the whole graph is held twice)."""
     from pymk.pipeline.executor import LocalExecutor
 
     executor = executor or LocalExecutor()
@@ -108,9 +118,11 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
     with staged_model(out) as work:
         t0 = time.perf_counter()
         source = report.source if report else "in-memory edges"
-        graph = CSRGraph.from_edges(edges, meta={"source": source,
-                                                 "ingest": report.to_dict() if report else None})
+        graph = CSRGraph.from_edges(held.pop(), meta={"source": source,
+                                                      "ingest": report.to_dict() if report else None})
         graph.save(work / "graph")
+        graph = CSRGraph.load(work / "graph")  # memory-mapped: its pages are the page cache's, not ours
+        trim_heap()  # ingestion's and the CSR's working arrays are gone
         stages = {"graph": {"users": graph.num_users, "edges": graph.num_edges,
                             "seconds": round(time.perf_counter() - t0, 3)}}
         log(f"stage graph: {graph.num_users:,} users, {graph.num_edges:,} edges "

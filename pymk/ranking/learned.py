@@ -110,23 +110,45 @@ class LearnedRanker(Ranker):
 def internal_split(graph, *, holdout: float = 0.1, seed: int = 7, by_time: bool = True):
     """(G' edges lo, hi, held-out lo, hi): the latest `holdout` share of edges by time (when the graph
     has timestamps and `by_time`), else a random share."""
-    lo, hi, _, out = _split(graph, holdout, seed, by_time)
+    lo, hi = graph.edge_pairs()
+    out = np.zeros(lo.size, bool)
+    out[_split(graph, holdout, seed, by_time)] = True
+    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
     return lo[~out], hi[~out], lo[out], hi[out]
 
 
-def _split(graph, holdout: float, seed: int, by_time: bool):
-    """Every edge (lo, hi int64, ts or None) and which are held out (bool)."""
-    lo, hi, ts = graph.edge_pairs(with_ts=True)  # ts at each edge's place in its row: no search
-    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
-    m = lo.size
+def _split(graph, holdout: float, seed: int, by_time: bool) -> np.ndarray:
+    """The held-out friendships' numbers (friendship order of `edge_pairs`), sorted: the latest `holdout`
+    share by time (ties shuffled) when `by_time` and the graph has timestamps, else a random share."""
+    m = graph.num_edges
     n_out = int(round(holdout * m))
-    if by_time and ts is not None and len(ts):
-        order = np.lexsort((np.random.default_rng(seed).random(m), ts))  # latest last, ties shuffled
-    else:
-        order = np.random.default_rng(seed).permutation(m)
-    out = np.zeros(m, bool)
-    out[order[m - n_out:]] = True
-    return lo, hi, ts, out
+    if by_time and graph.ts is not None and m:
+        from pymk.graph.subgraph import upper_values
+
+        ts = upper_values(graph, np.asarray(graph.ts))  # each friendship's time, read in place: no search
+        graph.release_pages()
+        return _latest(ts, n_out, np.random.default_rng(seed))
+    order = np.random.default_rng(seed).permutation(m)
+    return np.sort(order[m - n_out:])
+
+
+def _latest(ts: np.ndarray, n_out: int, rng, chunk: int = 1 << 22) -> np.ndarray:
+    """The `n_out` latest friendships, ties at the cut broken by one random key per friendship (drawn in
+    order, `rng.random(m)`): the last `n_out` of `np.lexsort((rng.random(m), ts))`, sorted, without the
+    three m-long arrays that sort needs."""
+    m = ts.size
+    if n_out == 0:
+        return np.empty(0, np.int64)
+    cut = np.partition(ts, m - n_out)[m - n_out]
+    later = np.flatnonzero(ts > cut)
+    tied = np.flatnonzero(ts == cut)
+    keys = np.empty(tied.size)
+    for start in range(0, m, chunk):  # the same draws as rng.random(m), kept only where tied
+        r = rng.random(min(chunk, m - start))
+        a, b = np.searchsorted(tied, [start, start + r.size])
+        keys[a:b] = r[tied[a:b] - start]
+    take = tied[np.argsort(keys, kind="stable")[tied.size - (n_out - later.size):]]
+    return np.sort(np.concatenate([later, take]))
 
 
 def training_data(graph, config, *, embeddings_fn=None, log=print, executor=None) -> dict:
@@ -149,8 +171,14 @@ def training_data(graph, config, *, embeddings_fn=None, log=print, executor=None
         from pymk.pipeline.executor import LocalExecutor
 
         executor = LocalExecutor()
-    parts = [_split_data(graph, config, seed, embeddings_fn, log, per_split, executor) for seed in range(splits)]
-    parts = [p for p in parts if p is not None]
+    from pymk.pipeline.memory import trim_heap
+
+    parts = []
+    for seed in range(splits):
+        part = _split_data(graph, config, seed, embeddings_fn, log, per_split, executor)
+        trim_heap()  # the split's G' and lists are freed: give their heap back before the next G'
+        if part is not None:
+            parts.append(part)
     if not parts:
         raise RankerError("no held-out friendship has a Stage-1 candidate list: the graph is too small to train "
                           "a ranker on")
@@ -160,16 +188,11 @@ def training_data(graph, config, *, embeddings_fn=None, log=print, executor=None
 def internal_graph(graph, config, split: int = 0):
     """The ranker's internal split number `split`: (G' as a CSRGraph, held-out lo, hi). Deterministic in
     the config, so the build's GNN stage can train on exactly the G' the ranker's first split uses."""
-    from pymk.graph.edges import EdgeList
-    from pymk.graph.snapshot import CSRGraph
+    from pymk.graph.subgraph import without_edges
 
     rc = config.ranker
-    lo, hi, ts, out = _split(graph, rc.holdout, rc.seed + split, rc.split == "time")
-    keep = ~out  # G' keeps the timestamps of the edges that stay
-    sub = CSRGraph.from_edges(EdgeList(np.asarray(graph.ids), lo[keep].astype(graph.indices.dtype),
-                                       hi[keep].astype(graph.indices.dtype),
-                                       None if ts is None else np.asarray(ts, np.int64)[keep]))
-    return sub, lo[out], hi[out]
+    held = _split(graph, rc.holdout, rc.seed + split, rc.split == "time")
+    return without_edges(graph, held, narrow_ts=True)  # G' keeps the timestamps of the edges that stay
 
 
 CHUNK_USERS = 256  # training users per executor call
@@ -195,6 +218,7 @@ def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int, 
 
     rc = config.ranker
     sub, ha, hb = internal_graph(graph, config, seed)
+    graph.release_pages()  # the split has read G whole; what follows reads G' only
     emb = embeddings_fn(sub) if embeddings_fn is not None else None
     store = InProcessFeatureStore.of_graph(sub, emb)
     # held-out friends per user, both directions

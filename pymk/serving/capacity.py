@@ -4,7 +4,11 @@ With the defaults it reproduces the brief: 1B users x 3 requests/day -> ~35K RPS
 70% cache hits -> ~21K full-pipeline RPS; 50 ms CPU per request on 8-vCPU machines -> ~132 machines,
 ~200 with 50% headroom; 30% of those miss the candidate cache -> 6,300 ANN QPS / 200 per shard = 32
 shards; 512 GB of float32 128-d embeddings; 6 GB of cached recommendations for 1% of 300M DAU.
-`measured(...)` replaces assumptions by what `benchmarks/bench_serve.py` measured on this machine.
+`measured(...)` replaces assumptions by what `benchmarks/bench_serve.py` measured on this machine; with the
+offline pipeline's measurements (`benchmarks/bench_pipeline.py --section scale|update --json`) the plan
+adds the nightly side: a full build and a daily update of the 1B-user graph on `offline_machines`, from the
+measured cost per friendship (CPU-seconds, the Ray executor's chunks spread over every core), beside the
+brief's 10-24 h full retrain and 2-4 h incremental update.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ class CapacityInputs:
     # keys a Redis node serves per second in 1,000-key MGET batches (the brief's "30-50 nodes" for 21M
     # keys/s implies 420K-700K; a single client here measured ~500K, see docs/BENCHMARKS.md)
     redis_keys_per_node_s: float = 500_000
+    # the offline side (0: not measured; the plan then shows no offline rows)
+    friends_per_user: float = 100.0
+    offline_machines: int = 100  # the brief's ~100 training machines
+    offline_vcpus_per_machine: int = 32
+    build_cpu_s_per_edge: float = 0.0  # a full `pymk build`, CPU-seconds per friendship
+    update_over_build: float = 0.0  # a daily `pymk update` / a full build of the same graph
 
 
 def plan(x: CapacityInputs) -> list[tuple[str, float, str, str]]:
@@ -69,7 +79,25 @@ def plan(x: CapacityInputs) -> list[tuple[str, float, str, str]]:
         ("feature-store reads/s", redis_ops, "keys/s", f"full x {x.features_per_request:,} keys (1 pipeline each)"),
             ("feature-store Redis nodes", math.ceil(redis_ops / x.redis_keys_per_node_s), "nodes",
          f"/ {x.redis_keys_per_node_s:,.0f} keys/s per node"),
-    ]
+    ] + _offline(x)
+
+
+def _offline(x: CapacityInputs) -> list[tuple[str, float, str, str]]:
+    """The nightly pipeline's rows, when its cost per friendship was measured."""
+    if not x.build_cpu_s_per_edge:
+        return []
+    edges = x.users * x.friends_per_user / 2
+    cores = x.offline_machines * x.offline_vcpus_per_machine
+    build_h = edges * x.build_cpu_s_per_edge / cores / 3600
+    rows = [("friendships", edges, "edges", f"{x.users:,.0f} users x {x.friends_per_user:g} friends / 2"),
+            ("full build, CPU", edges * x.build_cpu_s_per_edge / 3600, "CPU-h",
+             f"x {x.build_cpu_s_per_edge:.3g} CPU-s per friendship (measured)"),
+            ("full build, wall", build_h, "hours",
+             f"on {x.offline_machines} x {x.offline_vcpus_per_machine} vCPU (brief: 10-24 h full retrain)")]
+    if x.update_over_build:
+        rows.append(("daily update, wall", build_h * x.update_over_build, "hours",
+                     f"full build x {x.update_over_build:.3g} (measured; brief: 2-4 h)"))
+    return rows
 
 
 def measured(x: CapacityInputs, path: Path) -> tuple[CapacityInputs, list[str]]:
@@ -92,9 +120,20 @@ def measured(x: CapacityInputs, path: Path) -> tuple[CapacityInputs, list[str]]:
     if "zipf" in data:
         put("cache_hit_rate", data["zipf"]["hit_rate"],
             f"Zipf({data['zipf']['exponent']}) workload of {data['zipf']['requests']:,} requests")
+    elif "rows" in data and data["rows"] and "build" in data["rows"][-1]:  # bench_pipeline.py --section scale
+        row = data["rows"][-1]  # the largest graph measured
+        cores = float(data.get("cores") or str(data.get("machine", "")).split()[-2])
+        put("build_cpu_s_per_edge", row["build"]["seconds"] * cores / row["build"]["edges"],
+            f"`pymk build --executor ray` of {row['users']:,} users ({row['build']['edges']:,} friendships) in "
+            f"{row['build']['seconds']:,.0f} s on {cores:g} cores, {data.get('machine')}")
+    elif "update_over_build" in data:  # bench_pipeline.py --section update
+        put("update_over_build", data["update_over_build"],
+            f"`pymk update` {data['update_s']} s vs a full build {data['build_s']} s, {data.get('events', 0):,} events")
     else:  # a plain JSON of parameter names
         names = {f.name for f in fields(CapacityInputs)}
         for key, value in data.items():
             if key in names:
                 put(key, float(value), "given")
+    if not notes:
+        raise ValueError("it holds no figure the plan uses")
     return out, notes

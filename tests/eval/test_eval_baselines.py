@@ -4,6 +4,7 @@ import pytest
 
 from pymk.eval.runner import best_heuristic_ratio, evaluate
 from pymk.pipeline.build import ingest
+from tests.helpers import ranker_choice
 
 TABLE = {
     "ego-facebook": {
@@ -36,7 +37,7 @@ def test_baselines_match_shared_table(name, lastfm_path, facebook_path):
         assert got == pytest.approx(expect[method], abs=0.002), method
     # pymk's default pipeline (PPR-extended Stage 1, the ranker that validated best) is at least as good
     # as AA on every metric
-    assert report.ranker["serving"] in ("lightgbm", "adamic_adar", "resource_allocation", "common_neighbors")
+    assert report.ranker["serving"] == ranker_choice(report.ranker)
     for c in COLS:
         assert report.methods["pymk"][c] >= report.methods["AA"][c] - 1e-9
     assert report.stage1_recall["@1000"] >= report.cn_top1000_recall - 0.01

@@ -51,3 +51,28 @@ def test_cli(tmp_path):
     assert [r for r in plan_json["plan"] if r["quantity"] == "ANN shards"][0]["value"] == 63
     bad = runner.invoke(app, ["capacity", "--set", "userz=1"])
     assert bad.exit_code != 0 and "userz" in bad.output + (bad.stderr or "")
+
+
+def test_the_nightly_pipeline_is_projected_from_its_measured_cost(tmp_path):
+    assert "full build, wall" not in values()  # nothing measured: no offline rows
+    scale = tmp_path / "scale.json"
+    scale.write_text(json.dumps({"machine": "test 2 cores", "cores": 2, "rows": [
+        {"users": 1000, "build": {"seconds": 1.0, "edges": 10_000}},
+        {"users": 10_000, "build": {"seconds": 50.0, "edges": 100_000}}]}))
+    update = tmp_path / "update.json"
+    update.write_text(json.dumps({"update_s": 5.0, "build_s": 50.0, "update_over_build": 0.1, "events": 10}))
+    x, _ = measured(CapacityInputs(), scale)
+    x, _ = measured(x, update)
+    assert x.build_cpu_s_per_edge == pytest.approx(50.0 * 2 / 100_000)  # the largest graph's cost
+    v = values(x)
+    edges = 1e9 * 100 / 2
+    cpu_s = edges * 1e-3
+    assert v["friendships"] == edges and v["full build, CPU"] == pytest.approx(cpu_s / 3600)
+    assert v["full build, wall"] == pytest.approx(cpu_s / (100 * 32) / 3600)
+    assert v["daily update, wall"] == pytest.approx(v["full build, wall"] * 0.1)
+    res = CliRunner().invoke(app, ["capacity", "--measured", str(scale), "--measured", str(update)])
+    assert res.exit_code == 0 and "daily update, wall" in res.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rows": [{"users": 1}]}))
+    res = CliRunner().invoke(app, ["capacity", "--measured", str(bad)])
+    assert res.exit_code != 0
