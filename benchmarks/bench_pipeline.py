@@ -44,14 +44,47 @@ from pymk.pipeline.executor import LocalExecutor, RayExecutor
 from pymk.ranking.learned import training_data
 
 
-def run_update(args, g):
+def _day_of_growth(ids, lo, hi, ts, base, day, users_n, cache: Path):
+    """Version N's edges (the `base` friendships over `users_n`, re-indexed) and the event log of the `day`
+    friendships in time order, under a new directory of `cache`. Returns (directory, N's EdgeList)."""
     import tempfile
 
     from pymk.graph.edges import EdgeList
-    from pymk.pipeline.build import build_from_edges
-    from pymk.pipeline.model import Model
-    from pymk.pipeline.update import snapshot_edges, update
     from pymk.stream.log import FileEventLog
+
+    remap = np.full(ids.size, -1, np.int64)
+    remap[users_n] = np.arange(users_n.size)
+    n_edges = EdgeList(ids[users_n], remap[lo[base]].astype(np.int32), remap[hi[base]].astype(np.int32), ts[base])
+    tmp = Path(tempfile.mkdtemp(prefix="pymk-bench-update-", dir=cache))
+    log = FileEventLog(tmp / "events.log")
+    order = np.argsort(ts[day], kind="stable")
+    for a, b, t in zip(ids[lo[day]][order].tolist(), ids[hi[day]][order].tolist(), ts[day][order].tolist(),
+                       strict=True):
+        log.append(a, b, float(t), "add")
+    return tmp, n_edges
+
+
+def _update_and_full_build(tmp: Path, n_edges, full_edges, cfg) -> tuple[float, float]:
+    """Builds N, times `pymk update` (N + log -> N+1) and a full build of the final graph, side by side."""
+    from pymk.pipeline.build import build_from_edges
+    from pymk.pipeline.update import update
+
+    def say(s):
+        print(s, flush=True)
+
+    build_from_edges(n_edges, tmp / "n", cfg, log=say)
+    t = time.perf_counter()
+    update(tmp / "n", tmp / "events.log", tmp / "n1", log=say)
+    t_update = time.perf_counter() - t
+    t = time.perf_counter()
+    build_from_edges(full_edges, tmp / "full", cfg, log=say)
+    return t_update, time.perf_counter() - t
+
+
+def run_update(args, g):
+    from pymk.graph.edges import EdgeList
+    from pymk.pipeline.model import Model
+    from pymk.pipeline.update import snapshot_edges
 
     cfg = PymkConfig.from_file(args.config)
     e = snapshot_edges(g)
@@ -63,32 +96,14 @@ def run_update(args, g):
     base = ~day & ~held
     users_n = np.unique(np.concatenate([e.lo[base], e.hi[base]]))
     ids = np.asarray(e.ids)
-    tmp = Path(tempfile.mkdtemp(prefix="pymk-bench-update-", dir=args.cache))
-    remap = np.full(ids.size, -1, np.int64)
-    remap[users_n] = np.arange(users_n.size)
-    n_edges = EdgeList(ids[users_n], remap[e.lo[base]].astype(np.int32), remap[e.hi[base]].astype(np.int32),
-                       ts[base])
-    log = FileEventLog(tmp / "events.log")
-    order = np.argsort(ts[day], kind="stable")
-    for a, b, t in zip(ids[e.lo[day]][order].tolist(), ids[e.hi[day]][order].tolist(), ts[day][order].tolist(),
-                       strict=True):
-        log.append(a, b, float(t), "add")
+    tmp, n_edges = _day_of_growth(ids, e.lo, e.hi, ts, base, day, users_n, args.cache)
     keep = ~held
     used = np.unique(np.concatenate([e.lo[keep], e.hi[keep]]))
     remap = np.full(ids.size, -1, np.int64)
     remap[used] = np.arange(used.size)
     full_edges = EdgeList(ids[used], remap[e.lo[keep]].astype(np.int32), remap[e.hi[keep]].astype(np.int32),
                           ts[keep])
-    def say(s):
-        print(s, flush=True)
-
-    build_from_edges(n_edges, tmp / "n", cfg, log=say)
-    t = time.perf_counter()
-    update(tmp / "n", tmp / "events.log", tmp / "n1", log=say)
-    t_update = time.perf_counter() - t
-    t = time.perf_counter()
-    build_from_edges(full_edges, tmp / "full", cfg, log=say)
-    t_build = time.perf_counter() - t
+    t_update, t_build = _update_and_full_build(tmp, n_edges, full_edges, cfg)
     # quality on the held-out friendships of 2,000 users who have some
     src = np.concatenate([e.lo[held], e.hi[held]])
     dst = np.concatenate([e.hi[held], e.lo[held]])
@@ -121,16 +136,11 @@ def run_update_real(args) -> dict:
     split) in file order, the last `--growth` of them (default here 5%) replayed as events onto version N
     built from the rest; N+1 against a full build of the whole train graph, both scored on the protocol's
     test edges (Stage-1 recall@1000, Recall@20, NDCG@10, MRR)."""
-    import tempfile
-
     from pymk.eval.metrics import hit_matrix, micro_recall, ranking_metrics
     from pymk.eval.protocol import split_edges
-    from pymk.graph.edges import EdgeList, normalize_edges
+    from pymk.graph.edges import normalize_edges
     from pymk.graph.ingest import read_edges
-    from pymk.pipeline.build import build_from_edges
     from pymk.pipeline.model import Model
-    from pymk.pipeline.update import update
-    from pymk.stream.log import FileEventLog
 
     cfg = PymkConfig.from_file(args.config)
     raw = read_edges(args.dataset)
@@ -146,27 +156,8 @@ def run_update_real(args) -> dict:
     # test side) except those whose first friendship is among the events: they join through the log
     joins = np.setdiff1d(np.concatenate([tr.lo[day], tr.hi[day]]), np.concatenate([tr.lo[base], tr.hi[base]]))
     users_n = np.setdiff1d(np.arange(ids.size), joins)
-    remap = np.full(ids.size, -1, np.int64)
-    remap[users_n] = np.arange(users_n.size)
-    n_edges = EdgeList(ids[users_n], remap[tr.lo[base]].astype(np.int32), remap[tr.hi[base]].astype(np.int32),
-                       ts[base])
-    tmp = Path(tempfile.mkdtemp(prefix="pymk-bench-update-", dir=args.cache))
-    log = FileEventLog(tmp / "events.log")
-    order = np.argsort(ts[day], kind="stable")
-    for a, b, t in zip(ids[tr.lo[day]][order].tolist(), ids[tr.hi[day]][order].tolist(), ts[day][order].tolist(),
-                       strict=True):
-        log.append(a, b, float(t), "add")
-
-    def say(s):
-        print(s, flush=True)
-
-    build_from_edges(n_edges, tmp / "n", cfg, log=say)
-    t = time.perf_counter()
-    update(tmp / "n", tmp / "events.log", tmp / "n1", log=say)
-    t_update = time.perf_counter() - t
-    t = time.perf_counter()
-    build_from_edges(tr, tmp / "full", cfg, log=say)
-    t_build = time.perf_counter() - t
+    tmp, n_edges = _day_of_growth(ids, tr.lo, tr.hi, ts, base, day, users_n, args.cache)
+    t_update, t_build = _update_and_full_build(tmp, n_edges, tr, cfg)
     users, n_truth = split.users, np.diff(split.truth_ptr)
     quality = {}
     for name in ("n1", "full"):
