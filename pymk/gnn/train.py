@@ -25,6 +25,7 @@ from pymk.gnn.optim import RowAdam
 from pymk.gnn.sampler import NeighborSampler
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
+from pymk.graph.subgraph import upper_values
 
 CHECKPOINT_FORMAT = "pymk-gnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -36,7 +37,7 @@ def carve_validation(graph: CSRGraph, fraction: float, seed: int) -> tuple[CSRGr
     m = lo.size
     n_val = int(fraction * m)
     if graph.ts is not None:
-        ts = np.asarray(graph.ts)[np.asarray(graph.indices) > np.repeat(np.arange(graph.num_users), graph.degree)]
+        ts = upper_values(graph, np.asarray(graph.ts))  # each edge's time, in edge_pairs order
         order = np.argsort(ts, kind="stable")
         val = order[m - n_val:]
     else:

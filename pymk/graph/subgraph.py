@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from pymk.graph.rows import lower_bound
 from pymk.graph.snapshot import CSRGraph
 
 
@@ -34,14 +35,7 @@ def _mark(indptr, indices, held, mask, held_lo, held_hi):
                 mask[j] = True
                 held_lo[h] = u
                 held_hi[h] = v
-                lo_, hi_ = indptr[v], indptr[v + 1]  # u's place in v's sorted row
-                while lo_ < hi_:
-                    mid = (lo_ + hi_) // 2
-                    if indices[mid] < u:
-                        lo_ = mid + 1
-                    else:
-                        hi_ = mid
-                mask[lo_] = True
+                mask[lower_bound(indices, indptr[v], indptr[v + 1], u)] = True  # u's place in v's sorted row
                 h += 1
                 if h == held.shape[0]:
                     break

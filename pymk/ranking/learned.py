@@ -217,8 +217,7 @@ def _split_data(graph, config, seed: int, embeddings_fn, log, train_users: int, 
     from pymk.features.store import InProcessFeatureStore
 
     rc = config.ranker
-    sub, ha, hb = internal_graph(graph, config, seed)
-    graph.release_pages()  # the split has read G whole; what follows reads G' only
+    sub, ha, hb = internal_graph(graph, config, seed)  # G's pages released: what follows reads G' only
     emb = embeddings_fn(sub) if embeddings_fn is not None else None
     store = InProcessFeatureStore.of_graph(sub, emb)
     # held-out friends per user, both directions
