@@ -118,8 +118,9 @@ def build(
 @app.command()
 def update(
     model: Annotated[Path, typer.Option(help="model directory of version N (from `pymk build` or `pymk update`)")],
-    events: Annotated[Path, typer.Option(help="its event log since (DIR/stream/events.log): friendships added and "
-                                         "removed, new users, erasures")],
+    events: Annotated[str, typer.Option(help="the event log of the service that served N: its file (DIR/stream/"
+                                        "events.log) or its Redis URL (the lineage's stream there); only what "
+                                        "came after N's own cut is folded in")],
     out: Annotated[Path, typer.Option(help="model directory to write (version N+1)")],
     retrain_ranker: Annotated[bool, typer.Option(help="retrain the learned ranker (default: keep N's)")] = False,
     epochs: Annotated[int, typer.Option(min=1, help="GNN fine-tuning epochs over the added friendships")] = 3,
@@ -417,15 +418,18 @@ def train(
 
 @app.command()
 def publish(
-    model: Annotated[Path, typer.Option(help="model directory from `pymk build` (sharded, or with a learned ranker)")],
-    redis: Annotated[str, typer.Option(help="Redis URL, e.g. redis://127.0.0.1:6379/0")],
+    model: Annotated[Path, typer.Option(help="model directory from `pymk build` or `pymk update`")],
+    redis: Annotated[str | None, typer.Option(help="Redis URL, e.g. redis://127.0.0.1:6379/0: the serving state "
+                                              "below goes there, and the version is published there")] = None,
     hot_users: Annotated[int, typer.Option(min=0, help="with GNN embeddings: put the int8 vectors of this many most "
                                            "active users in Redis (hot tier) and every user's in DIR/"
                                            "serving/emb_cold (RocksDB, cold tier)")] = 0,
 ) -> None:
-    """Load a model's serving state into Redis (pipelined, idempotent): a sharded model's adjacency
-    lists (keys tagged by shard), the learned ranker's user features (one packed row per user) and,
-    with --hot-users, the embedding tiers."""
+    """Make a model version the one its deployment serves. With --redis, first load its serving state
+    into Redis (pipelined, idempotent): a sharded model's adjacency lists (keys tagged by shard), the
+    learned ranker's user features (one packed row per user) and, with --hot-users, the embedding tiers.
+    Then name it in its lineage's publish pointer (in Redis with --redis, else the file beside the
+    lineage's event log): every running worker of the lineage swaps to it (pymk/serving/swap.py)."""
     from tqdm import tqdm
 
     from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
@@ -437,17 +441,19 @@ def publish(
         has_features = has_feature_table(model)
         if hot_users and m.embeddings is None:
             raise ModelError(f"{model} has no embeddings for --hot-users: build with gnn.enabled = true")
-        if m.plan is None and not has_features and not hot_users:
-            raise ModelError(f"{model} has nothing to publish: build it with --shards S (graph shards), with "
-                             f"a learned ranker (features) or give --hot-users with GNN embeddings")
-        client = _redis_client(redis)
-        if m.plan is not None:
+        if redis is None and hot_users:
+            raise ModelError("--hot-users puts the hot embedding tier in Redis: give --redis URL")
+        client = _redis_client(redis) if redis is not None else None
+        if client is not None and m.plan is None and not has_features and not hot_users:
+            typer.echo(f"{model}: no serving state for Redis (no graph shards, no learned ranker's features, no "
+                       f"--hot-users)", err=True)
+        if client is not None and m.plan is not None:
             store = RedisShardStore(client, prefix=f"pymk:graph:{model_version(m.meta)}")
             total = int(m.plan.home.size + m.plan.rep_idx.size)
             with tqdm(total=total, desc="publishing adjacency lists", unit="list") as bar:
                 n = store.publish(m.graph, m.plan, progress=bar.update)
             typer.echo(f"published {n:,} adjacency lists of {m.plan.shards} shards under {store.prefix} on {redis}")
-        if has_features:
+        if client is not None and has_features:
             table = InProcessFeatureStore.load(model / "features", m.graph.num_users)
             fs = RedisFeatureStore(client, feature_prefix(m.meta), table.width, table.emb_dim)
             with tqdm(total=table.table.shape[0], desc="publishing user features", unit="user") as bar:
@@ -465,6 +471,12 @@ def publish(
                 n = publish_hot(client, m.version, emb, hot, progress=bar.update)
             typer.echo(f"embedding tiers: {n:,} users hot under {hot_prefix(m.version)} on {redis}, "
                        f"{emb.shape[0]:,} cold in {model / COLD_DIR} ({emb.shape[1] + 4} bytes a user, int8)")
+        from pymk.pipeline.lineage import Pointer
+
+        pointer = Pointer.of_model(model, m.meta, client=client)
+        rec = pointer.write(model, m.meta)  # last: a worker that swaps finds every store above in place
+        typer.echo(f"published version {rec['version']} of lineage {rec['lineage']} ({pointer.where}): running "
+                   f"services of the lineage swap to it")
     except _user_errors() as exc:
         raise _err(str(exc)) from None
 

@@ -39,8 +39,12 @@ class UserRegistry:
         with self._lock:
             q = np.asarray(user_ids, np.int64).ravel()
             idx = self._lookup(q)
-            if create and (idx < 0).any():
+            if self.erased_ids and (idx < 0).any():  # erased before this graph's snapshot: not in its ids
                 for i in np.flatnonzero(idx < 0).tolist():
+                    if int(q[i]) in self.erased_ids:
+                        idx[i] = -2
+            if create and (idx == -1).any():
+                for i in np.flatnonzero(idx == -1).tolist():
                     got = self._new.get(int(q[i]))
                     idx[i] = got if got is not None else self._add_user(int(q[i]))
             ok = idx >= 0

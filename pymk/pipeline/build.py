@@ -58,18 +58,19 @@ def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkCon
     log (a served model's DIR/stream/events.log) folded in first, so erased users are left out."""
     config = config or PymkConfig()
     edges, report = ingest(edges_path, skip_bad_rows=skip_bad_rows, show_progress=show_progress, log=log)
+    standing = None
     if events is not None:
-        from pymk.pipeline.changes import fold_events
+        from pymk.pipeline.changes import fold_with_standing
         from pymk.stream.log import FileEventLog
 
         path = Path(events)
         if not path.exists():
             raise FileNotFoundError(f"event log {path} does not exist")
         evs, _ = FileEventLog(path).read(None, count=1 << 62)
-        edges, _ = fold_events(edges, evs, log=log)
+        edges, _, standing = fold_with_standing(edges, evs, log=log)
     held = [edges]
     del edges  # the build drops the edge list once the graph is made
-    return _build(held, out, config, report=report, log=log, executor=executor)
+    return _build(held, out, config, report=report, log=log, executor=executor, standing=standing)
 
 
 @contextmanager
@@ -105,7 +106,7 @@ def build_from_edges(edges: EdgeList, out: str | os.PathLike, config: PymkConfig
     return _build([edges], out, config, report=report, log=log, executor=executor)
 
 
-def _build(held: list, out, config, *, report, log: Log, executor) -> Path:
+def _build(held: list, out, config, *, report, log: Log, executor, standing=None) -> Path:
     """`build_from_edges` on `held[0]`, which it takes out of the list: when the caller holds no other
     reference, the edge list is freed once the graph is made, and the later stages read the graph's
     snapshot memory-mapped (nothing of the whole graph is held twice)."""
@@ -121,6 +122,8 @@ def _build(held: list, out, config, *, report, log: Log, executor) -> Path:
         graph = CSRGraph.from_edges(held.pop(), meta={"source": source,
                                                       "ingest": report.to_dict() if report else None})
         graph.save(work / "graph")
+        if standing is not None and len(standing):  # what the folded event log remembers beside the graph
+            standing.save(work)
         graph = CSRGraph.load(work / "graph")  # memory-mapped: its pages are the page cache's, not ours
         trim_heap()  # ingestion's and the CSR's working arrays are gone
         stages = {"graph": {"users": graph.num_users, "edges": graph.num_edges,

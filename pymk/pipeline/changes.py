@@ -72,11 +72,22 @@ def apply_events(model, events) -> Change:
 def fold_events(edges, events, *, log=print):
     """An edge list with the log's changes folded in, for the next build: friendships added and removed,
     new users in, erased users out entirely (no id, no friendship). Returns (EdgeList, summary dict)."""
+    out, summary, _ = fold_with_standing(edges, events, log=log)
+    return out, summary
+
+
+def fold_with_standing(edges, events, standing=None, *, log=print):
+    """`fold_events` on a graph that remembers `standing` (the previous version's `Standing`: erased ids stay
+    erased, unfriended pairs stay apart); returns (EdgeList, summary, the next version's Standing)."""
     from pymk.graph.edges import EdgeList
     from pymk.graph.snapshot import CSRGraph
+    from pymk.pipeline.standing import Standing
 
+    standing = standing or Standing.empty()
     live = LiveGraph(CSRGraph.from_edges(edges))
+    standing.install(live)
     change = apply_to_graph(live, events)
+    after = standing.after(live, change.actions)
     g = live.to_graph()
     lo, hi, ts = g.edge_pairs(with_ts=True)
     keep = ~live.erased
@@ -93,7 +104,7 @@ def fold_events(edges, events, *, log=print):
                "new_users": len(change.new_users), "erased": len(change.erased), "ignored": change.ignored}
     log(f"events: {len(events):,} folded in: {change.added:,} friendships added, {change.removed:,} removed, "
         f"{len(change.new_users):,} new users, {len(change.erased):,} erased ({change.ignored:,} ignored)")
-    return out, summary
+    return out, summary, after
 
 
 def apply_to_graph(g: LiveGraph, events, *, sink=None) -> Change:

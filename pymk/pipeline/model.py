@@ -14,6 +14,7 @@ from pymk.candidates.base import CandidateBatch
 from pymk.candidates.stage1 import Stage1
 from pymk.config import PymkConfig
 from pymk.graph.snapshot import CSRGraph
+from pymk.pipeline.standing import Standing
 from pymk.ranking import RankedBatch, make_ranker
 
 MODEL_FORMAT = "pymk-model"
@@ -181,6 +182,7 @@ class Model:
         from pymk.graph.live import LiveGraph
 
         graph = LiveGraph(CSRGraph.load(path / "graph"))  # the served graph lives: snapshot + delta
+        Standing.load(path).install(graph)  # erasures and unfriendings the snapshot does not show
         if store is not None and servers is None:
             from pymk.serving.shard_router import in_process_servers
 
@@ -204,6 +206,7 @@ class Model:
 
             servers = in_process_servers(path, snap, plan)
         graph = TierGraph(np.array(snap.ids), servers, num_edges=snap.num_edges)
+        Standing.load(path).install(graph)
         if "ts_span" in snap.meta:  # recorded by the build; older snapshots: read once here
             graph.time_span = tuple(float(t) for t in snap.meta["ts_span"])
         elif snap.ts is not None and len(snap.ts):

@@ -4,8 +4,10 @@ incremental update, instead of a full rebuild).
     version N (DIR) + event log (friendships added and removed, new users, erasures)  ->  version N+1 (OUT)
 
 Stages, each against what a full `pymk build` of the same graph would do:
-    graph    N's snapshot with the events folded in (`fold_events`: new users in, erased users out entirely);
-             dense indices are re-sorted by id, `remap` carries N's users to N+1's
+    graph    N's snapshot with the events folded in (`fold_with_standing`: new users in, erased users out
+             entirely); dense indices are re-sorted by id, `remap` carries N's users to N+1's; what the
+             snapshot does not show (erased ids, unfriended pairs, blocks, dismissals) carried to N+1's
+             standing.npz (`pymk.pipeline.standing`)
     shards   partitioned again (a sharded model), each shard's own snapshot written
     gnn      (a model with one) N's checkpoint carried over (its id-embedding rows remapped; a new user's row
              is the mean of its friends' rows), fine-tuned on the added friendships only; embeddings
@@ -14,7 +16,9 @@ Stages, each against what a full `pymk build` of the same graph would do:
     ann      rebuilt over the new vectors (dense indices moved with the re-sort)
     ranker   N's ranker kept (its features are the same functions of the new graph; the user-feature table
              is recomputed), unless `retrain_ranker`
-Every artifact's model.json records the version it came from (`updated_from`).
+Every artifact's model.json records the version it came from (`updated_from`), the lineage it continues and
+how far into the event log it folded (`events.through`, `pymk.pipeline.lineage`): the next update given the
+same (grown) log folds only what came after, and a service swapping to N+1 replays the log from there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
+from pymk.pipeline.lineage import check_log_lineage, lineage, log_name, start_position, stream_key
 from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, model_version
 
 STALENESS = 0.05  # the brief's refresh threshold: new neighbours / degree
@@ -123,31 +128,35 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
     from pymk.artifacts import read_artifact_meta
     from pymk.config import PymkConfig
     from pymk.pipeline.build import _shard_stage, ann_stage, finish_model, ranker_stage, staged_model
-    from pymk.pipeline.changes import fold_events
+    from pymk.pipeline.changes import fold_with_standing
     from pymk.pipeline.executor import LocalExecutor
-    from pymk.stream.log import FileEventLog
+    from pymk.pipeline.standing import Standing
 
     prev, out = Path(model_dir), Path(out)
     if prev.resolve() == out.resolve():
         raise ModelError(f"--out {out} is the model being updated: write version N+1 beside it")
     _, meta_n = read_artifact_meta(prev, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
                                    what="pymk model", fix="run `pymk build`")
-    if not Path(events).exists():
-        raise FileNotFoundError(f"event log {events} does not exist")
+    log_n, start = open_events(events, meta_n)
     config = PymkConfig.from_dict(meta_n["config"])
     executor = executor or LocalExecutor()
     t_all = time.perf_counter()
     with staged_model(out, "updating") as work:
         t0 = time.perf_counter()
         old = CSRGraph.load(prev / "graph")
-        evs, _ = FileEventLog(Path(events)).read(None, count=1 << 62)
-        edges, folded = fold_events(snapshot_edges(old), evs, log=log)
-        graph = CSRGraph.from_edges(edges, meta={"source": f"{old.meta.get('source')} + {events}",
+        evs, through = read_events(log_n, start)
+        edges, folded, standing = fold_with_standing(snapshot_edges(old), evs, Standing.load(prev), log=log)
+        standing.save(work)
+        graph = CSRGraph.from_edges(edges, meta={"source": f"{old.meta.get('source')} + {log_name(log_n)}",
                                                  "updated_from": model_version(meta_n)})
         graph.save(work / "graph")
         remap = _remap(old, graph)
         added = _added_pairs(old, graph, remap)
         stages = {"graph": {"users": graph.num_users, "edges": graph.num_edges, **folded,
+                            "remembered": {"erased": int(standing.erased.size),
+                                           "unfriended": int(standing.unfriended.shape[0]),
+                                           "blocked": int(standing.blocked.shape[0]),
+                                           "dismissed": int(standing.dismissed.shape[0])},
                             "seconds": round(time.perf_counter() - t0, 3)}}
         log(f"stage graph: {graph.num_users:,} users, {graph.num_edges:,} edges, {added[0].size:,} friendships "
             f"new since {model_version(meta_n)} ({stages['graph']['seconds']:.1f}s)")
@@ -163,10 +172,47 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
         elif ranker_n is not None:
             stages["ranker"] = _keep_ranker(prev, work, graph, emb, ranker_n, log)
         meta = finish_model(work, config, stages, graph.meta["source"], executor,
-                            updated_from=model_version(meta_n), update_seconds=round(time.perf_counter() - t_all, 2))
+                            updated_from=model_version(meta_n), update_seconds=round(time.perf_counter() - t_all, 2),
+                            lineage=lineage(meta_n), events={"log": log_name(log_n), "from": start, "through": through})
     log(f"model {model_version(meta)} written to {out} (from {model_version(meta_n)}, "
         f"{time.perf_counter() - t_all:.1f}s)")
     return out
+
+
+def open_events(events: str | os.PathLike, meta_n: dict):
+    """The event log to fold into version N+1 and where to start in it: after N's `events.through` when N
+    was itself updated from this log (a deployment's log grows: each update folds what came since), else
+    from its start. `events`: a file, or a Redis URL (the lineage's stream there). A file whose header
+    names another lineage is refused."""
+    from pymk.stream.log import FileEventLog, RedisEventLog
+
+    text = str(events)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        client = redis.Redis.from_url(text, socket_timeout=30, socket_connect_timeout=5)
+        log = RedisEventLog(client, stream_key(lineage(meta_n)))
+        if not client.exists(log.key):
+            raise ModelError(f"{text} holds no event stream {log.key} for this model's lineage")
+    else:
+        if not Path(events).exists():
+            raise FileNotFoundError(f"event log {events} does not exist")
+        log = FileEventLog(Path(events))
+        check_log_lineage(log, lineage(meta_n))
+    return log, start_position(meta_n, log_name(log))
+
+
+def read_events(log, start: str | None, batch: int = 1_000_000) -> tuple[list, str | None]:
+    """Every event of `log` after `start`, and the position after the last one."""
+    out, pos = [], start
+    while True:
+        evs, nxt = log.read(pos, count=batch)
+        if not evs and nxt == pos:
+            return out, pos
+        out.extend(evs)
+        pos = nxt
+        if not evs:
+            return out, pos
 
 
 def _keep_ranker(prev: Path, work: Path, graph: CSRGraph, emb, summary_n: dict, log) -> dict:

@@ -147,22 +147,36 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     if service is None:
         service = Service.from_settings(settings or get_settings())
         service.warm()
-    svc = service
-    model = svc.model
+    swapper = None
 
     @asynccontextmanager
     async def lifespan(_app):
+        nonlocal swapper
+        svc = app.state.service
+        if svc.settings.publish_poll_s > 0 and svc.model.path is not None and svc.settings.executor == "local":
+            from pymk.serving.swap import Swapper
+
+            swapper = Swapper(app, svc.settings.publish_poll_s)
+            swapper.start()
         yield
-        svc.close()
-        svc.metrics.close()
+        if swapper is not None:
+            swapper.stop()
+        app.state.service.close()
+        app.state.service.metrics.close()
 
     app = FastAPI(title="pymk", version=__version__, lifespan=lifespan,
                   description="People You May Know: friend recommendations with mutual-friend counts.")
-    app.state.service = svc
-    app.dependency_overrides[get_settings] = lambda: svc.settings  # this app's settings, not the process's
+    app.state.service = service  # the version served now: `pymk publish` swaps it (`swap.py`); a request
+    # reads it once and finishes on the version it started with
+    app.dependency_overrides[get_settings] = lambda: app.state.service.settings  # this app's, not the process's
+
+    def current() -> tuple[Service, object]:
+        svc = app.state.service
+        return svc, svc.model
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
+        svc, model = current()
         st = svc.stream.stats if svc.stream is not None else None
         stream = None if st is None else StreamHealth(
             events=st.events, new_edges=st.new_edges, refreshed=st.refreshed, new_users=st.new_users,
@@ -176,6 +190,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
 
     @app.get("/metrics", response_class=Response)
     def metrics() -> Response:
+        svc, _ = current()
         svc.redis_state()
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -187,6 +202,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         settings: ServeSettings = Depends(get_settings),
     ) -> RecommendationsResponse:
         t0 = time.perf_counter()
+        svc, model = current()
         k = settings.default_k if k is None else k
         if k > settings.max_k:
             raise HTTPException(status_code=422, detail=f"k must be at most {settings.max_k}, got {k}")
@@ -204,11 +220,11 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         svc.metrics.request.labels("recommendations", str(req.cached).lower()).observe(time.perf_counter() - t0)
         return Response(body, media_type="application/json")
 
-    def act(kind: str, user: int, other: int) -> ActionResult:
+    def act(svc: Service, kind: str, user: int, other: int) -> ActionResult:
         if user == other:
             verb = {"dismissed": "dismiss", "blocked": "block", "friends": "befriend"}[kind]
             raise HTTPException(status_code=422, detail=f"user {user} cannot {verb} itself")
-        gone = getattr(model.graph, "erased_ids", ())
+        gone = getattr(svc.model.graph, "erased_ids", ())
         for x in (user, other):
             if x in gone:  # an erased account is never recreated by a later event
                 raise HTTPException(status_code=404, detail=f"user {x} is not in the model")
@@ -226,28 +242,29 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
             degraded = True  # every worker of this machine gets it once the log takes it
         return ActionResult(invalidated=touched, degraded=degraded)
 
-    def known(user_id: int) -> int:
+    def known(model, user_id: int) -> int:
         idx = int(model.index_of([user_id])[0])
         if idx < 0:
             raise HTTPException(status_code=404, detail=f"user {user_id} is not in the model")
         return idx
 
-    def needs_live():
-        if svc.stream is None or not hasattr(model.graph, "erase"):
+    def needs_live(svc: Service):
+        if svc.stream is None or not hasattr(svc.model.graph, "erase"):
             raise HTTPException(status_code=409, detail="this service's graph does not follow live changes "
                                 "(a sharded model, or PYMK_STREAM=false): rebuild to apply them")
 
     @app.post("/v1/users/{user_id}/dismissals", response_model=ActionResult)
     def dismiss(user_id: UserId, body: Dismissal) -> ActionResult:
-        return act("dismissed", user_id, body.candidate_id)
+        return act(current()[0], "dismissed", user_id, body.candidate_id)
 
     @app.post("/v1/users/{user_id}/blocks", response_model=ActionResult)
     def block(user_id: UserId, body: Block) -> ActionResult:
-        return act("blocked", user_id, body.blocked_id)
+        return act(current()[0], "blocked", user_id, body.blocked_id)
 
     @app.post("/v1/edges", response_model=ActionResult)
     def new_edge(body: NewEdge) -> ActionResult:
-        out = act("friends", body.src, body.dst)  # 422 for a self-loop before anything is logged
+        svc, model = current()
+        out = act(svc, "friends", body.src, body.dst)  # 422 for a self-loop before anything is logged
         a, b = model.index_of([body.src, body.dst]).tolist()
         out.changed = a < 0 or b < 0 or not model.graph.has_edge(a, b)
         if svc.stream is not None and svc.stream_log is not None:
@@ -262,8 +279,9 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     def unfriend(user_id: UserId, friend_id: UserId) -> ActionResult:
         if user_id == friend_id:
             raise HTTPException(status_code=422, detail=f"user {user_id} cannot unfriend itself")
-        a, b = known(user_id), known(friend_id)
-        needs_live()
+        svc, model = current()
+        a, b = known(model, user_id), known(model, friend_id)
+        needs_live(svc)
         changed = model.graph.has_edge(a, b)
         degraded = not svc.apply_now("remove", user_id, friend_id)
         try:
@@ -275,12 +293,13 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @app.delete("/v1/users/{user_id}", response_model=ActionResult,
                 responses={404: {"description": "user not in the model (never seen, or already erased)"}})
     def erase(user_id: UserId) -> ActionResult:
-        idx = known(user_id)
-        needs_live()
+        svc, model = current()
+        idx = known(model, user_id)
+        needs_live(svc)
         friends = model.graph.ids[model.graph.neighbors(idx)].tolist()
         degraded = not svc.apply_now("erase", user_id, user_id)
         degraded |= not svc.erase_stored(user_id, idx)
         return ActionResult(invalidated=sorted({user_id, *friends}), degraded=degraded)
 
-    app.add_middleware(BodyLimit, limit=svc.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     return app

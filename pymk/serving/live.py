@@ -7,8 +7,9 @@ through the model's one change path (`Model.apply`: the living graph's delta, ne
 index), refreshes the embeddings the change touches, and drops the cached recommendations it makes stale
 (the users within one hop of a changed friendship). The worker that took a request waits until its own
 stream worker has applied the event, so the change is visible to its next request; the others apply it
-within their poll interval. At start a worker replays the log, so its state is the snapshot plus every
-change posted since, whichever worker took it. The delta is folded into a new snapshot generation in a
+within their poll interval. At start a worker replays the log from what its snapshot holds (the start, or
+an updated version's `events.through`), so its state is the snapshot plus every change posted since,
+whichever worker took it. The delta is folded into a new snapshot generation in a
 background thread when it grows past a quarter of the snapshot (`LiveGraph.compact`).
 
 A sharded model's Stage 1 reads its shard stores (the build's lists): its workers refresh embeddings
@@ -25,12 +26,6 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger("pymk.serving")
-
-
-def stream_key(version: str) -> str:
-    """The Redis Stream of a model's posted changes (per model version, as its file log is per model
-    directory: a rebuild from an edge list that includes them starts a new log)."""
-    return f"pymk:stream:{version}:edges"
 
 
 class LockedAnn:
@@ -62,8 +57,10 @@ def has_gnn(model) -> bool:
         model.embeddings is not None and model.embeddings.shape[0] == model.graph.num_users
 
 
-def event_log(settings, model_dir: Path, version: str):
-    """The service's edge-event log: a Redis Stream with Redis, else a file in the model directory."""
+def event_log(settings, model_dir: Path, meta: dict):
+    """The service's edge-event log, one for every version of the model's lineage
+    (`pymk.pipeline.lineage`): a Redis Stream with Redis, else a file shared by the workers of the machine."""
+    from pymk.pipeline.lineage import file_log_path, lineage, stream_key
     from pymk.stream.log import FileEventLog, RedisEventLog
 
     if settings.redis_url:
@@ -71,8 +68,8 @@ def event_log(settings, model_dir: Path, version: str):
 
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=max(2.0, settings.stream_block_ms / 500),
                                       socket_connect_timeout=settings.redis_timeout_ms / 1000.0)
-        return RedisEventLog(client, stream_key(version))
-    return FileEventLog(Path(settings.stream_log) if settings.stream_log else model_dir / "stream" / "events.log")
+        return RedisEventLog(client, stream_key(lineage(meta)))
+    return FileEventLog(file_log_path(model_dir, meta, settings.stream_log), lineage=lineage(meta))
 
 
 def attach_stream(svc):
@@ -102,6 +99,9 @@ def attach_stream(svc):
     worker = StreamWorker(svc.stream_log, GraphOnly(adj), adj.index_of, batch=100_000,
                           apply=m.apply if live else None)
     worker.on_refresh = lambda out, change: _apply_actions(svc, change)
+    from pymk.pipeline.lineage import log_name, start_position
+
+    worker.position = start_position(m.meta, log_name(svc.stream_log))  # an updated version's snapshot holds the rest
     try:  # replay what was posted since the snapshot: changes first, one inference after
         worker.drain()
     except Exception as exc:  # noqa: BLE001 - Redis down at start: serve, the worker catches up later

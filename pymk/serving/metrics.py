@@ -43,6 +43,8 @@ class Metrics:
                                           "Stage 1", registry=r)
         self.stream_lag = Histogram("pymk_stream_lag_seconds", "edge posted -> its embeddings refreshed", registry=r,
                                     buckets=BUCKETS + (5.0, 10.0, 30.0, 60.0))
+        self.model_swaps = Counter("pymk_model_swaps", "published model versions swapped in (ok) or refused "
+                                   "(failed)", ["result"], registry=r)
         self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r,
                               multiprocess_mode="livemin")
 

@@ -24,15 +24,22 @@ log = logging.getLogger("pymk.serving")
 
 
 class Service:
-    """Args: model: a loaded `Model`; settings; link: the service's `RedisLink` (None: embedded only)."""
+    """Args: model: a loaded `Model`; settings; link: the service's `RedisLink` (None: embedded only);
+    metrics: the worker's `Metrics` (a swapped-in version keeps counting in its predecessor's)."""
 
-    def __init__(self, model: Model, settings: ServeSettings, link: RedisLink | None = None):
+    def __init__(self, model: Model, settings: ServeSettings, link: RedisLink | None = None,
+                 metrics: Metrics | None = None):
         self.model = model
         self.settings = settings
         self.link = link
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.cache = make_cache(model.version, settings, link)
         self.actions = UserActions(link)
+        if model.path is not None:  # blocks and dismissals folded into this version (`pymk update`)
+            from pymk.pipeline.standing import Standing
+
+            for kind, a, b in Standing.load(model.path).actions():
+                self.actions.add_local(kind, a, b)
         self.fallbacks: list[FallbackStore] = []
         if link is not None:
             self._wrap_redis_stores()
@@ -43,11 +50,12 @@ class Service:
 
         self._unlogged: list[tuple[int, int, float]] = []  # edges posted while the log (Redis) was down
         self._log_lock = threading.Lock()
-        self.stream_log = event_log(settings, model.path, model.version) if model.path is not None else None
+        self.stream_log = event_log(settings, model.path, model.meta) if model.path is not None else None
         self.stream = attach_stream(self) if self.stream_log is not None else None
 
     @classmethod
-    def from_settings(cls, settings: ServeSettings, *, shards: int | None = None) -> Service:
+    def from_settings(cls, settings: ServeSettings, *, shards: int | None = None,
+                      metrics: Metrics | None = None) -> Service:
         """Loads the model of `settings.model`; with `settings.redis_url`, reads what `pymk publish` put
         there, unless Redis is unreachable at start (then embedded stores, cache and actions recover later)."""
         path = Path(settings.model)
@@ -79,7 +87,7 @@ class Service:
                            tier=tier and has_shard_plan(path))
         if settings.ppr_rounds is not None:  # the operator's latency / fidelity trade, without a rebuild
             model.config.candidates.ppr.rounds = settings.ppr_rounds
-        return cls(model, settings, link)
+        return cls(model, settings, link, metrics)
 
     def _wrap_redis_stores(self) -> None:
         from pymk.features.store import InProcessFeatureStore, RedisFeatureStore

@@ -30,7 +30,8 @@ class ServeSettings(BaseSettings):
     stream_radius: int = Field(1, ge=0, description="a new edge A-B refreshes the embeddings within this many hops "
                                "of A and B (1: A, B and their friends, the brief's policy; the GNN's layers: all)")
     stream_log: str | None = Field(None, description="edge-event log file without Redis (default: "
-                                   "DIR/stream/events.log); with Redis, the stream pymk:stream:<model version>:edges")
+                                   "DIR/stream/events.log, or the log an updated model was updated from); with "
+                                   "Redis, the stream pymk:stream:<model lineage>:edges, shared by its versions")
     apply_wait_s: float = Field(10.0, ge=0, description="a change posted to this worker is applied before the "
                                 "request answers, waiting at most this long for its stream worker")
     stream_block_ms: int = Field(200, ge=1, description="how long a worker waits on the log per poll")
@@ -47,6 +48,8 @@ class ServeSettings(BaseSettings):
                                     "local cluster, started with the service)")
     shard_timeout_ms: float = Field(1000.0, gt=0, description="per-call deadline of a shard server; past it the "
                                     "request answers without that shard, flagged degraded ('shard N')")
+    publish_poll_s: float = Field(1.0, ge=0, description="how often each worker reads its model lineage's "
+                                  "publish pointer and swaps to the version `pymk publish` named (0: never)")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
                                   "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")
 

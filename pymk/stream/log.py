@@ -7,7 +7,8 @@ ops existed), `remove` (an unfriending), `erase` (account erasure of `src`; `dst
 Two backends behind one interface (`append`, `read`):
 - `FileEventLog` (embedded default): an append-only text file, one `src,dst,ts[,op]` line per event. Each
   append is one `write` on an `O_APPEND` descriptor, atomic for lines this short, so the workers of one
-  `pymk serve --workers N` share a file; positions are byte offsets.
+  `pymk serve --workers N` share a file; positions are byte offsets. A log the service creates starts with
+  a `# pymk-events lineage=ID` line (the model lineage it belongs to); `#` lines are not events.
 - `RedisEventLog`: a Redis Stream (`XADD` with an approximate `MAXLEN`, `XREAD` from a position), shared
   by every worker on every machine; positions are stream ids.
 
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("pymk.stream")
+
+HEADER = "# pymk-events lineage="  # a file log's first line, written by the service that creates it
 
 
 OPS = ("add", "remove", "erase", "block", "dismiss")
@@ -68,13 +71,24 @@ def _check(src, dst, op: str = "add") -> tuple[int, int]:
 
 
 class FileEventLog:
-    """Args: path: the log file (created with its folder if absent)."""
+    """Args: path: the log file (created with its folder if absent); lineage: the model lineage whose
+    service writes it, put in a header line when this call creates the file (`pymk.pipeline.lineage`)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, lineage: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if lineage is not None and not self.path.exists():
+            _create_with_header(self.path, f"{HEADER}{lineage}\n")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.bad = 0
+
+    @property
+    def lineage(self) -> str | None:
+        """The lineage named by the file's header line, or None (no header: a log written by hand)."""
+        with open(self.path, "rb") as f:
+            first = f.readline(4096)
+        text = first.decode(errors="replace").strip()
+        return text[len(HEADER):] if text.startswith(HEADER) else None
 
     def append(self, src: int, dst: int, ts: float | None = None, op: str = "add") -> str:
         a, b = _check(src, dst, op)
@@ -106,6 +120,8 @@ class FileEventLog:
                 if not line.endswith(b"\n"):
                     break
                 pos += len(line)
+                if line.startswith(b"#"):  # the header (or a comment)
+                    continue
                 try:
                     a, b, ts, *rest = line.decode().strip().split(",")
                     if len(rest) > 1:
@@ -121,8 +137,26 @@ class FileEventLog:
                     break
         return out, pos
 
+    def end(self) -> str | None:
+        """The position after the last event written so far (None: nothing written)."""
+        size = os.fstat(self._fd).st_size
+        return str(size) if size else None
+
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _create_with_header(path: Path, header: str) -> None:
+    """Creates `path` holding `header` unless it exists; atomic (a file linked into place), so that the
+    workers starting together make one header, before any event."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    tmp.write_text(header)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 class RedisEventLog:
@@ -161,6 +195,14 @@ class RedisEventLog:
                     self.bad += 1
                     log.warning("%s entry %s: unreadable edge event %r skipped", self.key, eid, fields)
         return out, pos
+
+    def end(self) -> str | None:
+        """The id of the last event in the stream (None: an empty or absent stream)."""
+        last = self.client.xrevrange(self.key, count=1)
+        if not last:
+            return None
+        eid = last[0][0]
+        return eid.decode() if isinstance(eid, bytes) else str(eid)
 
     def close(self) -> None:
         pass

@@ -179,3 +179,71 @@ def test_erasure_across_two_serve_processes_with_redis_and_a_restart(model_dir, 
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_publish_swaps_both_workers_with_redis_and_loses_no_posted_friendship(model_dir, redis_server, tmp_path):
+    """Two `pymk serve` workers sharing Redis; friendships posted before `pymk update`'s cut, while it runs and
+    after `pymk publish` swapped both workers to N+1: every one is in both workers' graph (counted against
+    networkx)."""
+    import json
+    import os
+    import shutil
+
+    import networkx as nx
+
+    from pymk.pipeline.model import Model
+
+    n0 = tmp_path / "n0"
+    shutil.copytree(model_dir, n0, ignore=shutil.ignore_patterns("stream"))
+    pymk = str(Path(sys.executable).parent / "pymk")
+    res = subprocess.run([pymk, "publish", "--model", str(n0), "--redis", redis_server.url], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    g0 = Model.load(n0).graph
+    ref = nx.Graph()
+    ref.add_edges_from(zip(*(np.asarray(g0.ids)[x].tolist() for x in g0.edge_pairs()), strict=True))
+    rng = np.random.default_rng(9)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def post_some(n):
+        for _ in range(n):
+            a, b = rng.choice(300, 2, replace=False).tolist()
+            req = urllib.request.Request(f"{base}/v1/edges", data=json.dumps({"src": a, "dst": b}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200 and not json.loads(r.read())["degraded"]
+            ref.add_edge(a, b)
+
+    def all_answer(version, edges, tries=20):
+        answers = [json.loads(_get(f"{base}/healthz")[1]) for _ in range(tries)]
+        return all(h["model_version"] == version and h["edges"] == edges for h in answers)
+
+    cmd = [pymk, "serve", "--model", str(n0), "--port", str(port), "--workers", "2", "--redis", redis_server.url]
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYMK_PUBLISH_POLL_S": "0.1"})
+    try:
+        _wait_ready(proc, base, tmp_path / "serve.log")
+        post_some(10)
+        res = subprocess.run([pymk, "update", "--model", str(n0), "--events", redis_server.url, "--out",
+                              str(tmp_path / "n1")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        post_some(10)  # after N+1's cut
+        res = subprocess.run([pymk, "publish", "--model", str(tmp_path / "n1"), "--redis", redis_server.url],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        deadline = time.monotonic() + 120
+        while _stream_counter(base, "pymk_model_swaps_total") < 2:  # one swap per worker, summed over both
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        v1 = Model.load(tmp_path / "n1").version
+        assert all_answer(v1, ref.number_of_edges())
+        post_some(5)  # to N+1: whichever worker took it, both apply it
+        deadline = time.monotonic() + 60
+        while not all_answer(v1, ref.number_of_edges()):
+            assert time.monotonic() < deadline, "a friendship posted after the swap did not reach both workers"
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
