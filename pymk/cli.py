@@ -443,6 +443,9 @@ def publish(
             raise ModelError(f"{model} has no embeddings for --hot-users: build with gnn.enabled = true")
         if redis is None and hot_users:
             raise ModelError("--hot-users puts the hot embedding tier in Redis: give --redis URL")
+        if redis is None and str(m.meta.get("events", {}).get("log", "")).startswith("redis:"):
+            raise ModelError(f"{model} was updated from a Redis stream: its services read the publish pointer "
+                             f"there; give --redis URL")
         client = _redis_client(redis) if redis is not None else None
         if client is not None and m.plan is None and not has_features and not hot_users:
             typer.echo(f"{model}: no serving state for Redis (no graph shards, no learned ranker's features, no "

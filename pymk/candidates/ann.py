@@ -17,7 +17,8 @@ users until recall against exact search reaches `target_recall` both at `calibra
 the depth Stage 1 reads (its k), recorded in ann.json.
 
 Labels are dense user indices. Updates: `add`, `replace`, `remove` one or many users without a
-rebuild. IVF removes for real; HNSW and exact indexes mark the slot dead (a tombstone, skipped by the
+rebuild; `relabel` renames them all in place (`pymk update`: the next version's dense indices).
+IVF removes for real; HNSW and exact indexes mark the slot dead (a tombstone, skipped by the
 search through an id selector) and `compact()` rebuilds from the live vectors once dead slots pass
 `rebuild_dead_share` of the index. One writer at a time; searches may run in parallel.
 
@@ -312,6 +313,32 @@ class AnnIndex:
         self.remove(users)
         self.add(users, vectors)
 
+    def relabel(self, remap: np.ndarray) -> None:
+        """Renames each user u in the index to remap[u], in place (the next model version's dense indices);
+        users mapped to -1 must have been removed first. Shapes: remap (n_old,) int64."""
+        remap = np.asarray(remap, np.int64)
+        live = np.flatnonzero(self.alive)
+        users = self.labels[live]
+        if users.size and (users.max() >= remap.size or (remap[users] < 0).any()):
+            bad = users[(users >= remap.size) | (remap[np.minimum(users, remap.size - 1)] < 0)]
+            raise AnnError(f"user {int(bad[0])} of the index has no new label: remove it first")
+        if self.kind.startswith("ivf"):  # FAISS holds the users as ids: rewritten list by list
+            faiss = _faiss()
+            inv = self.index.invlists
+            for cell in range(self.index.nlist):
+                size = inv.list_size(cell)
+                if size:
+                    ptr = inv.get_ids(cell)
+                    ids = faiss.rev_swig_ptr(ptr, size)
+                    ids[:] = remap[ids]
+                    inv.release_ids(cell, ptr)
+        labels = np.full(self.labels.size, -1, np.int64)  # dead slots keep no user
+        labels[live] = remap[users]
+        self.labels = labels
+        self.slot_of = np.full(int(remap.max(initial=-1)) + 1, -1, np.int64)
+        self.slot_of[labels[live]] = live
+        self._selector = None
+
     def compact(self, force: bool = False) -> None:
         """Rebuilds from the live vectors (drops tombstones). Exact and HNSW store full vectors."""
         if self.dead == 0 and not force:
@@ -449,6 +476,8 @@ class ShardedAnnIndex:
 
     def add(self, users, vectors) -> None:
         users = np.asarray(users, np.int64).ravel()
+        if users.size == 0:
+            return
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(users.size, -1)
         if self.contains(users).any():
             raise AnnError(f"user {int(users[self.contains(users)][0])} is already in the index; use replace")
@@ -467,6 +496,16 @@ class ShardedAnnIndex:
     def compact(self) -> None:
         for s in self.shards:
             s.compact()
+
+    def relabel(self, remap: np.ndarray, shard_of: np.ndarray) -> None:
+        """`AnnIndex.relabel` on every shard; `shard_of`: the new users' home shards, (n_new,) (a kept user
+        stays on the shard it is on, wherever a new partition homes it)."""
+        for s in self.shards:
+            s.relabel(remap)
+        kept = np.flatnonzero(np.asarray(remap) >= 0)
+        shard_of = np.asarray(shard_of, np.int32).copy()
+        shard_of[remap[kept]] = self.shard_of[kept]
+        self.shard_of = shard_of
 
 
 # -- retrieval for users: exclusions -----------------------------------------------------------------------------

@@ -13,7 +13,9 @@ Stages, each against what a full `pymk build` of the same graph would do:
              is the mean of its friends' rows), fine-tuned on the added friendships only; embeddings
              recomputed for the users whose staleness (new neighbours since N / degree) passes
              `update.staleness` and for new users, N's vectors kept for everyone else
-    ann      rebuilt over the new vectors (dense indices moved with the re-sort)
+    ann      N's index updated in place: erased users removed, labels renamed to N+1's dense indices, the
+             refreshed and new users' vectors replaced (no retraining of IVF cells, no HNSW rebuild);
+             calibrated again as a build does
     ranker   N's ranker kept (its features are the same functions of the new graph; the user-feature table
              is recomputed), unless `retrain_ranker`
 Every artifact's model.json records the version it came from (`updated_from`), the lineage it continues and
@@ -117,7 +119,40 @@ def _gnn_stage(prev: Path, old: CSRGraph, graph: CSRGraph, remap: np.ndarray, ad
                "refreshed": int(stale.sum()), "staleness": staleness, "seconds": round(time.perf_counter() - t0, 2)}
     log(f"stage gnn: fine-tuned on {lo.size:,} new friendships, {stale.sum():,} embeddings refreshed "
         f"({new_users.size:,} new users; staleness > {staleness:.0%}) ({summary['seconds']:.1f}s)")
-    return emb, summary
+    return emb, summary, stale
+
+
+def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh: np.ndarray, config, log) -> dict:
+    """N's ANN index carried to N+1 in place: erased users removed, every label renamed to N+1's dense index,
+    the users whose vector changed (`fresh`: stale and new) replaced; then calibrated and saved as a build
+    does. A sharded index keeps each user on its shard (new users go to their home shard in N+1's plan)."""
+    from pymk.candidates.ann import ShardedAnnIndex, calibrate, load_ann, save_ann
+    from pymk.graph.sharded import load_plan
+
+    t0 = time.perf_counter()
+    acfg = config.candidates.ann
+    index = load_ann(prev / "ann", np.load(prev / "gnn" / "embeddings.npy", mmap_mode="r"))
+    gone = np.flatnonzero(remap < 0)
+    index.remove(gone)
+    if isinstance(index, ShardedAnnIndex):
+        plan = load_plan(work / "graph")
+        home = plan.home if plan is not None else np.arange(emb.shape[0]) % len(index.shards)
+        index.relabel(remap, home)
+    else:
+        index.relabel(remap)
+    users = np.flatnonzero(fresh)
+    index.replace(users, emb[users])
+    moved = time.perf_counter() - t0
+    cal = calibrate(index, emb, acfg, config.candidates.k)
+    save_ann(index, work / "ann", emb, calibration=cal)
+    summary = {"kind": index.kind, "shards": len(getattr(index, "shards", [index])), "users": int(index.ntotal),
+               "search_param": cal["param"], "calibrated_recall": cal["recall"], "recall_at": cal["recall_at"],
+               "in_place": {"removed": int(gone.size), "replaced": int(users.size), "seconds": round(moved, 2)},
+               "seconds": round(time.perf_counter() - t0, 2)}
+    at = ", ".join(f"{k} {v:.3f}" for k, v in cal["recall_at"].items()) or "exact"
+    log(f"stage ann: N's {index.kind} index updated in place ({gone.size:,} removed, {users.size:,} replaced or "
+        f"added, {moved:.1f}s), search parameter {cal['param']}, recall vs exact {at} ({summary['seconds']:.1f}s)")
+    return summary
 
 
 def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | os.PathLike, *,
@@ -164,8 +199,11 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
             stages["shards"] = _shard_stage(graph, work / "graph", config, log)
         emb = None
         if (prev / "gnn" / "checkpoint.json").exists() and (prev / "gnn" / "embeddings.npy").exists():
-            emb, stages["gnn"] = _gnn_stage(prev, old, graph, remap, added, work, epochs, staleness, log)
-            stages["ann"] = ann_stage(emb, work, config, log)
+            emb, stages["gnn"], fresh = _gnn_stage(prev, old, graph, remap, added, work, epochs, staleness, log)
+            if (prev / "ann" / "ann.json").exists():
+                stages["ann"] = _ann_stage(prev, work, emb, remap, fresh, config, log)
+            else:
+                stages["ann"] = ann_stage(emb, work, config, log)
         ranker_n = meta_n.get("stages", {}).get("ranker")
         if ranker_n is not None and (retrain_ranker or config.gnn.enabled and emb is None):
             stages["ranker"] = ranker_stage(graph, emb, work, config, log, executor=executor)

@@ -197,3 +197,53 @@ def test_ivf_shards_trained_apart_are_refused():
     b = AnnIndex.build(emb[1000:], np.arange(1000, 2000), AnnConfig(seed=2), kind="ivf_flat")
     with pytest.raises(AnnError, match="trained apart"):
         ShardedAnnIndex([a, b], np.arange(2000) // 1000)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf_flat"])
+@settings(max_examples=20, deadline=None)
+@given(gone=st.sets(st.integers(0, 39), max_size=10), born=st.sets(st.integers(0, 60), max_size=8),
+       fresh=st.sets(st.integers(0, 39), max_size=10), seed=st.integers(0, 2**31 - 1))
+def test_relabel_in_place_answers_like_brute_force_over_the_next_versions_users(kind, sharded, gone, born, fresh,
+                                                                                 seed):
+    """The next model version's index made in place (`pymk update`): erased users removed, every user renamed
+    to its new dense index (users who joined are slotted in between, by id), changed vectors replaced, new
+    users added: answers as brute force over the next version's vectors, by the new labels."""
+    d = 8
+    old_ids = np.arange(0, 80, 2)  # 40 users with even ids; new users get odd ids
+    base = clustered(40, d, seed=9)
+    cfg = AnnConfig(nlist=4, nprobe=4, hnsw_ef_search=200, rebuild_dead_share=0.9)
+    if sharded:
+        index = ShardedAnnIndex.build(base, np.arange(40) % 3, cfg, kind=kind)
+    else:
+        index = AnnIndex.build(base, None, cfg, kind=kind)
+    kept_ids = np.delete(old_ids, sorted(gone))
+    new_ids = np.union1d(kept_ids, 2 * np.array(sorted(born), np.int64) + 1)
+    remap = np.where(np.isin(old_ids, kept_ids), np.searchsorted(new_ids, old_ids), -1)
+    rng = np.random.default_rng(seed)
+    emb = np.zeros((new_ids.size, d), np.float32)
+    kept = remap >= 0
+    emb[remap[kept]] = base[kept]
+    changed = np.zeros(new_ids.size, bool)
+    changed[~np.isin(new_ids, old_ids)] = True  # the new users
+    changed[remap[[u for u in fresh if remap[u] >= 0]]] = True
+    emb[changed] = rng.normal(size=(int(changed.sum()), d)).astype(np.float32)
+
+    index.remove(np.flatnonzero(~kept))
+    if sharded:
+        index.relabel(remap, np.arange(new_ids.size) % 3)
+    else:
+        index.relabel(remap)
+    index.replace(np.flatnonzero(changed), emb[changed])
+    assert index.ntotal == new_ids.size
+    assert index.contains(np.arange(new_ids.size + 5)).tolist() == [u < new_ids.size for u in range(new_ids.size + 5)]
+    live = {u: emb[u] for u in range(new_ids.size)}
+    for q in rng.normal(size=(5, d)).astype(np.float32):
+        _, labels = index.search(q[None], 10)
+        assert labels[0].tolist() == brute(live, q, 10)
+
+
+def test_relabel_refuses_a_user_with_no_new_label():
+    index = AnnIndex.build(clustered(20, 4), None, AnnConfig(), kind="exact")
+    with pytest.raises(AnnError, match="user 3 of the index has no new label"):
+        index.relabel(np.where(np.arange(20) == 3, -1, np.arange(20)))

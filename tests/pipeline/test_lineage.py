@@ -138,6 +138,8 @@ def test_update_reads_a_redis_deployments_stream(base, redis_server, tmp_path):
         assert _pairs(tmp_path / "n1") == _reference(g0, [day1])
         rec = _meta(tmp_path / "n1")["events"]
         assert rec["log"] == f"redis:{stream_key(lineage(meta0))}" and rec["through"] == log.end()
+        res = runner.invoke(app, ["publish", "--model", str(tmp_path / "n1")])  # its services read Redis
+        assert res.exit_code == 1 and "updated from a Redis stream" in res.stderr
     finally:
         client.delete(log.key)
     res = runner.invoke(app, ["update", "--model", str(base), "--events", redis_server.url,

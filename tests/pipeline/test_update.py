@@ -93,6 +93,16 @@ def test_update_carries_the_gnn_over(tmp_path):
     assert stage["refreshed"] < new.num_users  # only the stale and the new, not everyone
     m = Model.load(out)
     assert m.ann is not None and m.embedding_candidates(np.arange(5), 10)[1].shape == (5, 10)
+    # N's index carried in place (the erased user out, the refreshed and new in): it answers as brute force
+    # over N+1's vectors
+    ann = json.loads((out / "model.json").read_text())["stages"]["ann"]
+    assert ann["in_place"] == {"removed": 1, "replaced": stage["refreshed"], "seconds": ann["in_place"]["seconds"]}
+    assert m.ann.ntotal == new.num_users
+    q = np.arange(0, new.num_users, 7)
+    scores, labels = m.ann.search(e_new[q], 20)
+    want = e_new[q] @ e_new.T
+    np.testing.assert_allclose(scores, -np.sort(-want, axis=1)[:, :20], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(want, labels, 1), scores, rtol=1e-5, atol=1e-5)
 
 
 def test_update_cli_and_bad_input(tmp_path):
