@@ -43,6 +43,10 @@ class GnnConfig:
     device: str = "auto"  # auto (a GPU where torch sees one, else cpu) | cpu | cuda | cuda:N
     workers: int = 1  # the build's data-parallel workers (each takes `batch` seed nodes of a global batch):
     #                   torch.distributed processes here, Ray Train workers with `--executor ray`
+    strategy: str = "data_parallel"  # data_parallel | partition (the brief's partition-and-train: `partitions`
+    #                   graph partitions trained apart, one round an epoch, boundary embeddings exchanged
+    #                   through a shared store between rounds; pymk/gnn/partitioned.py)
+    partitions: int = 4
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,5 +72,11 @@ class GnnConfig:
             raise ValueError(f"gnn.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.workers < 1:
             raise ValueError(f"gnn.workers must be >= 1, got {self.workers}")
+        if self.strategy not in ("data_parallel", "partition"):
+            raise ValueError(f"gnn.strategy must be data_parallel or partition, got {self.strategy!r}")
+        if self.strategy == "partition" and self.partitions < 2:
+            raise ValueError(f"gnn.partitions must be >= 2 with gnn.strategy = partition, got {self.partitions}")
+        if self.strategy == "partition" and self.communities:
+            raise ValueError("gnn.strategy = partition does not take gnn.communities (a partition is one)")
         if self.loss not in ("bce", "bpr"):
             raise ValueError(f"gnn.loss must be bce or bpr, got {self.loss!r}")

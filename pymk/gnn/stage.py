@@ -21,7 +21,8 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
     """Trains on `graph` and returns (embeddings (n, d) float32, stage summary); saves to out_dir if given.
 
     workers > 1: data-parallel, as torch.distributed processes on this machine, or with `ray` as Ray Train
-    workers on the Ray cluster this process is connected to (`pymk.gnn.distributed`).
+    workers on the Ray cluster this process is connected to (`pymk.gnn.distributed`). `config.strategy`
+    "partition": partition-and-train instead (`pymk.gnn.partitioned`; its partitions as Ray tasks with `ray`).
     infer_graph: compute the embeddings by message passing over this graph (same users) instead of
     `graph`, e.g. weights trained on the ranker's internal G', embeddings over the whole graph G.
     """
@@ -44,7 +45,13 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
                                   + "; ".join(diff) + "); train from scratch or use the checkpoint's settings")
     if workers > 1 and positives is not None:
         raise ValueError("fine-tuning on a delta runs on one worker")
-    if workers > 1 and ray:
+    if config.strategy == "partition" and positives is None:
+        from pymk.gnn.partitioned import train_partitioned
+        from pymk.pipeline.executor import LocalExecutor, RayExecutor
+
+        model, result = train_partitioned(graph, config, executor=RayExecutor() if ray else LocalExecutor(),
+                                          model=model, log=log)
+    elif workers > 1 and ray:
         from pymk.gnn.distributed import train_ray
 
         model, result = train_ray(graph, config, workers, model=model, log=log)
@@ -63,6 +70,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,
                "sample_share": round(result.sample_seconds / max(result.step_seconds, 1e-9), 4),
                "max_batch_nodes": result.max_batch_nodes, "workers": workers,
+               "strategy": config.strategy if positives is None else "fine_tune",
                "runner": "ray_train" if workers > 1 and ray else ("torch" if workers > 1 else "single"),
                "train_edges": graph.num_edges,
                "fine_tuned_from": str(from_checkpoint) if from_checkpoint else None,

@@ -90,16 +90,20 @@ class Trainer:
         rank, world: data-parallel position; each rank takes its slice of every global batch.
         model: start from these weights (fine-tuning). positives: train on these edges only (a delta of
             new friendships, already part of `graph`), e.g. `pymk train --from-checkpoint --delta`.
+        struct: the users' input features (default: from `graph`; a partition's subgraph passes the whole
+            graph's, since its boundary users' degrees are cut). Shape (n, s).
     """
 
     def __init__(self, graph: CSRGraph, config: GnnConfig, *, rank: int = 0, world: int = 1,
-                 model: LinkEncoder | None = None, positives: tuple[np.ndarray, np.ndarray] | None = None):
+                 model: LinkEncoder | None = None, positives: tuple[np.ndarray, np.ndarray] | None = None,
+                 struct: np.ndarray | None = None):
         config.validate()
         self.config, self.rank, self.world = config, rank, world
         self.full = graph
         self.device = resolve_device(config.device, rank)
         self.graph, self.val_lo, self.val_hi = carve_validation(graph, config.val_fraction, config.seed)
-        self.struct = torch.from_numpy(input_features(self.graph, config)).to(self.device)
+        struct = input_features(self.graph, config) if struct is None else struct
+        self.struct = torch.from_numpy(np.ascontiguousarray(struct, np.float32)).to(self.device)
         torch.manual_seed(config.seed)
         if model is None:
             from pymk.gnn.model import community_labels
