@@ -193,6 +193,9 @@ def test_publish_swaps_both_workers_with_redis_and_loses_no_posted_friendship(mo
 
     from pymk.pipeline.model import Model
 
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()  # the stream of this lineage: no earlier test's events
     n0 = tmp_path / "n0"
     shutil.copytree(model_dir, n0, ignore=shutil.ignore_patterns("stream"))
     pymk = str(Path(sys.executable).parent / "pymk")
@@ -215,8 +218,10 @@ def test_publish_swaps_both_workers_with_redis_and_loses_no_posted_friendship(mo
                 assert r.status == 200 and not json.loads(r.read())["degraded"]
             ref.add_edge(a, b)
 
+    answers = []
+
     def all_answer(version, edges, tries=20):
-        answers = [json.loads(_get(f"{base}/healthz")[1]) for _ in range(tries)]
+        answers[:] = [json.loads(_get(f"{base}/healthz")[1]) for _ in range(tries)]
         return all(h["model_version"] == version and h["edges"] == edges for h in answers)
 
     cmd = [pymk, "serve", "--model", str(n0), "--port", str(port), "--workers", "2", "--redis", redis_server.url]
@@ -237,7 +242,7 @@ def test_publish_swaps_both_workers_with_redis_and_loses_no_posted_friendship(mo
             assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(0.1)
         v1 = Model.load(tmp_path / "n1").version
-        assert all_answer(v1, ref.number_of_edges())
+        assert all_answer(v1, ref.number_of_edges()), (v1, ref.number_of_edges(), answers)
         post_some(5)  # to N+1: whichever worker took it, both apply it
         deadline = time.monotonic() + 60
         while not all_answer(v1, ref.number_of_edges()):
