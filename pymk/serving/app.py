@@ -152,11 +152,12 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @asynccontextmanager
     async def lifespan(_app):
         nonlocal swapper
-        svc = app.state.service
-        if svc.settings.publish_poll_s > 0 and svc.model.path is not None and svc.settings.executor == "local":
+        # no reference to the service is held across the yield: a swapped-out version must be free to go
+        settings = app.state.service.settings
+        if settings.publish_poll_s > 0 and app.state.service.model.path is not None and settings.executor == "local":
             from pymk.serving.swap import Swapper
 
-            swapper = Swapper(app, svc.settings.publish_poll_s)
+            swapper = Swapper(app, settings.publish_poll_s)
             swapper.start()
         yield
         if swapper is not None:

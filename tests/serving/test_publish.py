@@ -3,9 +3,11 @@ it was built and after the swap are all served by the new version (checked again
 acknowledged change on the first version's graph); a rollback is the same path; a version that would lose
 changes is refused and the running one keeps serving."""
 
+import gc
 import json
 import shutil
 import time
+import weakref
 
 import networkx as nx
 import numpy as np
@@ -112,6 +114,7 @@ def test_publish_swaps_the_running_service_and_loses_nothing(built, tmp_path):
     app = create_app(settings=ServeSettings(model=str(n0), publish_poll_s=0.05, stream_block_ms=20))
     with TestClient(app) as c:
         v0 = c.get("/healthz").json()["model_version"]
+        first = weakref.ref(app.state.service)
         ledger.day(c, rng, 1)
         n1 = update(n0, n0 / "stream" / "events.log", tmp_path / "n1", log=lambda s: None)  # the nightly job
         ledger.day(c, rng, 2)  # posted while N+1 was built: after its cut
@@ -120,6 +123,8 @@ def test_publish_swaps_the_running_service_and_loses_nothing(built, tmp_path):
         _wait(lambda: c.get("/healthz").json()["model_version"] == v1, "the service did not swap to N+1")
         svc = app.state.service
         assert svc.model.path == n1 and _swaps(c, "ok") == 1
+        gc.collect()
+        assert first() is None  # N is gone from memory: a nightly publish does not grow the worker
         assert _served_pairs(svc) == ledger.pairs()  # day 1 from N+1's snapshot, day 2 replayed from the log
         ledger.day(c, rng, 3)  # posted to N+1
         gone = next(iter(ledger.erased))  # erased before N+1's cut: not recreated by a friendship naming it

@@ -190,10 +190,9 @@ def test_publish_swaps_both_workers_with_redis_and_loses_no_posted_friendship(mo
     import shutil
 
     import networkx as nx
+    import redis
 
     from pymk.pipeline.model import Model
-
-    import redis
 
     redis.Redis.from_url(redis_server.url).flushall()  # the stream of this lineage: no earlier test's events
     n0 = tmp_path / "n0"
