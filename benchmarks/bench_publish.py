@@ -9,7 +9,7 @@ with a share `--rate` of them friendships posted between random users instead. P
 `update` (`pymk update --model N --events N/stream/events.log --out N1` runs beside the service), `swap`
 (`pymk publish --model N1` until the worker has swapped: /metrics' pymk_model_swaps_total), `after`
 (--steady-s on N+1). Reported per phase: requests, errors (non-200), latency p50 / p99 (ms); the update's and
-the swap's wall time; the service's peak RSS per phase (two versions are held during the swap); and the check
+the swap's wall time; the service's peak and last RSS per phase (two versions are held during the swap); and the check
 that counts: every friendship the service acknowledged is in N+1's graph (/healthz edges against N's edges
 plus the distinct acknowledged pairs N did not have).
 """
@@ -66,7 +66,8 @@ class Load:
         self.phase = "steady"
         self.rows: list[tuple[str, int, float]] = []  # phase, status, seconds
         self.posted: set[tuple[int, int]] = set()
-        self.rss: dict[str, int] = {}
+        self.rss: dict[str, int] = {}  # the largest RSS sampled in each phase
+        self.last_rss: dict[str, int] = {}  # the last one
         self._stop = threading.Event()
         self._rng = np.random.default_rng(0)
 
@@ -81,7 +82,9 @@ class Load:
             else:
                 status, _ = _get(f"{self.base}/v1/users/{int(self._rng.choice(self.ids))}/recommendations?k=20")
             self.rows.append((self.phase, status, time.perf_counter() - t))
-            self.rss[self.phase] = max(self.rss.get(self.phase, 0), _rss(self.pid))
+            rss = _rss(self.pid)
+            self.rss[self.phase] = max(self.rss.get(self.phase, 0), rss)
+            self.last_rss[self.phase] = rss
 
     def start(self):
         self._thread = threading.Thread(target=self.run, daemon=True)
@@ -99,7 +102,8 @@ class Load:
             out[phase] = {"requests": len(rows), "errors": sum(r[1] != 200 for r in rows),
                           "p50_ms": round(float(np.percentile(lat, 50)), 2) if rows else None,
                           "p99_ms": round(float(np.percentile(lat, 99)), 2) if rows else None,
-                          "peak_rss_gb": round(self.rss.get(phase, 0) / 2**30, 2)}
+                          "peak_rss_gb": round(self.rss.get(phase, 0) / 2**30, 2),
+                          "end_rss_gb": round(self.last_rss.get(phase, 0) / 2**30, 2)}
         return out
 
 

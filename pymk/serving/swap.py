@@ -16,6 +16,7 @@ until it changes. Swapping back to an older version (a rollback) is the same pat
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -100,6 +101,10 @@ class Swapper:
         new.metrics.model_swaps.labels("ok").inc()  # counted before it answers: a reader of both sees them agree
         self.app.state.service = new
         old.close()
+        del old
+        # N sits in reference cycles (its stream worker's callbacks name it): give its memory back now, not at
+        # the interpreter's next full collection
+        gc.collect()
 
     def start(self) -> None:
         def loop():
