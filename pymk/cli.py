@@ -554,7 +554,9 @@ def serve(
     from pymk.serving.app import create_app
 
     svc.warm()
-    uvicorn.run(create_app(svc), host=host, port=port, log_level="warning")
+    served = create_app(svc)
+    del svc  # the app owns the service: a published version swaps it out, and it must be free to go
+    uvicorn.run(served, host=host, port=port, log_level="warning")
 
 
 @app.command()
