@@ -204,30 +204,38 @@ def _batched(model, users_file: Path, strict: bool, desc: str):
 
 
 def _load(model: Path, live: bool):
-    """Opens a model dir; with `live`, applies its event log (DIR/stream/events.log: friendships added and
-    removed, new users, erasures, blocks and dismissals), as the service does. Returns (model, blocked:
-    dense user -> dense ids never to return, from the log's blocks and dismissals)."""
+    """Opens a model dir; with `live`, applies its event log (DIR/stream/events.log, or the log an updated
+    version follows, from its cut: friendships added and removed, new users, erasures, blocks and
+    dismissals), as the service does. Returns (model, blocked: dense user -> dense ids never to return, from
+    the blocks and dismissals the version carries and, with `live`, the log's)."""
+    from pymk.pipeline.lineage import file_log_path, log_name, start_position
     from pymk.pipeline.model import Model
+    from pymk.pipeline.standing import Standing
     from pymk.stream.log import FileEventLog
 
     m = Model.load(model)
-    path = model / "stream" / "events.log"
+    blocked: dict[int, set[int]] = {}
+
+    def note(actions):
+        for op, src, dst in actions:
+            a, b = m.index_of([src, dst]).tolist()
+            if a >= 0 and b >= 0:
+                blocked.setdefault(a, set()).add(b)
+                if op == "block":
+                    blocked.setdefault(b, set()).add(a)
+
+    note(("block" if kind == "blocked" else "dismiss", a, b) for kind, a, b in Standing.load(model).actions())
+    path = file_log_path(model, m.meta)
     if not path.exists() or path.stat().st_size == 0:
-        return m, {}
-    events, _ = FileEventLog(path).read(None, count=1 << 62)
+        return m, blocked
+    log = FileEventLog(path)
+    events, _ = log.read(start_position(m.meta, log_name(log)), count=1 << 62)
     if not live:
         if events:
             typer.echo(f"warning: {path} holds {len(events):,} live events that this answer ignores (the build's "
                        "graph); --live applies them", err=True)
-        return m, {}
-    change = m.apply(events)
-    blocked: dict[int, set[int]] = {}
-    for op, src, dst in change.actions:
-        a, b = m.index_of([src, dst]).tolist()
-        if a >= 0 and b >= 0:
-            blocked.setdefault(a, set()).add(b)
-            if op == "block":
-                blocked.setdefault(b, set()).add(a)
+        return m, blocked
+    note(m.apply(events).actions)
     typer.echo(f"applied {len(events):,} live events from {path}", err=True)
     return m, blocked
 

@@ -145,3 +145,32 @@ def test_update_reads_a_redis_deployments_stream(base, redis_server, tmp_path):
     res = runner.invoke(app, ["update", "--model", str(base), "--events", redis_server.url,
                               "--out", str(tmp_path / "n2")])
     assert res.exit_code == 1 and "holds no event stream" in res.stderr
+
+
+def test_recommend_live_on_an_updated_version_replays_only_after_its_cut(base, tmp_path):
+    """`pymk recommend --live` (the CLI's `_load`) on version N+1: N+1's snapshot plus the log after its cut
+    (networkx replaying every event on N's graph), and the blocks N+1 carries kept out of the answers."""
+    from pymk.cli import _load
+
+    meta0 = _meta(base)
+    g0 = CSRGraph.load(base / "graph")
+    ids = np.asarray(g0.ids)
+    lo, hi = g0.edge_pairs()
+    taken = list(zip(ids[lo].tolist(), ids[hi].tolist(), strict=True))
+    path = tmp_path / "events.log"
+    log = FileEventLog(path, lineage=lineage(meta0))
+    rng = np.random.default_rng(5)
+    day1 = _append_day(log, ids, rng, 1, taken)
+    erased = {a for op, a, _ in day1 if op == "erase"}
+    x, y = (int(u) for u in ids[~np.isin(ids, list(erased))][:2])
+    log.append(x, y, 2e9, "block")  # before N+1's cut: carried in its standing, not replayed
+    n1 = update(base, path, tmp_path / "n1", **QUIET)
+    day2 = _append_day(log, ids, rng, 2, taken[30:])
+    m, blocked = _load(n1, live=True)
+    g = m.graph.to_graph()
+    a, b = g.edge_pairs()
+    gids = np.asarray(g.ids)
+    assert {(min(x, y), max(x, y)) for x, y in zip(gids[a].tolist(), gids[b].tolist(), strict=True)} == \
+        _reference(g0, [day1, day2])
+    ix, iy = m.index_of([x, y]).tolist()
+    assert iy in blocked.get(ix, set()) and ix in blocked.get(iy, set())
