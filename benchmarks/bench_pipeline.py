@@ -1,6 +1,6 @@
 """The offline pipeline side by side.
 
-    .venv/bin/python -m benchmarks.bench_pipeline [--section executor|update|scale] [--users 200000]
+    .venv/bin/python -m benchmarks.bench_pipeline [--section executor|update|scale|infer] [--users 200000]
         [--avg-degree 20] [--train-users 3000] [--ray-address ADDR] [--config FILE] [--cache /tmp/pymk-bench]
         [--json OUT] [--scale-users 1000000,3000000,10000000] [--plot docs/scale.png]
 
@@ -14,6 +14,9 @@ friendships (new users among them) are the event log;
 then `pymk update` (N + log -> N+1) against a full `pymk build` of the same final graph, same config, and
 the quality of both (recall@20 of friendships each did not see: a random 1% of the final graph's edges held
 out of both, from 2,000 users).
+
+infer: GNN batch inference over the whole graph (default GraphSAGE, untrained weights), in process against
+each layer's chunks as Ray tasks, alternately twice; median wall times and the largest difference.
 
 scale: `pymk synth` then `pymk build --executor ray` (the default pipeline) as commands, at each of
 `--scale-users` (mean degree `--avg-degree`): wall time and the peak RSS of every process each one starts
@@ -265,9 +268,39 @@ def _plot_scale(rows, exponent, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_infer(args, g) -> dict:
+    """GNN batch inference over the whole graph: in process vs each layer's chunks as Ray tasks (same model,
+    untrained: the cost does not depend on the weights), alternately twice; the embeddings compared."""
+    import torch
+
+    from pymk.gnn.config import GnnConfig
+    from pymk.gnn.model import LinkEncoder, input_features
+    from pymk.gnn.train import infer
+
+    cfg = GnnConfig()
+    torch.manual_seed(0)
+    model = LinkEncoder(g.num_users, cfg)
+    struct = torch.from_numpy(input_features(g, cfg))
+    ray_ex = RayExecutor(args.ray_address)
+    times: dict[str, list] = {"local": [], "ray": []}
+    out = {}
+    for _ in range(2):
+        for name, ex in (("local", None), ("ray", ray_ex)):
+            t = time.perf_counter()
+            out[name] = infer(model, g, struct, executor=ex)
+            times[name].append(time.perf_counter() - t)
+    diff = float(np.abs(out["local"] - out["ray"]).max())
+    report = {"users": g.num_users, "edges": g.num_edges, "dim": cfg.dim, "layers": cfg.layers,
+              "ray": ray_ex.describe(), "max_abs_difference": diff,
+              "seconds": {k: round(float(np.median(v)), 2) for k, v in times.items()}}
+    report["ray_over_local"] = round(report["seconds"]["ray"] / report["seconds"]["local"], 2)
+    ray_ex.close()
+    return report
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--section", default="executor", choices=("executor", "update", "scale"))
+    ap.add_argument("--section", default="executor", choices=("executor", "update", "scale", "infer"))
     ap.add_argument("--scale-users", default="1000000,3000000,10000000")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--config", type=Path)
@@ -299,6 +332,12 @@ def main():
             args.json.write_text(json.dumps(report, indent=2))
         return
     g = load_graph(args.users, args.avg_degree, args.cache)
+    if args.section == "infer":
+        report = {"machine": f"{platform.node()} {os.cpu_count()} cores", **run_infer(args, g)}
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.section == "update":
         report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "avg_degree": args.avg_degree,
                   "config": str(args.config), **run_update(args, g)}

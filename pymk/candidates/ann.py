@@ -408,8 +408,10 @@ class ShardedAnnIndex:
 
     @classmethod
     def build(cls, emb: np.ndarray, shard_of: np.ndarray, config: AnnConfig | None = None, *,
-              kind: str | None = None) -> ShardedAnnIndex:
-        """Index `emb` with user i on shard `shard_of[i]`. Shapes: emb (n, d), shard_of (n,)."""
+              kind: str | None = None, executor=None) -> ShardedAnnIndex:
+        """Index `emb` with user i on shard `shard_of[i]`. Shapes: emb (n, d), shard_of (n,).
+        executor: build each shard as a task (`pymk.pipeline.executor`, e.g. Ray tasks; the IVF cells are
+        trained once here and shipped); default: here, one after another. The same index either way."""
         config = config or AnnConfig()
         emb = np.ascontiguousarray(emb, np.float32)
         shard_of = np.asarray(shard_of, np.int32)
@@ -421,10 +423,21 @@ class ShardedAnnIndex:
         if kind.startswith("ivf"):
             template = _new_faiss_index(kind, emb.shape[1], emb.shape[0], config)
             _train(template, emb, config.seed)
-        shards = []
-        for s in range(int(shard_of.max(initial=0)) + 1):
-            users = np.flatnonzero(shard_of == s)
-            shards.append(AnnIndex.build(emb[users], users, config, kind=kind, template=template, max_norm=max_norm))
+        homes = [np.flatnonzero(shard_of == s) for s in range(int(shard_of.max(initial=0)) + 1)]
+        if executor is not None and getattr(executor, "kind", "local") != "local":
+            from dataclasses import asdict
+
+            faiss = _faiss()
+            shared = {"emb": emb, "config": asdict(config), "kind": kind, "max_norm": max_norm,
+                      "template": None if template is None else faiss.serialize_index(template)}
+            built = executor.map(_build_shard_task, homes, shared=shared)
+            shards = [AnnIndex(kind, emb.shape[1], faiss.deserialize_index(raw), config, labels, alive,
+                               max_norm=max_norm) for raw, labels, alive in built]
+            for sh in shards:
+                sh.set_search_param(None)
+            return cls(shards, shard_of)
+        shards = [AnnIndex.build(emb[users], users, config, kind=kind, template=template, max_norm=max_norm)
+                  for users in homes]
         return cls(shards, shard_of)
 
     @property
@@ -506,6 +519,15 @@ class ShardedAnnIndex:
         shard_of = np.asarray(shard_of, np.int32).copy()
         shard_of[remap[kept]] = self.shard_of[kept]
         self.shard_of = shard_of
+
+
+def _build_shard_task(shared: dict, users: np.ndarray):
+    """One shard of `ShardedAnnIndex.build` as an executor task: its FAISS index serialised, labels, alive."""
+    faiss = _faiss()
+    template = None if shared["template"] is None else faiss.deserialize_index(shared["template"])
+    index = AnnIndex.build(shared["emb"][users], users, AnnConfig(**shared["config"]), kind=shared["kind"],
+                           template=template, max_norm=shared["max_norm"])
+    return faiss.serialize_index(index.index), index.labels, index.alive
 
 
 # -- retrieval for users: exclusions -----------------------------------------------------------------------------
@@ -591,13 +613,14 @@ def calibrate(index, emb: np.ndarray, config: AnnConfig, depth: int = 0) -> dict
 
 # -- artifact ----------------------------------------------------------------------------------------------------
 def build_ann(emb: np.ndarray, config: AnnConfig, out_dir: Path, *, shard_of: np.ndarray | None = None,
-              depth: int = 0, log=print) -> dict:
-    """Builds, calibrates and saves the index of `emb` under out_dir; returns the stage summary."""
+              depth: int = 0, log=print, executor=None) -> dict:
+    """Builds, calibrates and saves the index of `emb` under out_dir; returns the stage summary.
+    executor: where a sharded index's shards are built (`ShardedAnnIndex.build`)."""
     t0 = time.perf_counter()
     kind = resolve_kind(config, emb.shape[0])
     shards = 1 if shard_of is None else int(np.max(shard_of, initial=0)) + 1
     if shards > 1:
-        index = ShardedAnnIndex.build(emb, shard_of, config, kind=kind)
+        index = ShardedAnnIndex.build(emb, shard_of, config, kind=kind, executor=executor)
     else:
         index = AnnIndex.build(emb, None, config, kind=kind)
     built = time.perf_counter() - t0

@@ -64,7 +64,12 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         result = trainer.fit(progress=progress, log=log)
         model = trainer.model
     target = graph if infer_graph is None else infer_graph
-    emb = infer(model, target, torch.from_numpy(input_features(target, model.config)))
+    infer_on = None
+    if ray:  # batch inference as Ray tasks, layer by layer (pymk.gnn.train.infer)
+        from pymk.pipeline.executor import RayExecutor
+
+        infer_on = RayExecutor()
+    emb = infer(model, target, torch.from_numpy(input_features(target, model.config)), executor=infer_on)
     summary = {"kind": config.kind, "dim": config.dim, "device": str(resolve_device(config.device)),
                "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,

@@ -254,11 +254,14 @@ class Trainer:
 
 @torch.no_grad()
 def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int = 8192, *,
-          keep_states: bool = False):
+          keep_states: bool = False, executor=None):
     """Embeddings of every user, layer by layer over full neighbourhoods (no sampling), in chunks, on the
     model's device.
 
     keep_states: also return the hidden layers' outputs (what the streaming refresh updates in place).
+    executor: run each layer's chunks as tasks (`pymk.pipeline.executor`, e.g. Ray tasks on the cluster: the
+        previous layer's output and the CSR are shared through the object store); default: this process.
+        Same arithmetic per row either way.
     Shapes: struct (n, s) -> (n, d) float32; with keep_states, (emb, [h_1 .. h_{L-1}] each (n, d)).
     """
     was_training = model.training
@@ -270,32 +273,66 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     # a copy (mmapped snapshots are read-only), on the device
     indices_np = np.array(graph.indices, np.int64)
     indices = torch.from_numpy(indices_np).to(dev)
-    counts = torch.from_numpy(np.diff(indptr)).to(dev)
     x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk), device=dev), struct[s:s + chunk])
                         for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim, device=dev)
     states = []
-    # mean aggregators on the CPU: one CSR x dense product per chunk, without materialising (E, d) messages
-    sparse = model.mean_aggregating and dev.type == "cpu"
+    remote = executor is not None and getattr(executor, "kind", "local") != "local" and dev.type == "cpu"
     for i in range(len(model.convs)):
         if i:
             states.append(x.cpu().numpy())
+        if remote:
+            shared = {"config": model.config.to_dict(), "state": _layer_state(model), "layer": i,
+                      "x": x.numpy(), "indptr": indptr, "indices": indices_np}
+            parts = executor.map(_layer_rows_task, [(s, min(n, s + chunk)) for s in range(0, n, chunk)],
+                                 shared=shared)
+            x = torch.from_numpy(np.concatenate(parts)) if parts else torch.empty(0, model.config.dim)
+            continue
         out = torch.empty(n, model.config.dim, device=dev)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            a, b = int(indptr[s]), int(indptr[e])
-            if sparse:
-                mean = neighbour_mean(indptr[s:e + 1] - a, indices_np[a:b], x)
-                out[s:e] = model.conv_from_mean(i, mean, x[s:e])
-                continue
-            src = indices[a:b]
-            dst = torch.repeat_interleave(torch.arange(e - s, device=dev), counts[s:e])
-            out[s:e] = model.layer(i, x, x[s:e], torch.stack([src, dst]))
+            out[s:e] = _layer_rows(model, i, x, indptr, indices_np, indices, s, e)
         x = out
     if model.config.skip:
         x = x + x0
     model.train(was_training)
     emb = x.cpu().numpy().astype(np.float32)
     return (emb, states) if keep_states else emb
+
+
+def _layer_rows(model: LinkEncoder, i: int, x: torch.Tensor, indptr: np.ndarray, indices_np: np.ndarray,
+                indices: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    """Rows s..e-1 of layer i's output from the previous layer's output x over full neighbourhoods.
+    Shapes: x (n, d) -> (e - s, d)."""
+    dev = x.device
+    a, b = int(indptr[s]), int(indptr[e])
+    # mean aggregators on the CPU: one CSR x dense product per chunk, without materialising (E, d) messages
+    if model.mean_aggregating and dev.type == "cpu":
+        mean = neighbour_mean(indptr[s:e + 1] - a, indices_np[a:b], x)
+        return model.conv_from_mean(i, mean, x[s:e])
+    counts = torch.from_numpy(np.diff(indptr[s:e + 1])).to(dev)
+    src = indices[a:b]
+    dst = torch.repeat_interleave(torch.arange(e - s, device=dev), counts)
+    return model.layer(i, x, x[s:e], torch.stack([src, dst]))
+
+
+def _layer_state(model: LinkEncoder) -> dict:
+    """The weights a layer task needs (the convolutions and norms: no id embedding)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items() if k.startswith(("convs.", "norms."))}
+
+
+@torch.no_grad()
+def _layer_rows_task(shared: dict, item: tuple[int, int]) -> np.ndarray:
+    """One chunk of one layer, as an executor task (module level: a Ray task runs it)."""
+    import warnings
+
+    model = LinkEncoder(1, GnnConfig.from_dict(shared["config"])).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in shared["state"].items()}, strict=False)
+    with warnings.catch_warnings():  # the object store's arrays are read-only; nothing here writes them
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(shared["x"])
+        indices = torch.from_numpy(shared["indices"])
+    s, e = item
+    return _layer_rows(model, shared["layer"], x, shared["indptr"], shared["indices"], indices, s, e).numpy()
 
 
 def cpu_state_dict(model: torch.nn.Module) -> dict:

@@ -149,7 +149,7 @@ def _build(held: list, out, config, *, report, log: Log, executor, standing=None
             log(f"stage gnn: {config.gnn.kind} {config.gnn.dim}-d embeddings trained on {on} "
                 f"({stages['gnn']['train_edges']:,} edges), best val recall@{config.gnn.val_k} "
                 f"{stages['gnn']['val_recall']:.3f} ({stages['gnn']['seconds']:.1f}s)")
-            stages["ann"] = ann_stage(emb, work, config, log)
+            stages["ann"] = ann_stage(emb, work, config, log, executor=executor)
         else:
             emb = None
         if config.ranker.kind in ("lightgbm", "auto"):
@@ -159,14 +159,15 @@ def _build(held: list, out, config, *, report, log: Log, executor, standing=None
     return out
 
 
-def ann_stage(emb, model_dir: Path, config: PymkConfig, log: Log) -> dict:
-    """Indexes the embeddings under model_dir/ann/, sharded like the graph when it is."""
+def ann_stage(emb, model_dir: Path, config: PymkConfig, log: Log, executor=None) -> dict:
+    """Indexes the embeddings under model_dir/ann/, sharded like the graph when it is (each shard's index
+    built by a task of `executor`)."""
     from pymk.candidates.ann import build_ann
     from pymk.graph.sharded import load_plan
 
     plan = load_plan(model_dir / "graph") if config.sharding.shards > 1 else None
     summary = build_ann(emb, config.candidates.ann, model_dir / "ann", shard_of=None if plan is None else plan.home,
-                        depth=config.candidates.k, log=log)
+                        depth=config.candidates.k, log=log, executor=executor)
     at = ", ".join(f"{k} {v:.3f}" for k, v in summary["recall_at"].items()) or "exact"
     log(f"stage ann: {summary['kind']} index over {summary['users']:,} users in {summary['shards']} shard(s), "
         f"search parameter {summary['search_param']}, recall vs exact {at} ({summary['seconds']:.1f}s)")

@@ -203,7 +203,7 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
             if (prev / "ann" / "ann.json").exists():
                 stages["ann"] = _ann_stage(prev, work, emb, remap, fresh, config, log)
             else:
-                stages["ann"] = ann_stage(emb, work, config, log)
+                stages["ann"] = ann_stage(emb, work, config, log, executor=executor)
         ranker_n = meta_n.get("stages", {}).get("ranker")
         if ranker_n is not None and (retrain_ranker or config.gnn.enabled and emb is None):
             stages["ranker"] = ranker_stage(graph, emb, work, config, log, executor=executor)
