@@ -51,8 +51,8 @@ class Swapper:
         except Exception as exc:  # noqa: BLE001 - Redis down, a half-written file: read again next poll
             log.debug("publish pointer %s unreadable: %s", self.pointer.where, exc)
             return False
-        svc = self.app.state.service
-        if rec is None or rec["version"] == svc.model.version:
+        current = self.app.state.service.model.version  # no reference to the service: the swap frees it
+        if rec is None or rec["version"] == current:
             return False
         key = f"{rec['version']}@{rec['at']}"
         if key == self._tried:
@@ -62,12 +62,12 @@ class Swapper:
         try:
             self.swap(rec)
         except Exception as exc:  # noqa: BLE001 - the running version keeps serving
-            svc.metrics.model_swaps.labels("failed").inc()
+            self.app.state.service.metrics.model_swaps.labels("failed").inc()
             log.error("published version %s (%s) not swapped in, %s keeps serving: %s", rec["version"],
-                      rec["model"], svc.model.version, exc)
+                      rec["model"], current, exc)
             return False
         log.warning("swapped to published version %s (%s) from %s in %.1f s", rec["version"], rec["model"],
-                    svc.model.version, time.perf_counter() - t0)
+                    current, time.perf_counter() - t0)
         return True
 
     def swap(self, rec: dict) -> None:
