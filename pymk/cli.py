@@ -210,7 +210,6 @@ def _load(model: Path, live: bool):
     the blocks and dismissals the version carries and, with `live`, the log's)."""
     from pymk.pipeline.lineage import file_log_path, log_name, start_position
     from pymk.pipeline.model import Model
-    from pymk.pipeline.standing import Standing
     from pymk.stream.log import FileEventLog
 
     m = Model.load(model)
@@ -224,7 +223,7 @@ def _load(model: Path, live: bool):
                 if op == "block":
                     blocked.setdefault(b, set()).add(a)
 
-    note(("block" if kind == "blocked" else "dismiss", a, b) for kind, a, b in Standing.load(model).actions())
+    note(("block" if kind == "blocked" else "dismiss", a, b) for kind, a, b in m.standing.actions())
     path = file_log_path(model, m.meta)
     if not path.exists() or path.stat().st_size == 0:
         return m, blocked
@@ -451,7 +450,9 @@ def publish(
             raise ModelError(f"{model} has no embeddings for --hot-users: build with gnn.enabled = true")
         if redis is None and hot_users:
             raise ModelError("--hot-users puts the hot embedding tier in Redis: give --redis URL")
-        if redis is None and str(m.meta.get("events", {}).get("log", "")).startswith("redis:"):
+        from pymk.pipeline.lineage import Pointer, events_record
+
+        if redis is None and str(events_record(m.meta).get("log", "")).startswith("redis:"):
             raise ModelError(f"{model} was updated from a Redis stream: its services read the publish pointer "
                              f"there; give --redis URL")
         client = _redis_client(redis) if redis is not None else None
@@ -482,8 +483,6 @@ def publish(
                 n = publish_hot(client, m.version, emb, hot, progress=bar.update)
             typer.echo(f"embedding tiers: {n:,} users hot under {hot_prefix(m.version)} on {redis}, "
                        f"{emb.shape[0]:,} cold in {model / COLD_DIR} ({emb.shape[1] + 4} bytes a user, int8)")
-        from pymk.pipeline.lineage import Pointer
-
         pointer = Pointer.of_model(model, m.meta, client=client)
         rec = pointer.write(model, m.meta)  # last: a worker that swaps finds every store above in place
         typer.echo(f"published version {rec['version']} of lineage {rec['lineage']} ({pointer.where}): running "

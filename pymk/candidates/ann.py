@@ -424,7 +424,9 @@ class ShardedAnnIndex:
             template = _new_faiss_index(kind, emb.shape[1], emb.shape[0], config)
             _train(template, emb, config.seed)
         homes = [np.flatnonzero(shard_of == s) for s in range(int(shard_of.max(initial=0)) + 1)]
-        if executor is not None and getattr(executor, "kind", "local") != "local":
+        from pymk.pipeline.executor import remote
+
+        if remote(executor):
             from dataclasses import asdict
 
             faiss = _faiss()

@@ -29,9 +29,11 @@ from pymk.graph.snapshot import CSRGraph
 
 
 def _subgraph(mp: CSRGraph, owned: np.ndarray) -> dict:
-    """The subgraph a partition trains on: its users (first), their halo, the friendships among them, and
-    as positives the friendships with an end it owns (local indices). Shapes in the returned dict: nodes
-    (k,) global indices; lo, hi (m,) local; pos_lo, pos_hi (m_p,) local."""
+    """The subgraph a partition trains on: its users (first), their halo, the friendships among them (a
+    CSRGraph over local indices, made once for every round), and as positives the friendships with an end it
+    owns. Shapes in the returned dict: nodes (k,) global indices; pos_lo, pos_hi (m_p,) local."""
+    from pymk.graph.edges import EdgeList
+
     indptr, indices = np.asarray(mp.indptr, np.int64), np.asarray(mp.indices, np.int64)
     starts, ends = indptr[owned], indptr[owned + 1]
     nbrs = np.concatenate([indices[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]) \
@@ -47,7 +49,12 @@ def _subgraph(mp: CSRGraph, owned: np.ndarray) -> dict:
     inside = (local[lo] >= 0) & (local[hi] >= 0)
     a, b = local[lo[inside]], local[hi[inside]]
     mine = is_owned[lo[inside]] | is_owned[hi[inside]]
-    return {"nodes": nodes, "owned": int(owned.size), "lo": a, "hi": b, "pos_lo": a[mine], "pos_hi": b[mine]}
+    x, y = np.minimum(a, b), np.maximum(a, b)  # local order differs from global: each pair low end first
+    order = np.lexsort((y, x))
+    dtype = np.int32 if nodes.size < 2**31 else np.int64
+    graph = CSRGraph.from_edges(EdgeList(np.arange(nodes.size, dtype=np.int64), x[order].astype(dtype),
+                                         y[order].astype(dtype)))
+    return {"nodes": nodes, "owned": int(owned.size), "graph": graph, "pos_lo": a[mine], "pos_hi": b[mine]}
 
 
 def _train_part(shared: dict, item: dict) -> dict:
@@ -57,16 +64,11 @@ def _train_part(shared: dict, item: dict) -> dict:
 
     from pymk.gnn.model import LinkEncoder
     from pymk.gnn.train import Trainer
-    from pymk.graph.edges import EdgeList
 
     cfg = GnnConfig.from_dict({**shared["config"], "epochs": 1, "val_fraction": 0.0, "seed": item["seed"],
                                "max_steps_per_epoch": item["steps"], "workers": 1})
-    k = item["nodes"].size
-    order = np.lexsort((item["hi"], item["lo"]))
-    dtype = np.int32 if k < 2**31 else np.int64
-    g = CSRGraph.from_edges(EdgeList(np.arange(k, dtype=np.int64), item["lo"][order].astype(dtype),
-                                     item["hi"][order].astype(dtype)))
-    model = LinkEncoder(k, cfg, item["struct"].shape[1])
+    g = item["graph"]
+    model = LinkEncoder(g.num_users, cfg, item["struct"].shape[1])
     state = {name: torch.from_numpy(v) for name, v in shared["dense"].items()}
     state["emb.weight"] = torch.from_numpy(item["rows"])
     model.load_state_dict(state)
@@ -86,7 +88,7 @@ def train_partitioned(graph: CSRGraph, config: GnnConfig, *, executor=None, mode
     import torch
 
     from pymk.gnn.model import input_features
-    from pymk.gnn.train import Trainer
+    from pymk.gnn.train import Trainer, TrainResult
     from pymk.graph.partition import partition
     from pymk.pipeline.executor import LocalExecutor
 
@@ -98,17 +100,16 @@ def train_partitioned(graph: CSRGraph, config: GnnConfig, *, executor=None, mode
     parts = min(config.partitions, max(1, mp.num_users))
     home = partition(mp, parts, "community") if parts > 1 else np.zeros(mp.num_users, np.int32)
     subs = [_subgraph(mp, np.flatnonzero(home == p)) for p in range(parts)]
-    m_total = max(1, sum(s["pos_lo"].size for s in subs))
+    positives = sum(s["pos_lo"].size for s in subs)
+    m_total = max(1, positives)
     per_pos = 2 + config.negatives
     full_steps = -(-m_total // max(1, config.batch // per_pos))
     if config.max_steps_per_epoch:
         full_steps = min(full_steps, config.max_steps_per_epoch)
-    crossing = int(sum(s["pos_lo"].size for s in subs) - mp.num_edges)  # friendships two partitions train
+    crossing = int(positives - mp.num_edges)  # friendships two partitions train
     log(f"gnn partition-and-train: {parts} partitions, {mp.num_edges:,} friendships ({crossing:,} across "
         f"partitions, trained by both ends' partitions), halo {sum(s['nodes'].size - s['owned'] for s in subs):,} "
         f"users")
-    from pymk.gnn.train import TrainResult
-
     result = TrainResult()
     best_state, bad = None, 0
     gmodel = glob.model
@@ -117,7 +118,7 @@ def train_partitioned(graph: CSRGraph, config: GnnConfig, *, executor=None, mode
         state = gmodel.state_dict()
         table = state["emb.weight"].detach().numpy()
         dense = {name: v.detach().numpy().copy() for name, v in state.items() if name != "emb.weight"}
-        items = [{"nodes": s["nodes"], "owned": s["owned"], "lo": s["lo"], "hi": s["hi"], "pos_lo": s["pos_lo"],
+        items = [{"nodes": s["nodes"], "owned": s["owned"], "graph": s["graph"], "pos_lo": s["pos_lo"],
                   "pos_hi": s["pos_hi"], "rows": table[s["nodes"]].copy(), "struct": struct[s["nodes"]],
                   "steps": max(1, round(full_steps * s["pos_lo"].size / m_total)),
                   "seed": config.seed * 1_000_003 + r * parts + p} for p, s in enumerate(subs)]

@@ -45,12 +45,15 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
                                   + "; ".join(diff) + "); train from scratch or use the checkpoint's settings")
     if workers > 1 and positives is not None:
         raise ValueError("fine-tuning on a delta runs on one worker")
+    tasks = None  # with `ray`: partition-and-train's partitions and the batch inference as Ray tasks
+    if ray:
+        from pymk.pipeline.executor import RayExecutor
+
+        tasks = RayExecutor()
     if config.strategy == "partition" and positives is None:
         from pymk.gnn.partitioned import train_partitioned
-        from pymk.pipeline.executor import LocalExecutor, RayExecutor
 
-        model, result = train_partitioned(graph, config, executor=RayExecutor() if ray else LocalExecutor(),
-                                          model=model, log=log)
+        model, result = train_partitioned(graph, config, executor=tasks, model=model, log=log)
     elif workers > 1 and ray:
         from pymk.gnn.distributed import train_ray
 
@@ -64,12 +67,7 @@ def train_embeddings(graph: CSRGraph, config: GnnConfig, out_dir: Path | None = 
         result = trainer.fit(progress=progress, log=log)
         model = trainer.model
     target = graph if infer_graph is None else infer_graph
-    infer_on = None
-    if ray:  # batch inference as Ray tasks, layer by layer (pymk.gnn.train.infer)
-        from pymk.pipeline.executor import RayExecutor
-
-        infer_on = RayExecutor()
-    emb = infer(model, target, torch.from_numpy(input_features(target, model.config)), executor=infer_on)
+    emb = infer(model, target, torch.from_numpy(input_features(target, model.config)), executor=tasks)
     summary = {"kind": config.kind, "dim": config.dim, "device": str(resolve_device(config.device)),
                "epochs_run": len(result.history),
                "best_epoch": result.best_epoch, "val_recall": round(result.best_val, 4), "val_k": config.val_k,

@@ -276,11 +276,13 @@ def infer(model: LinkEncoder, graph: CSRGraph, struct: torch.Tensor, chunk: int 
     x0 = x = torch.cat([model.features(torch.arange(s, min(n, s + chunk), device=dev), struct[s:s + chunk])
                         for s in range(0, n, chunk)]) if n else torch.empty(0, model.config.dim, device=dev)
     states = []
-    remote = executor is not None and getattr(executor, "kind", "local") != "local" and dev.type == "cpu"
+    from pymk.pipeline.executor import remote
+
+    elsewhere = remote(executor) and dev.type == "cpu"
     for i in range(len(model.convs)):
         if i:
             states.append(x.cpu().numpy())
-        if remote:
+        if elsewhere:
             shared = {"config": model.config.to_dict(), "state": _layer_state(model), "layer": i,
                       "x": x.numpy(), "indptr": indptr, "indices": indices_np}
             parts = executor.map(_layer_rows_task, [(s, min(n, s + chunk)) for s in range(0, n, chunk)],

@@ -88,6 +88,11 @@ class RayExecutor:
                 "cpus": int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes))}
 
 
+def remote(executor) -> bool:
+    """Whether `executor` runs its calls outside this process (a stage then ships what they read)."""
+    return executor is not None and executor.kind != "local"
+
+
 def make_executor(kind: str = "local", *, address: str | None = None):
     """The executor of that kind (`EXECUTORS`)."""
     if kind == "local":

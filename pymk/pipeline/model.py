@@ -100,6 +100,11 @@ class Model:
     def __post_init__(self):
         """Assembles the parts not given from the directory: embeddings, ANN index, shard servers, Stage 1,
         the ranker (and its feature store). After this only `apply` and the `use_*` methods change them."""
+        # what the version remembers beside its snapshot (`pymk update`): into a living graph; its blocks and
+        # dismissals are the service's (`Service`) and the CLI's to apply
+        self.standing = Standing.load(self.path) if self.path is not None else Standing.empty()
+        if hasattr(self.graph, "erased_ids"):
+            self.standing.install(self.graph)
         if self.embeddings is None:
             self.embeddings = self._open_embeddings()
         if self.ann is None and self.embeddings is not None:
@@ -182,7 +187,6 @@ class Model:
         from pymk.graph.live import LiveGraph
 
         graph = LiveGraph(CSRGraph.load(path / "graph"))  # the served graph lives: snapshot + delta
-        Standing.load(path).install(graph)  # erasures and unfriendings the snapshot does not show
         if store is not None and servers is None:
             from pymk.serving.shard_router import in_process_servers
 
@@ -206,7 +210,6 @@ class Model:
 
             servers = in_process_servers(path, snap, plan)
         graph = TierGraph(np.array(snap.ids), servers, num_edges=snap.num_edges)
-        Standing.load(path).install(graph)
         if "ts_span" in snap.meta:  # recorded by the build; older snapshots: read once here
             graph.time_span = tuple(float(t) for t in snap.meta["ts_span"])
         elif snap.ts is not None and len(snap.ts):

@@ -244,13 +244,10 @@ def read_events(log, start: str | None, batch: int = 1_000_000) -> tuple[list, s
     """Every event of `log` after `start`, and the position after the last one."""
     out, pos = [], start
     while True:
-        evs, nxt = log.read(pos, count=batch)
-        if not evs and nxt == pos:
-            return out, pos
-        out.extend(evs)
-        pos = nxt
+        evs, pos = log.read(pos, count=batch)
         if not evs:
             return out, pos
+        out.extend(evs)
 
 
 def _keep_ranker(prev: Path, work: Path, graph: CSRGraph, emb, summary_n: dict, log) -> dict:

@@ -35,11 +35,8 @@ class Service:
         self.metrics = metrics or Metrics()
         self.cache = make_cache(model.version, settings, link)
         self.actions = UserActions(link)
-        if model.path is not None:  # blocks and dismissals folded into this version (`pymk update`)
-            from pymk.pipeline.standing import Standing
-
-            for kind, a, b in Standing.load(model.path).actions():
-                self.actions.add_local(kind, a, b)
+        for kind, a, b in model.standing.actions():  # blocks and dismissals folded into this version
+            self.actions.add_local(kind, a, b)
         self.fallbacks: list[FallbackStore] = []
         if link is not None:
             self._wrap_redis_stores()

@@ -81,12 +81,10 @@ class Swapper:
             if new.model.version != rec["version"]:
                 raise SwapRefused(f"{rec['model']} holds version {new.model.version}, the pointer names "
                                   f"{rec['version']}")
-            if (new.stream_log is None) != (old.stream_log is None) or (
-                    new.stream_log is not None and log_name(new.stream_log) != log_name(old.stream_log)):
-                raise SwapRefused(f"{rec['model']} follows event log "
-                                  f"{log_name(new.stream_log) if new.stream_log else None}, this service writes "
-                                  f"{log_name(old.stream_log) if old.stream_log else None}: the changes posted "
-                                  f"here since would be lost; update from this service's log")
+            follows = [None if s.stream_log is None else log_name(s.stream_log) for s in (new, old)]
+            if follows[0] != follows[1]:
+                raise SwapRefused(f"{rec['model']} follows event log {follows[0]}, this service writes {follows[1]}: "
+                                  f"the changes posted here since would be lost; update from this service's log")
             new.warm()
             end = new.stream_log.end() if new.stream is not None else None
             if end is not None:

@@ -29,7 +29,7 @@ def test_a_partitions_subgraph_is_its_users_their_halo_and_the_friendships_among
     assert nodes[: s["owned"]] == owned.tolist() and set(nodes[s["owned"]:]) == halo
     glob = lambda x, y: {(min(nodes[a], nodes[b]), max(nodes[a], nodes[b])) for a, b in zip(x, y, strict=True)}  # noqa: E731
     keep = set(nodes)
-    assert glob(s["lo"], s["hi"]) == {(min(a, b), max(a, b)) for a, b in ref.edges() if a in keep and b in keep}
+    assert glob(*s["graph"].edge_pairs()) == {(min(a, b), max(a, b)) for a, b in ref.edges() if a in keep and b in keep}
     mine = set(owned.tolist())
     assert glob(s["pos_lo"], s["pos_hi"]) == {(min(a, b), max(a, b)) for a, b in ref.edges() if a in mine or b in mine}
 
