@@ -47,6 +47,9 @@ def synth(
     out: Annotated[Path, typer.Option(help="output edge file (.csv, .csv.gz or .parquet)")],
     avg_degree: Annotated[float, typer.Option(help="mean number of friends")] = 20.0,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same file)")] = 0,
+    gamma: Annotated[float, typer.Option(help="degree power-law exponent (lower: heavier tail)")] = 2.5,
+    max_degree: Annotated[float, typer.Option(help="cap on a user's expected degree; 0 = sqrt(users * avg-degree) "
+                                                   "(raise it for hub-heavy graphs: hubs of thousands)")] = 0.0,
 ) -> None:
     """Generate a synthetic social graph: power-law degrees, communities, triadic closure, timestamps."""
     from tqdm import tqdm
@@ -55,7 +58,9 @@ def synth(
 
     t = time.perf_counter()
     with tqdm(total=4, desc="synth", leave=False) as bar:
-        src, dst, ts = generate(SynthConfig(users, avg_degree, seed),
+        if gamma <= 1.0 or max_degree < 0:
+            raise typer.BadParameter(f"need --gamma > 1 and --max-degree >= 0, got {gamma}, {max_degree}")
+        src, dst, ts = generate(SynthConfig(users, avg_degree, seed, gamma=gamma, max_degree=max_degree),
                                 progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1)))
         write_edges(out, src, dst, ts)
     typer.echo(f"wrote {src.size:,} edges among {users:,} users to {out} ({time.perf_counter() - t:.1f}s)")

@@ -34,7 +34,9 @@ class ConfigError(ValueError):
 class FofConfig:
     """Friends-of-friends source (`pymk.candidates.fof`)."""
 
-    score: str = "aa"  # the order in which Stage 1 keeps 2-hop candidates: cn | aa | ra
+    # the order in which Stage 1 keeps 2-hop candidates: cn | aa | ra, or auto: the build measures all three on
+    # its internal split (pymk.candidates.order) and writes the best into the model's config
+    score: str = "auto"
     max_expand: int = 0  # expand at most this many friends of a user (0 = all)
 
 
@@ -159,8 +161,8 @@ class PymkConfig:
 
         if self.candidates.k < 1:
             raise ConfigError(f"candidates.k must be >= 1, got {self.candidates.k}")
-        if self.candidates.fof.score not in SCORES:
-            raise ConfigError(f"candidates.fof.score must be one of {sorted(SCORES)}, "
+        if self.candidates.fof.score not in ("auto", *SCORES):
+            raise ConfigError(f"candidates.fof.score must be one of {['auto', *sorted(SCORES)]}, "
                               f"got {self.candidates.fof.score!r}")
         if not 0.0 <= self.candidates.embedding_share <= 1.0:
             raise ConfigError("candidates.embedding_share must be in [0, 1]")

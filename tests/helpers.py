@@ -18,13 +18,13 @@ def graph_from_pairs(pairs, n: int) -> CSRGraph:
                                         p[:, 1].astype(np.int32)))
 
 
-def synth_graph(users: int, avg_degree: float, seed: int) -> CSRGraph:
-    """pymk's synthetic social graph (timestamps included) as a CSRGraph."""
+def synth_graph(users: int, avg_degree: float, seed: int, **kw) -> CSRGraph:
+    """pymk's synthetic social graph (timestamps included) as a CSRGraph; `kw`: more `SynthConfig` fields."""
     from pymk.graph.edges import normalize_edges
     from pymk.graph.ingest import RawEdges
     from pymk.graph.synth import SynthConfig, generate
 
-    src, dst, ts = generate(SynthConfig(users, avg_degree, seed=seed))
+    src, dst, ts = generate(SynthConfig(users, avg_degree, seed=seed, **kw))
     edges, _ = normalize_edges(RawEdges(src, dst, ts, "synth", src.size))
     return CSRGraph.from_edges(edges)
 

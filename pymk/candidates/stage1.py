@@ -100,7 +100,7 @@ class Stage1:
         k = self.config.k if k is None else k
         use = set(sources) if sources is not None else {"fof", "ppr", "embedding", "popular"}
         if "fof" in use:
-            fof = reads.fof(users, k, self.config.fof.score, blocked, self.config.fof.max_expand)
+            fof = reads.fof(users, k, fof_order(self.config), blocked, self.config.fof.max_expand)
             cand, count = fof.cand, fof.count
             feats = {"cn": fof.cn, "aa": fof.aa, "ra": fof.ra}
         else:
@@ -175,6 +175,12 @@ class Stage1:
             scores[rows, np.arange(s.shape[1])] = s
             idx[rows, np.arange(i.shape[1])] = i
         return scores, idx
+
+
+def fof_order(config: CandidatesConfig) -> str:
+    """The score friends-of-friends keeps its top k by: the configured one; "auto" before a build chose
+    (`pymk.candidates.order`) is Adamic-Adar."""
+    return "aa" if config.fof.score == "auto" else config.fof.score
 
 
 def live_exclusions(graph, users: np.ndarray, blocked):

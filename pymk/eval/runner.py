@@ -41,6 +41,7 @@ class EvalReport:
     source_recall: dict[str, dict[str, float]] = field(default_factory=dict)  # source -> @k -> recall, alone
     beyond_two_hops: dict[str, int] = field(default_factory=dict)  # test pairs past 2 hops found in top 1000
     ranker: dict = field(default_factory=dict)  # which ranker the pymk row used, and why
+    stage1: dict = field(default_factory=dict)  # the friends-of-friends order the build chose, and why
     gnn_stage1_recall: dict[str, float] = field(default_factory=dict)
     gnn: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -68,6 +69,10 @@ class EvalReport:
             for name, rec in rows.items():
                 lines.append(f"  {name:<14}" + "".join(f"{rec.get(f'@{c}', float('nan')):>9.4f}" for c in STAGE1_KS)
                              + f"   {self.beyond_two_hops.get(name, 0)} of {self.beyond_two_hops.get('total', 0)}")
+        if self.stage1:
+            rec = self.stage1.get(f"recall@{self.stage1.get('k')}", {})
+            lines.append(f"pymk Stage 1: friends-of-friends by {self.stage1.get('chosen')} (internal split recall@"
+                         f"{self.stage1.get('k')}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()) + ")")
         if self.ranker:
             val = self.ranker.get("validation_recall@20", {})
             lines.append(f"pymk ranker: {self.ranker.get('serving')}"
@@ -126,6 +131,7 @@ def evaluate(edges: EdgeList, *, dataset: str = "edges", config: PymkConfig | No
         build_from_edges(split.train, Path(tmp) / "model", config, log=lambda s: None, executor=executor)
         model = Model.load(Path(tmp) / "model")
         seconds["pymk_build"] = time.perf_counter() - t
+        report.stage1 = dict(model.meta["stages"].get("stage1", {}))
         stage = model.meta["stages"].get("ranker", {})
         report.ranker = {"serving": model.ranker_kind, **{k: stage[k] for k in ("objective", "validation_recall@20",
                                                                                 "importance", "skipped") if k in stage}}

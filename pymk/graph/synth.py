@@ -35,6 +35,8 @@ class SynthConfig:
     global_share: float = 0.15  # base edges between any two users
     closure_rounds: int = 2  # the remaining share closes wedges, in this many rounds
     community_exponent: float = 2.0  # community-size power law
+    max_degree: float = 0.0  # cap on a user's expected degree (0 = sqrt(users * avg_degree), the Chung-Lu bound);
+    # above the bound hubs lose some of their expected edges to deduplication, as real hubs with thousands do
 
 
 def _pareto(rng, size, exponent, lo, hi):
@@ -101,7 +103,7 @@ def generate(cfg: SynthConfig, progress=None) -> tuple[np.ndarray, np.ndarray, n
     rng = np.random.default_rng(cfg.seed)
     m_target = int(n * d / 2)
     w = _pareto(rng, n, cfg.gamma, 1.0, np.inf)
-    w = np.minimum(w / w.mean() * d, np.sqrt(n * d))
+    w = np.minimum(w / w.mean() * d, cfg.max_degree if cfg.max_degree > 0 else np.sqrt(n * d))
     comm = _communities(rng, n, cfg)
     step("communities")
 
@@ -124,9 +126,12 @@ def generate(cfg: SynthConfig, progress=None) -> tuple[np.ndarray, np.ndarray, n
     step("base edges")
 
     rounds = max(1, cfg.closure_rounds)
-    for r in range(rounds):
+    # hubs past the Chung-Lu bound lose many closing edges to deduplication: up to 3 more rounds top the
+    # count up (only then, so graphs under the default cap stay as they were)
+    extra = 3 if cfg.max_degree > 0 else 0
+    for r in range(rounds + extra):
         need = m_target - lo.size
-        if need <= 0:
+        if need <= 0.005 * m_target if r >= rounds else need <= 0:
             break
         k = int(need / rounds * 1.15) if r < rounds - 1 else int(need * 1.15)
         indptr, nbr, nts = _csr(lo, hi, ts, n)

@@ -13,6 +13,7 @@ leaves a half-written model where a good one was.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -132,6 +133,11 @@ def _build(held: list, out, config, *, report, log: Log, executor, standing=None
             f"({stages['graph']['seconds']:.1f}s)")
         if config.sharding.shards > 1:
             stages["shards"] = _shard_stage(graph, work / "graph", config, log)
+        if config.candidates.fof.score == "auto":  # before the ranker, whose lists Stage 1 makes
+            from pymk.candidates.order import choose_fof_order
+
+            config = copy.deepcopy(config)  # the model's config records the order chosen
+            config.candidates.fof.score, stages["stage1"] = choose_fof_order(graph, config, log=log)
         gnn_train = None
         if config.gnn.enabled:
             from pymk.gnn.stage import train_embeddings

@@ -41,3 +41,17 @@ def test_write_formats_roundtrip(tmp_path):
         p = write_edges(tmp_path / name, src, dst, ts)
         raw = read_edges(p)
         assert np.array_equal(raw.src, src) and np.array_equal(raw.dst, dst) and np.array_equal(raw.ts, ts)
+
+
+def test_max_degree_makes_hubs_past_the_chung_lu_bound():
+    n, d = 4000, 10
+    bound = np.sqrt(n * d)
+
+    def degrees(**kw):
+        src, dst, _ = generate(SynthConfig(n, d, seed=2, gamma=2.0, **kw))
+        return np.bincount(np.concatenate([src, dst]))
+
+    capped, hubby = degrees(), degrees(max_degree=n / 4)
+    assert capped.max() < 1.5 * bound  # expected degrees capped at the bound (realised ones spread a little)
+    assert hubby.max() > 2 * bound  # hubs of many hundreds of friends
+    assert abs(hubby.sum() / n - d) < 0.1 * d  # the mean degree still as asked
