@@ -36,9 +36,11 @@ def _user_errors():
     from pymk.pipeline.executor import ExecutorError
     from pymk.pipeline.model import ModelError
     from pymk.ranking.learned import RankerError
+    from pymk.serving.auth import AuthError
 
-    return (ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError, CheckpointError,
-            DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError, FileNotFoundError, FileExistsError)
+    return (AuthError, ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError,
+            CheckpointError, DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError, FileNotFoundError,
+            FileExistsError)
 
 
 @app.command()
@@ -534,8 +536,12 @@ def serve(
     tier: Annotated[bool | None, typer.Option("--tier/--no-tier", help="a sharded model served as a stateless "
                                               "ranking tier that maps no adjacency, every list read from the "
                                               "shard servers (default: with --executor ray)")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help="serve a model without API keys on "
+                                                   "a non-loopback interface (anyone who reaches it can read "
+                                                   "and change everything)")] = False,
 ) -> None:
-    """Serve recommendations over HTTP (see pymk/serving/app.py; settings also from PYMK_* variables)."""
+    """Serve recommendations over HTTP (see pymk/serving/app.py; settings also from PYMK_* variables).
+    Requests need an API key once the model has one (`pymk keys create`)."""
     import os
 
     import uvicorn
@@ -552,9 +558,11 @@ def serve(
                  if v is not None}
     settings = ServeSettings(**overrides)  # flags over PYMK_* variables
     try:
+        auth = _auth_line(model, host, insecure_no_auth)
         svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker
     except _user_errors() as exc:
         raise _err(str(exc)) from None
+    typer.echo(auth, err=True)
     typer.echo(f"serving {model} (model {svc.model.version}) on http://{host}:{port}, "
                f"cache: {svc.cache.kind}, workers: {workers}", err=True)
     if workers > 1:  # each worker process builds its own Service from the PYMK_* environment
@@ -569,6 +577,91 @@ def serve(
     served = create_app(svc)
     del svc  # the app owns the service: a published version swaps it out, and it must be free to go
     uvicorn.run(served, host=host, port=port, log_level="warning")
+
+
+def _auth_line(model: Path, host: str, insecure: bool) -> str:
+    """What `serve` says about authentication; refuses an open service on a non-loopback interface."""
+    import ipaddress
+
+    from pymk.serving.auth import KeyStore
+
+    store = KeyStore.of_model(model)
+    if store.enabled:
+        live = sum(not k.revoked for k in store.keys())
+        return f"auth: API keys required ({live} live key(s); pymk keys list --model {model})"
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not insecure:
+        raise _err(f"model {model} has no API keys and --host {host} is not a loopback interface: create one "
+                   f"(pymk keys create --model {model} --scopes admin) or pass --insecure-no-auth")
+    return (f"auth: OFF - model {model} has no API keys, so anyone who reaches {host} can read and change "
+            f"everything; create one with: pymk keys create --model {model} --scopes admin")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of a model's service: create, list, revoke "
+                       "(pymk.serving.auth).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    model: Annotated[Path, typer.Option(help="model directory the key is for")],
+    scopes: Annotated[str, typer.Option(help="admin, or a comma-separated list of recommendations:read, "
+                                        "actions:write")],
+    user: Annotated[int | None, typer.Option(help="bind the key to this user id: it reads only that user's "
+                                             "recommendations and acts only as that user")] = None,
+    name: Annotated[str, typer.Option(help="a label for listings")] = "",
+) -> None:
+    """Create a key and print it once (only its hash is stored, in DIR/serving/keys.json)."""
+    from pymk.artifacts import read_artifact_meta
+    from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError
+    from pymk.serving.auth import KeyStore, parse_scopes
+
+    try:  # a key for a directory that is not a model is a mistake
+        read_artifact_meta(model, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, what="pymk model",
+                           fix="run `pymk build`")
+        key, token = KeyStore.of_model(model).create(parse_scopes(scopes), user=user, name=name)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"created key {key.id} ({','.join(key.scopes)}{f', user {user}' if user is not None else ''}); "
+               "it is shown only now:", err=True)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(model: Annotated[Path, typer.Option(help="model directory")]) -> None:
+    """The model's keys (ids, scopes, users, state; never the keys themselves)."""
+    import datetime
+
+    from pymk.serving.auth import KeyStore
+
+    try:
+        keys = KeyStore.of_model(model).keys()
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    if not keys:
+        typer.echo(f"no API keys for {model}: its service runs without authentication, on loopback only")
+    for k in keys:
+        when = datetime.datetime.fromtimestamp(k.created, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        typer.echo(f"{k.id}  {','.join(k.scopes):<40} user {k.user if k.user is not None else '-':<12} "
+                   f"{'REVOKED' if k.revoked else 'live':<8} {when}  {k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (pymk keys list)")],
+    model: Annotated[Path, typer.Option(help="model directory")],
+) -> None:
+    """Revoke a key: every worker of the service refuses it within a second, without a restart."""
+    from pymk.serving.auth import KeyStore
+
+    try:
+        KeyStore.of_model(model).revoke(key_id)
+    except _user_errors() as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"revoked key {key_id}")
 
 
 @app.command()

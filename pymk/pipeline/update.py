@@ -209,6 +209,11 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
             stages["ranker"] = ranker_stage(graph, emb, work, config, log, executor=executor)
         elif ranker_n is not None:
             stages["ranker"] = _keep_ranker(prev, work, graph, emb, ranker_n, log)
+        from pymk.serving.auth import keys_path
+
+        if keys_path(prev).exists():  # the service's API keys belong to the deployment: they go with its versions
+            keys_path(work).parent.mkdir(exist_ok=True)
+            shutil.copy2(keys_path(prev), keys_path(work))
         meta = finish_model(work, config, stages, graph.meta["source"], executor,
                             updated_from=model_version(meta_n), update_seconds=round(time.perf_counter() - t_all, 2),
                             lineage=lineage(meta_n), events={"log": log_name(log_n), "from": start, "through": through})

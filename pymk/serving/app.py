@@ -25,10 +25,12 @@ from typing import Annotated
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from pymk import __version__
+from pymk.serving.auth import ApiKey, KeyStore
 from pymk.serving.redis_link import RedisDown
 from pymk.serving.request import NotEligible
 from pymk.serving.service import Service
@@ -138,6 +140,10 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+AUTH = {401: {"description": "no valid API key (the model has keys)"},
+        403: {"description": "the key lacks the scope, or is bound to another user"}}
+
+
 class _TooLarge(Exception):
     pass
 
@@ -165,8 +171,37 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         app.state.service.close()
         app.state.service.metrics.close()
 
+    docs = service.settings.docs
     app = FastAPI(title="pymk", version=__version__, lifespan=lifespan,
-                  description="People You May Know: friend recommendations with mutual-friend counts.")
+                  description="People You May Know: friend recommendations with mutual-friend counts.",
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
+    app.state.keys = KeyStore.of_model(service.model.path) if service.model.path is not None else None
+    bearer = HTTPBearer(auto_error=False, description="an API key from `pymk keys create` (pymk.serving.auth)")
+
+    def guard(scope: str):
+        """A dependency: the request's key when the model has keys (401 without a valid one, 403 when it
+        lacks `scope`); None when the model has none (served unauthenticated, on loopback only)."""
+        def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey | None:
+            keys = app.state.keys
+            if keys is None or not keys.enabled:
+                return None
+            key = keys.verify(creds.credentials) if creds is not None else None
+            if key is None:
+                raise HTTPException(status_code=401, detail="a valid API key is required (Authorization: Bearer KEY)",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if not key.allows(scope):
+                raise HTTPException(status_code=403, detail=f"key {key.id} lacks the {scope} scope")
+            return key
+        return check
+
+    def as_user(key: ApiKey | None, *users: int) -> None:
+        """403 unless a key bound to a user is used for that user (one of `users`)."""
+        if key is not None and key.user is not None and key.user not in users:
+            raise HTTPException(status_code=403, detail=f"key {key.id} acts only for user {key.user}")
+
+    # (dependencies as defaults: the module's postponed annotations cannot name this function's locals)
+    reader, actor, admin = guard("recommendations:read"), guard("actions:write"), guard("admin")
     app.state.service = service  # the version served now: `pymk publish` swaps it (`swap.py`); a request
     # reads it once and finishes on the version it started with
     app.dependency_overrides[get_settings] = lambda: app.state.service.settings  # this app's, not the process's
@@ -189,19 +224,23 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     def readyz() -> Health:  # the app exists only once its model is loaded and warm: ready when it answers
         return healthz()
 
-    @app.get("/metrics", response_class=Response)
+    metrics_guard = [Depends(guard("admin"))] if service.settings.metrics_auth else []
+
+    @app.get("/metrics", response_class=Response, dependencies=metrics_guard)
     def metrics() -> Response:
         svc, _ = current()
         svc.redis_state()
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=RecommendationsResponse,
-             responses={404: {"description": "user not in the model"}})
+             responses={404: {"description": "user not in the model"}, **AUTH})
     def recommendations(
         user_id: UserId,
         k: Annotated[int | None, Query(ge=1, description="how many recommendations (default 20)")] = None,
         settings: ServeSettings = Depends(get_settings),
+        key: ApiKey | None = Depends(reader),
     ) -> RecommendationsResponse:
+        as_user(key, user_id)
         t0 = time.perf_counter()
         svc, model = current()
         k = settings.default_k if k is None else k
@@ -254,16 +293,19 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
             raise HTTPException(status_code=409, detail="this service's graph does not follow live changes "
                                 "(a sharded model, or PYMK_STREAM=false): rebuild to apply them")
 
-    @app.post("/v1/users/{user_id}/dismissals", response_model=ActionResult)
-    def dismiss(user_id: UserId, body: Dismissal) -> ActionResult:
+    @app.post("/v1/users/{user_id}/dismissals", response_model=ActionResult, responses=AUTH)
+    def dismiss(user_id: UserId, body: Dismissal, key: ApiKey | None = Depends(actor)) -> ActionResult:
+        as_user(key, user_id)
         return act(current()[0], "dismissed", user_id, body.candidate_id)
 
-    @app.post("/v1/users/{user_id}/blocks", response_model=ActionResult)
-    def block(user_id: UserId, body: Block) -> ActionResult:
+    @app.post("/v1/users/{user_id}/blocks", response_model=ActionResult, responses=AUTH)
+    def block(user_id: UserId, body: Block, key: ApiKey | None = Depends(actor)) -> ActionResult:
+        as_user(key, user_id)
         return act(current()[0], "blocked", user_id, body.blocked_id)
 
-    @app.post("/v1/edges", response_model=ActionResult)
-    def new_edge(body: NewEdge) -> ActionResult:
+    @app.post("/v1/edges", response_model=ActionResult, responses=AUTH)
+    def new_edge(body: NewEdge, key: ApiKey | None = Depends(admin)) -> ActionResult:
+        as_user(key, body.src, body.dst)
         svc, model = current()
         out = act(svc, "friends", body.src, body.dst)  # 422 for a self-loop before anything is logged
         a, b = model.index_of([body.src, body.dst]).tolist()
@@ -276,8 +318,9 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         return out
 
     @app.delete("/v1/users/{user_id}/friends/{friend_id}", response_model=ActionResult,
-                responses={404: {"description": "user not in the model"}})
-    def unfriend(user_id: UserId, friend_id: UserId) -> ActionResult:
+                responses={404: {"description": "user not in the model"}, **AUTH})
+    def unfriend(user_id: UserId, friend_id: UserId, key: ApiKey | None = Depends(actor)) -> ActionResult:
+        as_user(key, user_id)
         if user_id == friend_id:
             raise HTTPException(status_code=422, detail=f"user {user_id} cannot unfriend itself")
         svc, model = current()
@@ -292,8 +335,9 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         return ActionResult(invalidated=sorted({user_id, friend_id}), degraded=degraded, changed=changed)
 
     @app.delete("/v1/users/{user_id}", response_model=ActionResult,
-                responses={404: {"description": "user not in the model (never seen, or already erased)"}})
-    def erase(user_id: UserId) -> ActionResult:
+                responses={404: {"description": "user not in the model (never seen, or already erased)"}, **AUTH})
+    def erase(user_id: UserId, key: ApiKey | None = Depends(admin)) -> ActionResult:
+        as_user(key, user_id)
         svc, model = current()
         idx = known(model, user_id)
         needs_live(svc)

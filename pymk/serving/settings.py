@@ -50,6 +50,8 @@ class ServeSettings(BaseSettings):
                                     "request answers without that shard, flagged degraded ('shard N')")
     publish_poll_s: float = Field(1.0, ge=0, description="how often each worker reads its model lineage's "
                                   "publish pointer and swaps to the version `pymk publish` named (0: never)")
+    docs: bool = Field(True, description="serve the OpenAPI spec and the /docs and /redoc pages")
+    metrics_auth: bool = Field(False, description="/metrics asks for an admin key (when the model has keys)")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
                                   "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")
 

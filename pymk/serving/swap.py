@@ -98,6 +98,10 @@ class Swapper:
             new._log_lock = old._log_lock
         new.metrics.model_swaps.labels("ok").inc()  # counted before it answers: a reader of both sees them agree
         self.app.state.service = new
+        from pymk.serving.auth import KeyStore, keys_path
+
+        if keys_path(rec["model"]).exists():  # a version without keys of its own keeps serving the ones in force
+            self.app.state.keys = KeyStore.of_model(rec["model"])
         old.close()
         del old
         # N sits in reference cycles (its stream worker's callbacks name it): give its memory back now, not at

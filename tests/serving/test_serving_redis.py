@@ -135,6 +135,20 @@ def test_link_breaker_skips_redis_until_retry():
     assert link.failures == 1  # the second call did not reach the network
 
 
+def _wait_asleep(url: str) -> None:
+    """Returns once the server no longer answers a PING within 50 ms (DEBUG SLEEP has begun)."""
+    probe = redis.Redis.from_url(url, socket_timeout=0.05)
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, "the server never went to sleep"
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            return
+        finally:
+            probe.connection_pool.disconnect()
+
+
 def test_slow_redis_times_out_into_degraded_mode(model_dir, tmp_path):
     """A Redis that hangs (DEBUG SLEEP) rather than dies: calls time out, requests are served degraded."""
     import threading
@@ -146,7 +160,7 @@ def test_slow_redis_times_out_into_degraded_mode(model_dir, tmp_path):
         assert c.get("/v1/users/1020/recommendations", params={"k": 5}).json()["degraded"] is False
         hang = threading.Thread(target=lambda: redis.Redis.from_url(server.url).execute_command("DEBUG", "SLEEP", 2))
         hang.start()
-        time.sleep(0.2)  # the server is now asleep
+        _wait_asleep(server.url)
         r = c.get("/v1/users/1021/recommendations", params={"k": 5})
         assert r.status_code == 200 and r.json()["degraded"] is True and len(r.json()["recommendations"]) == 5
         hang.join()
