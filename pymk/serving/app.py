@@ -24,13 +24,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from pymk import __version__
 from pymk.serving.auth import ApiKey, KeyStore
+from pymk.serving.ratelimit import RateLimiter
 from pymk.serving.redis_link import RedisDown
 from pymk.serving.request import NotEligible
 from pymk.serving.service import Service
@@ -141,7 +142,8 @@ class BodyLimit:
 
 
 AUTH = {401: {"description": "no valid API key (the model has keys)"},
-        403: {"description": "the key lacks the scope, or is bound to another user"}}
+        403: {"description": "the key lacks the scope, or is bound to another user"},
+        429: {"description": "over the key's rate limit (Retry-After: seconds)"}}
 
 
 class _TooLarge(Exception):
@@ -177,21 +179,34 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
     app.state.keys = KeyStore.of_model(service.model.path) if service.model.path is not None else None
+    limiter = RateLimiter(service.settings.rate_limit, service.settings.rate_burst)
     bearer = HTTPBearer(auto_error=False, description="an API key from `pymk keys create` (pymk.serving.auth)")
 
     def guard(scope: str):
         """A dependency: the request's key when the model has keys (401 without a valid one, 403 when it
         lacks `scope`); None when the model has none (served unauthenticated, on loopback only)."""
-        def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey | None:
+        def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey | None:
+            svc = app.state.service
             keys = app.state.keys
-            if keys is None or not keys.enabled:
-                return None
-            key = keys.verify(creds.credentials) if creds is not None else None
-            if key is None:
-                raise HTTPException(status_code=401, detail="a valid API key is required (Authorization: Bearer KEY)",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            if not key.allows(scope):
-                raise HTTPException(status_code=403, detail=f"key {key.id} lacks the {scope} scope")
+            key = None
+            if keys is not None and keys.enabled:
+                key = keys.verify(creds.credentials) if creds is not None else None
+                if key is None:
+                    svc.metrics.auth.labels("401").inc()
+                    raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                        detail="a valid API key is required (Authorization: Bearer KEY)")
+                if not key.allows(scope):
+                    svc.metrics.auth.labels("403").inc()
+                    raise HTTPException(status_code=403, detail=f"key {key.id} lacks the {scope} scope")
+            if limiter.enabled:
+                addr = request.client.host if request.client else "-"
+                caller = f"key:{key.id}" if key is not None else f"addr:{addr}"
+                wait = limiter.take(caller, svc.link)
+                if wait > 0:
+                    svc.metrics.auth.labels("429").inc()
+                    raise HTTPException(status_code=429, headers={"Retry-After": limiter.retry_after(wait)},
+                                        detail=f"rate limit of {limiter.rate:g} requests/s (burst {limiter.burst}) "
+                                               f"reached for {caller}")
             return key
         return check
 

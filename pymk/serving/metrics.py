@@ -45,6 +45,8 @@ class Metrics:
                                     buckets=BUCKETS + (5.0, 10.0, 30.0, 60.0))
         self.model_swaps = Counter("pymk_model_swaps", "published model versions swapped in (ok) or refused "
                                    "(failed)", ["result"], registry=r)
+        self.auth = Counter("pymk_auth_refusals", "requests refused: 401 no valid key, 403 outside its scope, "
+                            "429 over its rate limit", ["status"], registry=r)
         self.redis_up = Gauge("pymk_redis_up", "1 while the service's Redis answers", registry=r,
                               multiprocess_mode="livemin")
 

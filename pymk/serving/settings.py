@@ -52,6 +52,9 @@ class ServeSettings(BaseSettings):
                                   "publish pointer and swaps to the version `pymk publish` named (0: never)")
     docs: bool = Field(True, description="serve the OpenAPI spec and the /docs and /redoc pages")
     metrics_auth: bool = Field(False, description="/metrics asks for an admin key (when the model has keys)")
+    rate_limit: float = Field(0.0, ge=0, description="requests per second per API key (without keys: per client "
+                              "address), shared by the workers through Redis when configured; 0 = no limit")
+    rate_burst: int = Field(0, ge=0, description="requests a caller may make at once (0: twice rate_limit)")
     cold_path: str | None = Field(None, description="tiered embeddings: the cold tier's RocksDB (default: "
                                   "DIR/serving/emb_cold, written by `pymk publish --hot-users N`)")
 
