@@ -184,13 +184,18 @@ def fof_order(config: CandidatesConfig) -> str:
 
 
 def live_exclusions(graph, users: np.ndarray, blocked):
-    """`blocked` plus what the living graph rules out for each user: erased accounts (for everyone) and
-    the user's former friends (unfriended: never recommended back). Unchanged for a plain snapshot."""
+    """`blocked` plus what the living graph rules out for each user: erased accounts and undiscoverable
+    users (for everyone) and the user's former friends (unfriended: never recommended back). Unchanged for
+    a plain snapshot."""
     gone = getattr(graph, "erased_ids", None)
     former = getattr(graph, "unfriended", None)
-    if not gone and not former:
+    hidden = getattr(graph, "hidden_index", None)
+    hidden = None if hidden is None or not hidden.size else hidden
+    if not gone and not former and hidden is None:
         return blocked
     erased = graph.erased_index if gone else np.zeros(0, np.int64)
+    if hidden is not None:
+        erased = np.union1d(erased, hidden)
     out = []
     for b, u in enumerate(users.tolist()):
         parts = [erased]

@@ -51,6 +51,24 @@ class UserRegistry:
             idx[ok] = np.where(self._erased[idx[ok]], -2, idx[ok])
             return idx
 
+    hidden_ids: frozenset = frozenset()  # external ids of users who set themselves undiscoverable
+    hidden_index = np.zeros(0, np.int64)  # their dense indices, sorted (replaced on change, never mutated)
+
+    def set_discoverable(self, u: int, discoverable: bool) -> bool:
+        """User u (dense) may be recommended to others, or not (it still gets its own recommendations).
+        Returns whether that changed."""
+        with self._lock:
+            ext = int(self._ids[u])
+            if (ext in self.hidden_ids) != discoverable:  # already as asked
+                return False
+            if discoverable:
+                self.hidden_ids = self.hidden_ids - {ext}
+                self.hidden_index = np.setdiff1d(self.hidden_index, [u]).astype(np.int64)
+            else:
+                self.hidden_ids = self.hidden_ids | {ext}
+                self.hidden_index = np.union1d(self.hidden_index, [u]).astype(np.int64)
+            return True
+
     def remember_unfriended(self, lo, hi) -> None:
         """Records that lo[e] and hi[e] unfriended (whether or not they were friends here): neither is
         recommended to the other again."""

@@ -5,7 +5,9 @@
     remove   an unfriending; the two are remembered so neither is recommended back to the other;
     erase    the account: every friendship removed, the user flagged erased and taken out of the ANN
              index; later events that name it are ignored (counted), never resurrecting it;
-    block, dismiss   handed back in `actions` for the service's user-action store.
+    block, dismiss   handed back in `actions` for the service's user-action store;
+    hide, show   the user set itself undiscoverable (never recommended to anyone, still served its own
+             recommendations) or discoverable again.
 Everything else (Stage 1, features, filters, explanations) reads the graph, so it sees the change on
 the next request. Returns a `Change`: who changed, for the caller's embedding refresh and cache drops.
 """
@@ -32,6 +34,7 @@ class Change:
     erased: list = field(default_factory=list)  # dense indices erased
     actions: list = field(default_factory=list)  # (op, src id, dst id) for block / dismiss
     ignored: int = 0  # events naming an erased user, or removing for a user never seen
+    visibility: list = field(default_factory=list)  # dense users whose discoverability changed
 
 
 class LiveGraphError(ModelError):
@@ -154,6 +157,13 @@ def apply_to_graph(g: LiveGraph, events, *, sink=None) -> Change:
                 out.ignored += 1  # an erased account gets no action sets back
             else:
                 out.actions.append((e.op, e.src, e.dst))
+        elif e.op in ("hide", "show"):
+            flush()
+            u = int(g.resolve([e.src])[0])
+            if u < 0:
+                out.ignored += 1  # never seen, or erased
+            elif g.set_discoverable(u, e.op == "show"):
+                out.visibility.append(u)
         elif e.op == "erase":
             flush()
             u = int(g.resolve([e.src])[0])

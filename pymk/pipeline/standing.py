@@ -5,6 +5,7 @@ A snapshot holds friendships. The living graph also remembers, from the event lo
     unfriended  pairs who unfriended: neither is recommended to the other again
     blocked     (user, other): neither is recommended to the other
     dismissed   (user, candidate): never recommended to that user again
+    hidden      users who set themselves undiscoverable: recommended to no one
 A version made from the log (`pymk update`, `pymk build --events`) folds the friendships into its snapshot
 and writes the rest to `DIR/standing.npz`; `Model.load` puts `erased` and `unfriended` into its living
 graph and the service puts the actions into its action store, so a swap to the new version (which replays
@@ -34,6 +35,10 @@ class Standing:
     unfriended: np.ndarray
     blocked: np.ndarray
     dismissed: np.ndarray
+    hidden: np.ndarray = None  # (h,) external ids, sorted
+
+    def __post_init__(self):
+        self.hidden = np.zeros(0, np.int64) if self.hidden is None else np.asarray(self.hidden, np.int64)
 
     @classmethod
     def empty(cls) -> Standing:
@@ -46,18 +51,23 @@ class Standing:
             return cls.empty()
         with np.load(path) as z:
             return cls(z["erased"].astype(np.int64), _pairs(z["unfriended"]), _pairs(z["blocked"]),
-                       _pairs(z["dismissed"]))
+                       _pairs(z["dismissed"]), z["hidden"] if "hidden" in z.files else None)
 
     def save(self, model_dir: Path) -> None:
         np.savez(Path(model_dir) / FILE, erased=self.erased, unfriended=self.unfriended, blocked=self.blocked,
-                 dismissed=self.dismissed)
+                 dismissed=self.dismissed, hidden=self.hidden)
 
     def __len__(self) -> int:
-        return int(self.erased.size + self.unfriended.shape[0] + self.blocked.shape[0] + self.dismissed.shape[0])
+        return int(self.erased.size + self.unfriended.shape[0] + self.blocked.shape[0] + self.dismissed.shape[0]
+                   + self.hidden.size)
 
     def install(self, graph) -> None:
-        """Into a living graph (`LiveGraph` or `TierGraph`): erased ids (never recreated) and unfriended pairs."""
+        """Into a living graph (`LiveGraph` or `TierGraph`): erased ids (never recreated), unfriended pairs and
+        undiscoverable users."""
         graph.erased_ids.update(self.erased.tolist())
+        for u in graph.index_of(self.hidden).tolist():
+            if u >= 0:
+                graph.set_discoverable(u, False)
         if self.unfriended.shape[0]:
             a = graph.index_of(self.unfriended[:, 0])
             b = graph.index_of(self.unfriended[:, 1])
@@ -85,4 +95,5 @@ class Standing:
             rows = np.unique(_pairs(rows), axis=0)
             return rows[~np.isin(rows, erased).any(axis=1)] if rows.size else rows
 
-        return Standing(erased, alive(unfriended), alive(blocked), alive(dismissed))
+        hidden = np.setdiff1d(np.fromiter(live.hidden_ids, np.int64, len(live.hidden_ids)), erased)
+        return Standing(erased, alive(unfriended), alive(blocked), alive(dismissed), hidden)

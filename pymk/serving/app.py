@@ -84,6 +84,19 @@ class ActionResult(BaseModel):
     changed: bool = True  # False: nothing to do (already friends, not friends, ...)
 
 
+class UserSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # false: never recommended to anyone (the user still gets its own recommendations); JSON true / false only
+    discoverable: bool = Field(strict=True)
+
+
+class UserSettingsResult(BaseModel):
+    user_id: int
+    discoverable: bool
+    degraded: bool = False  # the log did not take the change yet, or this worker had not applied it in time
+    changed: bool = True
+
+
 class StreamHealth(BaseModel):
     events: int  # edge events this worker applied from the log (posted here or by any other worker)
     new_edges: int  # of which friendships the graph did not have
@@ -348,6 +361,26 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         except RedisDown:
             degraded = True
         return ActionResult(invalidated=sorted({user_id, friend_id}), degraded=degraded, changed=changed)
+
+    @app.get("/v1/users/{user_id}/settings", response_model=UserSettingsResult,
+             responses={404: {"description": "user not in the model"}, **AUTH})
+    def get_settings_(user_id: UserId, key: ApiKey | None = Depends(reader)) -> UserSettingsResult:
+        as_user(key, user_id)
+        _, model = current()
+        known(model, user_id)
+        return UserSettingsResult(user_id=user_id, changed=False,
+                                  discoverable=user_id not in getattr(model.graph, "hidden_ids", ()))
+
+    @app.put("/v1/users/{user_id}/settings", response_model=UserSettingsResult,
+             responses={404: {"description": "user not in the model"}, **AUTH})
+    def put_settings(user_id: UserId, body: UserSettings, key: ApiKey | None = Depends(actor)) -> UserSettingsResult:
+        as_user(key, user_id)
+        svc, model = current()
+        known(model, user_id)
+        needs_live(svc)
+        changed = (user_id in model.graph.hidden_ids) == body.discoverable
+        degraded = not svc.apply_now("show" if body.discoverable else "hide", user_id, user_id)
+        return UserSettingsResult(user_id=user_id, discoverable=body.discoverable, degraded=degraded, changed=changed)
 
     @app.delete("/v1/users/{user_id}", response_model=ActionResult,
                 responses={404: {"description": "user not in the model (never seen, or already erased)"}, **AUTH})

@@ -48,11 +48,12 @@ def rank(model, batch: CandidateBatch, X: np.ndarray | None, depth: int) -> Rank
 
 
 def filter(model, ranked: RankedBatch, excluded: list | None, *, view=None) -> Answer:  # noqa: A001 - the step
-    """Drops self, friends, excluded ids and erased users (Stage 1 already leaves them out: this is the last
-    guard before an answer leaves), keeping order. `view`: the lists the ranking tier read for this batch
-    (`CandidateBatch.view`; None: the model's graph)."""
+    """Drops self, friends, excluded ids, erased and undiscoverable users (Stage 1 already leaves them out:
+    this is the last guard before an answer leaves), keeping order. `view`: the lists the ranking tier read
+    for this batch (`CandidateBatch.view`; None: the model's graph)."""
     graph = model.graph if view is None else view
     erased = getattr(model.graph, "erased", None)
+    hidden = getattr(model.graph, "hidden_index", None)
     valid = np.arange(ranked.cand.shape[1])[None, :] < ranked.count[:, None]
     keep = valid.copy()
     for b, u in enumerate(ranked.users.tolist()):
@@ -65,6 +66,8 @@ def filter(model, ranked: RankedBatch, excluded: list | None, *, view=None) -> A
             drop |= np.isin(cand, excluded[b])
         if erased is not None:
             drop |= erased[cand]
+        if hidden is not None and hidden.size:
+            drop |= np.isin(cand, hidden)
         keep[b, :cand.size] = ~drop
     order = np.argsort(~keep, axis=1, kind="stable")  # kept first, in ranked order
 

@@ -29,7 +29,7 @@ log = logging.getLogger("pymk.stream")
 HEADER = "# pymk-events lineage="  # a file log's first line, written by the service that creates it
 
 
-OPS = ("add", "remove", "erase", "block", "dismiss")
+OPS = ("add", "remove", "erase", "block", "dismiss", "hide", "show")  # hide / show: a user's discoverability
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ def _check(src, dst, op: str = "add") -> tuple[int, int]:
         raise EventLogError(f"edge event needs integer user ids, got src={src!r} dst={dst!r}") from None
     if a < 0 or b < 0:
         raise EventLogError(f"edge event {a}-{b}: user ids are non-negative")
-    if op == "erase":
+    if op in ("erase", "hide", "show"):
         if a != b:
-            raise EventLogError(f"erase event names one user, got {a} and {b}")
+            raise EventLogError(f"{op} event names one user, got {a} and {b}")
     elif a == b:
         raise EventLogError(f"edge event {a}-{b} is a self-loop")
     return a, b

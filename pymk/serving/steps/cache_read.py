@@ -18,6 +18,9 @@ def run(req: Request, svc) -> None:
     gone = svc.model.graph.erased_ids if hasattr(svc.model.graph, "erased_ids") else ()
     if recs is not None and gone and any(r[0] in gone or any(v in gone for v in r[3]) for r in recs):
         recs = None  # lists made before an erasure never show the erased account
+    hidden = getattr(svc.model.graph, "hidden_ids", ())
+    if recs is not None and hidden and any(r[0] in hidden for r in recs):
+        recs = None  # ... nor one who has since set itself undiscoverable
     if recs is not None and (len(recs) >= req.k or len(recs) < svc.settings.cache_depth):
         req.recs = recs
         req.cached = True
