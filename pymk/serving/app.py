@@ -159,6 +159,11 @@ AUTH = {401: {"description": "no valid API key (the model has keys)"},
         429: {"description": "over the key's rate limit (Retry-After: seconds)"}}
 
 
+def invalid(loc: tuple, msg: str) -> HTTPException:
+    """A 422 in the shape the spec documents for every validation error (FastAPI's `HTTPValidationError`)."""
+    return HTTPException(status_code=422, detail=[{"type": "value_error", "loc": list(loc), "msg": msg}])
+
+
 class _TooLarge(Exception):
     pass
 
@@ -192,6 +197,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
     app.state.keys = KeyStore.of_model(service.model.path) if service.model.path is not None else None
+    max_k = service.settings.max_k
     limiter = RateLimiter(service.settings.rate_limit, service.settings.rate_burst)
     bearer = HTTPBearer(auto_error=False, description="an API key from `pymk keys create` (pymk.serving.auth)")
 
@@ -264,7 +270,8 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
              responses={404: {"description": "user not in the model"}, **AUTH})
     def recommendations(
         user_id: UserId,
-        k: Annotated[int | None, Query(ge=1, description="how many recommendations (default 20)")] = None,
+        k: int | None = Query(None, ge=1, le=max_k, description=f"how many recommendations (default "
+                              f"{service.settings.default_k}, at most {max_k})"),
         settings: ServeSettings = Depends(get_settings),
         key: ApiKey | None = Depends(reader),
     ) -> RecommendationsResponse:
@@ -272,8 +279,8 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         t0 = time.perf_counter()
         svc, model = current()
         k = settings.default_k if k is None else k
-        if k > settings.max_k:
-            raise HTTPException(status_code=422, detail=f"k must be at most {settings.max_k}, got {k}")
+        if k > settings.max_k:  # a swapped-in version's settings (the spec states the first one's bound)
+            raise invalid(("query", "k"), f"k must be at most {settings.max_k}, got {k}")
         try:
             req = svc.recommend(user_id, k)
         except NotEligible as exc:
@@ -291,7 +298,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     def act(svc: Service, kind: str, user: int, other: int) -> ActionResult:
         if user == other:
             verb = {"dismissed": "dismiss", "blocked": "block", "friends": "befriend"}[kind]
-            raise HTTPException(status_code=422, detail=f"user {user} cannot {verb} itself")
+            raise invalid(("body",), f"user {user} cannot {verb} itself")
         gone = getattr(svc.model.graph, "erased_ids", ())
         for x in (user, other):
             if x in gone:  # an erased account is never recreated by a later event
@@ -350,7 +357,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     def unfriend(user_id: UserId, friend_id: UserId, key: ApiKey | None = Depends(actor)) -> ActionResult:
         as_user(key, user_id)
         if user_id == friend_id:
-            raise HTTPException(status_code=422, detail=f"user {user_id} cannot unfriend itself")
+            raise invalid(("path", "friend_id"), f"user {user_id} cannot unfriend itself")
         svc, model = current()
         a, b = known(model, user_id), known(model, friend_id)
         needs_live(svc)

@@ -127,7 +127,7 @@ def test_bad_bodies_422(client, url, body):
 
 def test_self_action_names_what_was_refused(client):
     r = client.post("/v1/users/100/blocks", json={"blocked_id": 100})
-    assert r.status_code == 422 and r.json()["detail"] == "user 100 cannot block itself"
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "user 100 cannot block itself"
 
 
 def test_oversized_body_413(client):
@@ -143,7 +143,8 @@ def test_k_above_the_configured_maximum_422(tmp_path):
     lo, hi = g.edge_pairs()
     m = Model.load(build_from_edges(EdgeList(g.ids, lo, hi), tmp_path / "m", log=lambda s: None))
     r = app_for(m, max_k=50).get("/v1/users/0/recommendations", params={"k": 51})
-    assert r.status_code == 422 and "at most 50" in r.json()["detail"]
+    assert r.status_code == 422 and "less than or equal to 50" in r.json()["detail"][0]["msg"]
+    assert r.json()["detail"][0]["loc"] == ["query", "k"]
 
 
 def test_metrics_and_readyz(client):
