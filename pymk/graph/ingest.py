@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,11 @@ def read_text_edges(path: str | os.PathLike, *, skip_bad_rows: bool = False,
     carry = b""
     with _open_binary(path) as fh:
         while True:
-            block = fh.read(chunk_bytes)
+            try:
+                block = fh.read(chunk_bytes)
+            except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt gzip stream
+                raise IngestError(str(path), line_base + 1, "unreadable compressed data at or after this line "
+                                  "(a truncated or corrupt gzip file)", str(exc)) from None
             eof = not block
             data = carry + block
             if not eof:
@@ -308,6 +313,15 @@ def read_parquet_edges(path: str | os.PathLike) -> RawEdges:
     import pyarrow.parquet as pq
 
     path = Path(path)
+    try:
+        return _read_parquet(path, pa, pc, pq)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise IngestError(str(path), 0, "not a readable Parquet file", str(exc)) from None
+
+
+def _read_parquet(path: Path, pa, pc, pq) -> RawEdges:
     schema = pq.read_schema(path)
     src_col, dst_col, ts_col = _columns_from_header(list(schema.names))
     names = [schema.names[src_col], schema.names[dst_col]] + ([schema.names[ts_col]] if ts_col >= 0 else [])
