@@ -6,7 +6,7 @@ import os
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
+from schemathesis.checks import ignored_auth, positive_data_acceptance
 from typer.testing import CliRunner
 
 from pymk.cli import app as cli
