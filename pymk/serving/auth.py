@@ -91,8 +91,11 @@ class KeyStore:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            self._keys, self._stamp = {}, None
-            return
+            if self._stamp is None:  # never had a file: no keys
+                self._keys = {}
+                return
+            # the file went away under a running service: keep enforcing the keys read last (fail closed)
+            raise AuthError(f"{self.path}: the keys file is gone; serving with the keys read last") from None
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return
@@ -100,7 +103,8 @@ class KeyStore:
             data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise AuthError(f"{self.path}: cannot read the keys file: {exc}") from None
-        if data.get("format") != KEYS_FORMAT or data.get("version") != KEYS_VERSION:
+        if not isinstance(data, dict) or data.get("format") != KEYS_FORMAT or data.get("version") != KEYS_VERSION:
+            data = data if isinstance(data, dict) else {}
             raise AuthError(f"{self.path}: not a {KEYS_FORMAT} v{KEYS_VERSION} file (found "
                             f"{data.get('format')!r} v{data.get('version')!r})")
         self._keys = {k["id"]: ApiKey(**k) for k in data.get("keys", [])}

@@ -148,3 +148,13 @@ def test_serve_refuses_an_open_service_off_loopback(model_dir):
     assert "auth: OFF" in _auth_line(model_dir, "0.0.0.0", True)
     create(model_dir, "admin")
     assert _auth_line(model_dir, "0.0.0.0", False).startswith("auth: API keys required (1 live key")
+
+
+def test_a_keys_file_removed_under_a_running_service_keeps_it_closed(model_dir):
+    token = create(model_dir, "admin")
+    c = client_for(model_dir)
+    url = "/v1/users/100/recommendations"
+    assert c.get(url, headers=bearer(token)).status_code == 200
+    auth.keys_path(model_dir).unlink()
+    assert c.get(url).status_code == 401  # not opened by the file's absence
+    assert c.get(url, headers=bearer(token)).status_code == 200
