@@ -615,13 +615,11 @@ def keys_create(
     name: Annotated[str, typer.Option(help="a label for listings")] = "",
 ) -> None:
     """Create a key and print it once (only its hash is stored, in DIR/serving/keys.json)."""
-    from pymk.artifacts import read_artifact_meta
-    from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError
+    from pymk.pipeline.model import read_model_meta
     from pymk.serving.auth import KeyStore, parse_scopes
 
     try:  # a key for a directory that is not a model is a mistake
-        read_artifact_meta(model, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, what="pymk model",
-                           fix="run `pymk build`")
+        read_model_meta(model)
         key, token = KeyStore.of_model(model).create(parse_scopes(scopes), user=user, name=name)
     except _user_errors() as exc:
         raise _err(str(exc)) from None

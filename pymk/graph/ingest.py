@@ -315,9 +315,9 @@ def read_parquet_edges(path: str | os.PathLike) -> RawEdges:
     path = Path(path)
     try:
         return _read_parquet(path, pa, pc, pq)
+    except FileNotFoundError:
+        raise
     except (pa.ArrowException, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise IngestError(str(path), 0, "not a readable Parquet file", str(exc)) from None
 
 

@@ -131,7 +131,7 @@ def generate(cfg: SynthConfig, progress=None) -> tuple[np.ndarray, np.ndarray, n
     extra = 3 if cfg.max_degree > 0 else 0
     for r in range(rounds + extra):
         need = m_target - lo.size
-        if need <= 0.005 * m_target if r >= rounds else need <= 0:
+        if need <= (0.005 * m_target if r >= rounds else 0):  # an extra round only for a shortfall over 0.5%
             break
         k = int(need / rounds * 1.15) if r < rounds - 1 else int(need * 1.15)
         indptr, nbr, nts = _csr(lo, hi, ts, n)

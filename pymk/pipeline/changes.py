@@ -34,7 +34,6 @@ class Change:
     erased: list = field(default_factory=list)  # dense indices erased
     actions: list = field(default_factory=list)  # (op, src id, dst id) for block / dismiss
     ignored: int = 0  # events naming an erased user, or removing for a user never seen
-    visibility: list = field(default_factory=list)  # dense users whose discoverability changed
 
 
 class LiveGraphError(ModelError):
@@ -162,8 +161,8 @@ def apply_to_graph(g: LiveGraph, events, *, sink=None) -> Change:
             u = int(g.resolve([e.src])[0])
             if u < 0:
                 out.ignored += 1  # never seen, or erased
-            elif g.set_discoverable(u, e.op == "show"):
-                out.visibility.append(u)
+            else:
+                g.set_discoverable(u, e.op == "show")
         elif e.op == "erase":
             flush()
             u = int(g.resolve([e.src])[0])

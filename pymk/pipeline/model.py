@@ -33,6 +33,14 @@ def write_model_meta(path: Path, meta: dict) -> None:
     os.replace(tmp, path / "model.json")
 
 
+def read_model_meta(path) -> dict:
+    """The one reader of a model directory's model.json: refuses a missing file or another format version."""
+    from pymk.artifacts import read_artifact_meta
+
+    return read_artifact_meta(Path(path), "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
+                              what="pymk model", fix="run `pymk build`")[1]
+
+
 def model_version(meta: dict) -> str:
     """pymk version + a digest of the model's metadata (config, build time, stages)."""
     digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:8]
@@ -161,12 +169,10 @@ class Model:
         sharded model's adjacency lists and the learned ranker's user features. `servers`: a sharded
         model's `ShardRouter` (e.g. over Ray actors; default: shard servers in this process). `tier`: open it
         as a stateless ranking tier over `servers`, mapping no adjacency (`pymk.serving.tier_graph`)."""
-        from pymk.artifacts import read_artifact_meta
         from pymk.graph.sharded import load_plan
 
         path = Path(path)
-        _, meta = read_artifact_meta(path, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
-                                     what="pymk model", fix="run `pymk build`")
+        meta = read_model_meta(path)
         config = PymkConfig.from_dict(meta["config"])
         plan = load_plan(path / "graph", expect_shards=shards)
         store = features = None

@@ -35,7 +35,7 @@ import numpy as np
 from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
 from pymk.pipeline.lineage import check_log_lineage, lineage, log_name, start_position, stream_key
-from pymk.pipeline.model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError, model_version
+from pymk.pipeline.model import ModelError, model_version, read_model_meta
 
 STALENESS = 0.05  # the brief's refresh threshold: new neighbours / degree
 
@@ -160,7 +160,6 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
            log=print) -> Path:
     """Writes version N+1 of the model at `model_dir` (version N) with the events of `events` folded in.
     `epochs`: fine-tuning epochs over the added friendships (a model with a GNN)."""
-    from pymk.artifacts import read_artifact_meta
     from pymk.config import PymkConfig
     from pymk.pipeline.build import _shard_stage, ann_stage, finish_model, ranker_stage, staged_model
     from pymk.pipeline.changes import fold_with_standing
@@ -170,8 +169,7 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
     prev, out = Path(model_dir), Path(out)
     if prev.resolve() == out.resolve():
         raise ModelError(f"--out {out} is the model being updated: write version N+1 beside it")
-    _, meta_n = read_artifact_meta(prev, "model.json", MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelError,
-                                   what="pymk model", fix="run `pymk build`")
+    meta_n = read_model_meta(prev)
     log_n, start = open_events(events, meta_n)
     config = PymkConfig.from_dict(meta_n["config"])
     executor = executor or LocalExecutor()
