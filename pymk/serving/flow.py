@@ -1,8 +1,9 @@
 """The request flow: a fixed, named sequence of steps, each timed and counted.
 
-    eligibility -> cache -> stage1 -> features -> rank -> filter -> explain -> truncate -> cache_write
+    sync -> eligibility -> cache -> stage1 -> features -> rank -> filter -> explain -> truncate -> cache_write
 
-A cache hit skips from `cache` to `truncate`. Every step is one module of `pymk.serving.steps`.
+`sync` waits for the changes other workers acknowledged (`steps/sync.py`). A cache hit skips from `cache`
+to `truncate`. Every step is one module of `pymk.serving.steps`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,22 @@ from __future__ import annotations
 import time
 
 from pymk.serving.request import Request
-from pymk.serving.steps import cache_read, cache_write, eligibility, explain, features, filter, rank, stage1, truncate
+from pymk.serving.steps import (
+    cache_read,
+    cache_write,
+    eligibility,
+    explain,
+    features,
+    filter,
+    rank,
+    stage1,
+    sync,
+    truncate,
+)
 
 # (name, step, runs on a cache hit)
 STEPS = (
+    ("sync", sync.run, True),
     ("eligibility", eligibility.run, True),
     ("cache", cache_read.run, True),
     ("stage1", stage1.run, False),

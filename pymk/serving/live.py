@@ -7,7 +7,7 @@ through the model's one change path (`Model.apply`: the living graph's delta, ne
 index), refreshes the embeddings the change touches, and drops the cached recommendations it makes stale
 (the users within one hop of a changed friendship). The worker that took a request waits until its own
 stream worker has applied the event, so the change is visible to its next request; the others apply it
-within their poll interval. At start a worker replays the log from what its snapshot holds (the start, or
+within their poll interval, and a request reaching one of them first waits until it has (`steps/sync.py`). At start a worker replays the log from what its snapshot holds (the start, or
 an updated version's `events.through`), so its state is the snapshot plus every change posted since,
 whichever worker took it. The delta is folded into a new snapshot generation in a
 background thread when it grows past a quarter of the snapshot (`LiveGraph.compact`).
@@ -209,6 +209,7 @@ def attach_stream(svc):
 
     worker.refresher, worker.ann, worker.lock, worker.batch = refresher, ann, lock, 1000
     worker.on_refresh, worker.on_batch = on_refresh, on_batch
+    worker.tick = svc.flush_unlogged  # changes posted while the log was down reach it once it answers
     log.info("stream: replayed %d events posted since the snapshot; tailing %s", replayed,
              getattr(svc.stream_log, "path", None) or getattr(svc.stream_log, "key", ""))
     compact_in_background()

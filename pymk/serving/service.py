@@ -103,21 +103,53 @@ class Service:
             self.fallbacks.append(ss)
 
     def log_event(self, op: str, src: int, dst: int) -> str | None:
-        """Appends a change to the event log; returns its position, or None (kept, retried on the next
-        post) when the log cannot be written now."""
+        """Appends a change to the event log; returns its position, or None when the log cannot be written
+        now: the change is kept and logged, in order, by the next post or the stream worker's next poll
+        (`flush_unlogged`)."""
         if self.stream_log is None:
             return None
         with self._log_lock:
             self._unlogged.append((src, dst, time.time(), op))
-            pos = None
+            return self._write_unlogged()
+
+    def flush_unlogged(self) -> None:
+        """Logs the changes the log could not take when they were posted (Redis down): called by the stream
+        worker after every poll, so they reach every worker once Redis is back even if nothing else is posted."""
+        if self._unlogged and self._log_lock.acquire(blocking=False):
             try:
-                while self._unlogged:
-                    pos = self.stream_log.append(*self._unlogged[0])
-                    self._unlogged.pop(0)
-            except Exception as exc:  # noqa: BLE001 - Redis down or slow: answer degraded, keep the event
-                log.warning("event log unavailable, %d events waiting: %s", len(self._unlogged), exc)
-                return None
+                if self._write_unlogged() is not None:
+                    log.warning("event log writable again: the changes posted meanwhile are logged")
+            finally:
+                self._log_lock.release()
+
+    def _write_unlogged(self) -> str | None:
+        pos = None
+        try:
+            while self._unlogged:
+                pos = self.stream_log.append(*self._unlogged[0])
+                self._unlogged.pop(0)
+        except Exception as exc:  # noqa: BLE001 - Redis down or slow: answer degraded, keep the event
+            log.warning("event log unavailable, %d events waiting: %s", len(self._unlogged), exc)
+            return None
         return pos
+
+    def log_end(self) -> str | None:
+        """The event log's end now (None: empty, or Redis unreachable, when no worker can log either). With
+        Redis it is read through the service's link (its short timeout and breaker), not the log's blocking
+        client."""
+        log_ = self.stream_log
+        if self.link is None or not hasattr(log_, "key"):
+            return log_.end()
+        from pymk.serving.redis_link import RedisDown
+
+        try:
+            last = self.link.call(lambda c: c.xrevrange(log_.key, count=1))
+        except RedisDown:
+            return None
+        if not last:
+            return None
+        eid = last[0][0]
+        return eid.decode() if isinstance(eid, bytes) else str(eid)
 
     def log_edge(self, src: int, dst: int) -> bool:
         return self.log_event("add", src, dst) is not None or self.stream_log is None

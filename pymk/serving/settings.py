@@ -34,6 +34,9 @@ class ServeSettings(BaseSettings):
                                    "Redis, the stream pymk:stream:<model lineage>:edges, shared by its versions")
     apply_wait_s: float = Field(10.0, ge=0, description="a change posted to this worker is applied before the "
                                 "request answers, waiting at most this long for its stream worker")
+    read_fence_s: float = Field(2.0, ge=0, description="a request first waits until this worker applied every change "
+                                "the event log holds (acknowledged by any worker), at most this long, then answers "
+                                "flagged degraded ('stream'); 0: off (other workers' changes show within a poll)")
     stream_block_ms: int = Field(200, ge=1, description="how long a worker waits on the log per poll")
     executor: str = Field("local", pattern="^(local|ray)$", description="where a sharded model's shard servers "
                           "run: local (in this process) or ray (one actor per shard, on the cluster at "

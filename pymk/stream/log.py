@@ -29,6 +29,8 @@ log = logging.getLogger("pymk.stream")
 HEADER = "# pymk-events lineage="  # a file log's first line, written by the service that creates it
 
 
+CUT = b" #cut\n"  # ends a fragment a killed writer left (`FileEventLog`): never a readable event
+
 OPS = ("add", "remove", "erase", "block", "dismiss", "hide", "show")  # hide / show: a user's discoverability
 
 
@@ -80,7 +82,20 @@ class FileEventLog:
         if lineage is not None and not self.path.exists():
             _create_with_header(self.path, f"{HEADER}{lineage}\n")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._rfd = os.open(self.path, os.O_RDONLY)
         self.bad = 0
+        self._terminate_partial_line()
+
+    def _terminate_partial_line(self) -> None:
+        """Ends a last line a killed writer left without its newline with `CUT`, so the next event appended
+        starts a line of its own instead of joining that fragment, and the fragment is never read as an event
+        (cut short, "123,45" would parse as the friendship 123-4): readers skip it, logged as unreadable.
+        Appends are whole lines in one write, so a line without its newline is never one still being written."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._rfd, 1, size - 1) != b"\n":
+            os.write(self._fd, CUT)
+            log.warning("%s ended mid-line at byte %d (a writer stopped mid-event): the fragment is skipped",
+                        self.path, size)
 
     @property
     def lineage(self) -> str | None:
@@ -123,6 +138,8 @@ class FileEventLog:
                 if line.startswith(b"#"):  # the header (or a comment)
                     continue
                 try:
+                    if line.endswith(CUT):
+                        raise ValueError("a fragment a writer left when it stopped mid-line")
                     a, b, ts, *rest = line.decode().strip().split(",")
                     if len(rest) > 1:
                         raise ValueError("too many fields")
@@ -138,12 +155,23 @@ class FileEventLog:
         return out, pos
 
     def end(self) -> str | None:
-        """The position after the last event written so far (None: nothing written)."""
+        """The position after the last whole line written so far (None: nothing written). A line without
+        its newline (a writer killed mid-line) is not an event yet: a reader stops before it."""
         size = os.fstat(self._fd).st_size
-        return str(size) if size else None
+        if not size:
+            return None
+        pos = size
+        while pos > 0:  # back from the end, a page at a time, to the last newline
+            start = max(pos - 4096, 0)
+            cut = os.pread(self._rfd, pos - start, start).rfind(b"\n")
+            if cut >= 0:
+                return str(start + cut + 1)
+            pos = start
+        return None
 
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._rfd)
 
 
 def _create_with_header(path: Path, header: str) -> None:

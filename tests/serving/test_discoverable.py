@@ -88,9 +88,32 @@ def test_another_worker_follows_through_the_log(model_dir, tmp_path):
         reader = int(ids[0])
         target = _recs(b, reader)[0]  # b has it cached now
         assert a.put(f"/v1/users/{target}/settings", json={"discoverable": False}).status_code == 200
-        svc_b = b.app.state.service
-        assert svc_b.stream.wait_applied(svc_b.stream_log.end(), timeout=30)
-        assert target not in _recs(b, reader)
+        # no wait here: b's next request waits for b to apply what the log holds (`steps/sync.py`)
+        r = b.get(f"/v1/users/{reader}/recommendations", params={"k": 60}).json()
+        assert not r["degraded"] and target not in [x["user_id"] for x in r["recommendations"]]
+
+
+def test_a_worker_behind_the_log_says_so(model_dir, tmp_path):
+    """A worker whose stream worker is stopped cannot apply what another acknowledged: its answers say
+    `degraded: ["stream"]` after the fence's wait instead of passing for current; once it has applied the
+    log, the hidden user is gone from them. With the fence off the stale answer passes unflagged."""
+    log = tmp_path / "events.log"
+    with _client(model_dir, log) as a, _client(model_dir, log, read_fence_s=0.2) as b, \
+            _client(model_dir, log, read_fence_s=0) as c:
+        ids = np.asarray(Model.load(model_dir).graph.ids)
+        reader = int(ids[0])
+        target = _recs(b, reader)[0]
+        assert target in _recs(c, reader)
+        for svc in (b.app.state.service, c.app.state.service):
+            svc.stream.stop()
+        assert a.put(f"/v1/users/{target}/settings", json={"discoverable": False}).status_code == 200
+        r = b.get(f"/v1/users/{reader}/recommendations", params={"k": 60}).json()
+        assert r["degraded_sources"] == ["stream"] and target in [x["user_id"] for x in r["recommendations"]]
+        r = c.get(f"/v1/users/{reader}/recommendations", params={"k": 60}).json()
+        assert not r["degraded"] and target in [x["user_id"] for x in r["recommendations"]]  # the hazard
+        b.app.state.service.stream.drain()
+        r = b.get(f"/v1/users/{reader}/recommendations", params={"k": 60}).json()
+        assert not r["degraded"] and target not in [x["user_id"] for x in r["recommendations"]]
 
 
 def test_the_next_version_keeps_it(model_dir, tmp_path):

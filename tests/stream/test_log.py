@@ -48,6 +48,40 @@ def test_file_log_skips_a_corrupt_line_naming_it_and_keeps_the_rest(tmp_path, ca
     assert log.bad == 1 and f"{path} at byte 8" in caplog.text
 
 
+def test_a_line_cut_by_a_killed_writer_is_skipped_and_loses_no_later_event(tmp_path, caplog):
+    """A writer killed mid-line leaves a fragment: `end()` stops before it (readers wait for whole lines), and
+    the next log opened on the file ends it, so every event appended afterwards is read whole."""
+    path = tmp_path / "events.log"
+    log = FileEventLog(path)
+    log.append(1, 2, 10.0)
+    whole = log.end()
+    with open(path, "ab") as f:
+        f.write(b"3,4,1")  # the killed writer's fragment
+    assert log.end() == whole and log.read(whole) == ([], whole)
+    with caplog.at_level(logging.WARNING, "pymk.stream"):
+        again = FileEventLog(path)  # a restarted worker
+        p = again.append(5, 6, 12.0)
+        assert again.append(7, 8, 13.0) == again.end() != p
+        events, pos = again.read()
+    assert events == [EdgeEvent(1, 2, 10.0), EdgeEvent(5, 6, 12.0), EdgeEvent(7, 8, 13.0)]
+    assert pos == again.end() and again.bad == 1 and "ended mid-line" in caplog.text
+    assert FileEventLog(path).read()[0] == events  # a third opening adds nothing: the file ends whole
+    assert path.read_bytes().count(b" #cut\n") == 1
+
+
+def test_file_log_end_finds_the_last_whole_line_past_a_long_fragment(tmp_path):
+    path = tmp_path / "events.log"
+    log = FileEventLog(path)
+    whole = log.append(1, 2, 3.0)
+    with open(path, "ab") as f:
+        f.write(b"9" * 10_000)  # a fragment longer than the page end() reads first
+    assert log.end() == whole
+    path.write_bytes(b"9" * 10_000)
+    assert log.end() is None  # no whole line at all
+    log = FileEventLog(path)  # ends the fragment: one unreadable line, then nothing
+    assert log.end() == "10006" and log.read() == ([], "10006") and log.bad == 1
+
+
 def test_file_log_appends_from_several_processes_stay_whole_lines(tmp_path):
     path = tmp_path / "events.log"
     FileEventLog(path)
