@@ -37,10 +37,11 @@ def _user_errors():
     from pymk.pipeline.model import ModelError
     from pymk.ranking.learned import RankerError
     from pymk.serving.auth import AuthError
+    from pymk.serving.embeddings import ColdTierError
 
-    return (AuthError, ConfigError, IngestError, SnapshotError, ModelError, UsersFileError, ShardStoreError,
-            CheckpointError, DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError, FileNotFoundError,
-            FileExistsError)
+    return (AuthError, ColdTierError, ConfigError, IngestError, SnapshotError, ModelError, UsersFileError,
+            ShardStoreError, CheckpointError, DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError,
+            FileNotFoundError, FileExistsError)
 
 
 @app.command()

@@ -59,26 +59,49 @@ def _key(u: int) -> bytes:
     return int(u).to_bytes(8, "little", signed=False)
 
 
+class ColdTierError(OSError):
+    """The cold tier could not be written (disk full, unwritable); the tier in place, if any, is untouched."""
+
+
 def write_cold(path: Path, emb: np.ndarray, *, version: str = "", batch: int = 50_000, progress=None) -> int:
-    """Writes every user's int8 vector to a RocksDB at `path` (idempotent: same keys, same values), and
-    `path`.json naming the model version it belongs to."""
+    """Writes every user's int8 vector to a RocksDB at `path`, and `path`.json naming the model version it
+    belongs to. The database is written beside `path` and moved into place whole, the .json last: a write that
+    fails (disk full, unwritable) leaves the tier that was there, and raises `ColdTierError` naming the path."""
+    import shutil
+
     from rocksdict import Options, Rdict, WriteBatch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps({"format": "pymk-emb-cold", "model_version": version,
-                                                     "users": int(emb.shape[0]), "dim": int(emb.shape[1])}))
-    db = Rdict(str(path), Options(raw_mode=True))
+    tmp = path.with_name(f".{path.name}.writing")
     try:
-        for s in range(0, emb.shape[0], batch):
-            wb = WriteBatch(raw_mode=True)
-            for u, blob in enumerate(pack(emb[s:s + batch]), start=s):
-                wb.put(_key(u), blob)
-            db.write(wb)
-            if progress:
-                progress(min(batch, emb.shape[0] - s))
-        db.flush()
-    finally:
-        db.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        db = Rdict(str(tmp), Options(raw_mode=True))
+        try:
+            for s in range(0, emb.shape[0], batch):
+                wb = WriteBatch(raw_mode=True)
+                for u, blob in enumerate(pack(emb[s:s + batch]), start=s):
+                    wb.put(_key(u), blob)
+                db.write(wb)
+                if progress:
+                    progress(min(batch, emb.shape[0] - s))
+            db.flush()
+        finally:
+            db.close()
+        meta = json.dumps({"format": "pymk-emb-cold", "model_version": version, "users": int(emb.shape[0]),
+                           "dim": int(emb.shape[1])})
+        info = path.with_suffix(".json")
+        info.with_name(f".{info.name}.writing").write_text(meta)
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)  # a service reading it keeps its open files
+        tmp.rename(path)
+        info.with_name(f".{info.name}.writing").replace(info)
+        shutil.rmtree(old, ignore_errors=True)
+    except Exception as exc:  # rocksdict raises its own exception types for I/O errors
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ColdTierError(f"writing the cold embedding tier at {path} failed: {exc} (disk full or not "
+                            f"writable?); the tier that was there is unchanged") from exc
     return int(emb.shape[0])
 
 
@@ -120,7 +143,8 @@ class TieredEmbeddings:
         self.link = link
         self.prefix = hot_prefix(version)
         self.metrics = metrics
-        self.counts = {"hot": 0, "cold": 0, "mmap": 0}
+        self.counts = {"hot": 0, "cold": 0, "mmap": 0, "cold_error": 0}
+        self.cold_failed = False
         self.live: np.ndarray | None = None  # (n,) bool: refreshed since the tiers were written (stream)
         self.cold = None
         if cold_path is not None:
@@ -152,7 +176,14 @@ class TieredEmbeddings:
             self._count("hot", len(got))
             todo = todo[[i for i, b in enumerate(raw) if b is None]]
         if self.cold is not None and todo.size:
-            blobs = self.cold.get([_key(u) for u in users[todo].tolist()])
+            try:
+                blobs = self.cold.get([_key(u) for u in users[todo].tolist()])
+            except Exception as exc:  # noqa: BLE001 - an unreadable disk: the memory-mapped matrix answers
+                self._count("cold_error", int(todo.size))
+                if not self.cold_failed:
+                    log.warning("cold embedding tier unreadable (%s): served from the memory-mapped matrix", exc)
+                self.cold_failed = True
+                blobs = [None] * todo.size
             got = [j for j, b in enumerate(blobs) if b is not None]
             if got:
                 out[todo[got]] = unpack([blobs[j] for j in got], self.d)

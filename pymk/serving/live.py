@@ -7,10 +7,11 @@ through the model's one change path (`Model.apply`: the living graph's delta, ne
 index), refreshes the embeddings the change touches, and drops the cached recommendations it makes stale
 (the users within one hop of a changed friendship). The worker that took a request waits until its own
 stream worker has applied the event, so the change is visible to its next request; the others apply it
-within their poll interval, and a request reaching one of them first waits until it has (`steps/sync.py`). At start a worker replays the log from what its snapshot holds (the start, or
-an updated version's `events.through`), so its state is the snapshot plus every change posted since,
-whichever worker took it. The delta is folded into a new snapshot generation in a
-background thread when it grows past a quarter of the snapshot (`LiveGraph.compact`).
+within their poll interval, and a request reaching one of them first waits until it has (`steps/sync.py`).
+At start a worker replays the log from what its snapshot holds (the start, or an updated version's
+`events.through`), so its state is the snapshot plus every change posted since, whichever worker took it.
+The delta is folded into a new snapshot generation in a background thread when it grows past a quarter of
+the snapshot (`LiveGraph.compact`).
 
 A sharded model's Stage 1 reads its shard stores (the build's lists): its workers refresh embeddings
 from posted friendships only, until a rebuild.
