@@ -8,3 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# the operator console's front-end libraries, from npm into the package (nothing from a CDN at run time)
+if [ ! -f pymk/console/static/vendor/cytoscape.min.js ] || [ pymk/console/web/package-lock.json -nt pymk/console/static/vendor/cytoscape.min.js ]; then
+  bash scripts/build_console.sh || echo "setup: the console's libraries are not bundled (see above): /console will say so" >&2
+fi

@@ -401,5 +401,50 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         degraded |= not svc.erase_stored(user_id, idx)
         return ActionResult(invalidated=sorted({user_id, *friends}), degraded=degraded)
 
+    mount_console(app, current, admin)
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
     return app
+
+
+def mount_console(app: FastAPI, current, admin) -> None:
+    """The operator console: the page at /console (static: no data in it), its bundled scripts, and the JSON
+    it reads (`pymk.console.api`), behind the admin scope."""
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    from pymk.console import api as console
+
+    static = console.STATIC
+
+    @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
+    def console_page() -> HTMLResponse:
+        return HTMLResponse((static / "console.html").read_text())
+
+    app.mount("/console/static", StaticFiles(directory=static, check_dir=False), name="console-static")
+
+    def answer(fn, *args):
+        try:
+            return fn(*args)
+        except console.ConsoleError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+
+    @app.get("/v1/console/users/{user_id}/ego", responses={404: {"description": "user not in the model"}, **AUTH})
+    def console_ego(user_id: UserId, k: int = Query(10, ge=1, le=100), key: ApiKey | None = Depends(admin)) -> dict:
+        """The user's recommendations (the request flow, cache included) and the ego network linking it to them."""
+        return answer(console.ego, current()[0], user_id, k)
+
+    @app.get("/v1/console/users/{user_id}/explanations/{candidate_id}",
+             responses={404: {"description": "user or candidate not in the model"}, **AUTH})
+    def console_explanation(user_id: UserId, candidate_id: UserId, key: ApiKey | None = Depends(admin)) -> dict:
+        """Why this person: Stage-1 sources and position, mutual friends, signals, the ranker's contributions."""
+        return answer(console.explanation, current()[0], user_id, candidate_id)
+
+    @app.get("/v1/console/model", responses=AUTH)
+    def console_model(key: ApiKey | None = Depends(admin)) -> dict:
+        """The model card: version, build stages and their times, the evaluation when `DIR/eval.json` holds one."""
+        return answer(console.model_card, current()[0])
+
+    @app.get("/v1/console/stats", responses=AUTH)
+    def console_stats(key: ApiKey | None = Depends(admin)) -> dict:
+        """The service's metrics summed over workers: latency per step, cache hit rate, stream, degraded."""
+        return answer(console.stats, current()[0])

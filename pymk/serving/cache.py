@@ -118,6 +118,22 @@ class RedisCache:
         raw, ver = self.link.call(read)
         return (None if raw is None else orjson.loads(raw)), int(ver or 0)
 
+    def get_after(self, user: int, first) -> tuple[object, tuple[list | None, int] | None]:
+        """`first(pipe)`'s reads, then the cached list and token, in one MULTI/EXEC round trip (so nothing
+        another client writes falls between them). The list part is None for a user with a pending
+        invalidation (read it again through `get_with_token`)."""
+        def read(c):
+            pipe = c.pipeline(transaction=True)
+            first(pipe)
+            pipe.get(self.key(user))
+            pipe.get(self.ver_key(user))
+            return pipe.execute()
+
+        *head, raw, ver = self.link.call(read)
+        if self._pending and user in self._pending:
+            return head, None
+        return head, ((None if raw is None else orjson.loads(raw)), int(ver or 0))
+
     def get(self, user: int) -> list | None:
         if self._pending and user in self._pending:
             self.flush()  # raises RedisDown while Redis is still away

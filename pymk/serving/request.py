@@ -25,6 +25,7 @@ class Request:
     recs: list | None = None  # [[candidate id, score, mutual friends, mutual sample, source], ...]
     response: list | None = None
     cached: bool = False
+    prefetched: tuple | None = None  # (cached list or None, token) read by `sync` with the log's end
     cache_token: int | None = None  # the user's invalidation count when the request read the cache
     degraded: list[str] = field(default_factory=list)  # stores this request had to do without
     timings: dict[str, float] = field(default_factory=dict)

@@ -133,6 +133,24 @@ class Service:
             return None
         return pos
 
+    def log_end_and_cache(self, user: int) -> tuple[str | None, tuple | None]:
+        """The event log's end and, where one round trip can carry both (a Redis log and the Redis cache), the
+        user's cached list and token read with it (else None). Redis unreachable: (None, None)."""
+        from pymk.serving.cache import RedisCache
+        from pymk.serving.redis_link import RedisDown
+
+        log_ = self.stream_log
+        if self.link is None or not hasattr(log_, "key") or not isinstance(self.cache, RedisCache):
+            return self.log_end(), None
+        try:
+            (last,), cached = self.cache.get_after(user, lambda p: p.xrevrange(log_.key, count=1))
+        except RedisDown:
+            return None, None
+        if not last:
+            return None, cached
+        eid = last[0][0]
+        return (eid.decode() if isinstance(eid, bytes) else str(eid)), cached
+
     def log_end(self) -> str | None:
         """The event log's end now (None: empty, or Redis unreachable, when no worker can log either). With
         Redis it is read through the service's link (its short timeout and breaker), not the log's blocking

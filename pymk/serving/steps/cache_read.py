@@ -8,7 +8,10 @@ from pymk.serving.request import Request
 
 def run(req: Request, svc) -> None:
     try:
-        recs, req.cache_token = svc.cache.get_with_token(req.user_id)
+        if req.prefetched is not None:  # read in `sync`'s round trip
+            recs, req.cache_token = req.prefetched
+        else:
+            recs, req.cache_token = svc.cache.get_with_token(req.user_id)
     except RedisDown:
         req.cache_token = -1  # no token: this request's list is not cached
         req.degrade("cache")
