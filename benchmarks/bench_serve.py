@@ -94,6 +94,18 @@ def step_sums(port: int) -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r'pymk_step_seconds_sum\{step="(\w+)"\} ([0-9.e+-]+)', body.decode())}
 
 
+def step_hist(port: int) -> dict[str, list[tuple[float, float]]]:
+    """Each flow step's cumulative histogram buckets from the service's /metrics: step -> [(le s, count)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(Client(port).get("/metrics")[1].decode()):
+        for s in fam.samples:
+            if s.name == "pymk_step_seconds_bucket":
+                out.setdefault(s.labels["step"], []).append((float(s.labels["le"]), s.value))
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def pct(a, q) -> float:
     return float(np.percentile(a, q) * 1e3)
 
@@ -141,9 +153,9 @@ def main():
         rng = np.random.default_rng(0)
         users = m.graph.ids[rng.choice(n, 2 * args.users + 50, replace=False)]
         run_requests(port, users[-50:], args.k, 1)  # warm the server's code paths
-        before = step_sums(port)
+        before, hist0 = step_sums(port), step_hist(port)
         un, c_un, _ = run_requests(port, users[: args.users], args.k, 1)
-        after = step_sums(port)
+        after, hist1 = step_sums(port), step_hist(port)
         hit, c_hit, _ = run_requests(port, users[: args.users], args.k, 1)
         assert not c_un.any() and c_hit.all(), "phases did not get the cache state they measure"
         _, _, wall_un = run_requests(port, users[args.users: 2 * args.users], args.k, args.concurrency)
@@ -166,6 +178,8 @@ def main():
         "uncached_rps": args.users / wall_un, "hit_rps": args.users / wall_hit, "concurrency": args.concurrency,
         "step_share": {s: v / total for s, v in steps.items()},
         "step_ms": {s: v / args.users * 1e3 for s, v in steps.items()},
+        # the uncached phase's requests by time in each step (cumulative buckets; `pymk report` draws them)
+        "step_hist": {s: [(le, c - dict(hist0.get(s, [])).get(le, 0.0)) for le, c in b] for s, b in hist1.items()},
         "zipf": {"exponent": args.zipf, "requests": args.zipf_requests, "hit_rate": float(z_cached.mean()),
                  "p50_ms": pct(z_lat, 50), "p99_ms": pct(z_lat, 99), "rps": args.zipf_requests / z_wall},
     }

@@ -338,6 +338,7 @@ def eval_cmd(
     gnn: Annotated[bool, typer.Option("--gnn", help="also train the GNN and add its row")] = False,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
+    report_out: Annotated[Path | None, typer.Option("--report", help="also write the HTML report (plots) here")] = None,
 ) -> None:
     """The shared evaluation protocol: CN, AA, RA and pymk side by side, Stage-1 recall, 2-hop ceiling."""
     from pymk.config import PymkConfig
@@ -357,6 +358,35 @@ def eval_cmd(
     typer.echo(report.to_json())
     if json_out:
         json_out.write_text(report.to_json())
+    if report_out:
+        import json
+
+        from pymk.eval.report import write_report
+
+        typer.echo(f"report: {write_report(report_out, evaluation=json.loads(report.to_json()))}")
+
+
+@app.command("report")
+def report_cmd(
+    out: Annotated[Path, typer.Option(help="the HTML file to write (self-contained: plots inlined)")],
+    model: Annotated[Path | None, typer.Option(help="model directory: its card, shard locality, staleness")] = None,
+    eval_json: Annotated[Path | None, typer.Option("--eval", help="`pymk eval --json` output (default: "
+                                                    "MODEL/eval.json if there)")] = None,
+    bench: Annotated[Path | None, typer.Option(help="`benchmarks/bench_serve.py --json` output: latency per "
+                                               "request step")] = None,
+) -> None:
+    """An HTML report with plots: Stage-1 recall by depth per source, Recall@K against CN/AA/RA, latency per
+    request step, shard locality, embedding staleness (each where its input is given)."""
+    from pymk.eval.report import ReportError, read_json, write_report
+
+    if model is None and eval_json is None and bench is None:
+        raise _err("nothing to report: give --model, --eval or --bench")
+    try:
+        path = write_report(out, model_dir=model, evaluation=read_json(eval_json, "evaluation JSON"),
+                            bench=read_json(bench, "serving benchmark JSON"))
+    except (ReportError, *_user_errors()) as exc:
+        raise _err(str(exc)) from None
+    typer.echo(f"wrote {path}")
 
 
 @app.command()

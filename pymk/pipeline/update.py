@@ -38,6 +38,7 @@ from pymk.pipeline.lineage import check_log_lineage, lineage, log_name, start_po
 from pymk.pipeline.model import ModelError, model_version, read_model_meta
 
 STALENESS = 0.05  # the brief's refresh threshold: new neighbours / degree
+STALENESS_BINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, np.inf)  # the update's staleness histogram
 
 
 def snapshot_edges(g: CSRGraph) -> EdgeList:
@@ -115,8 +116,13 @@ def _gnn_stage(prev: Path, old: CSRGraph, graph: CSRGraph, remap: np.ndarray, ad
     stale[new_users] = True
     emb[stale] = emb_all[stale]
     np.save(work / "gnn" / "embeddings.npy", emb)
+    share = new_nb / deg
+    share[new_users] = np.inf  # new users: no embedding of their own before this version
+    counts, _ = np.histogram(share, bins=STALENESS_BINS)
     summary = {"kind": gcfg.kind, "dim": gcfg.dim, "fine_tuned_on": int(lo.size), "new_users": int(new_users.size),
-               "refreshed": int(stale.sum()), "staleness": staleness, "seconds": round(time.perf_counter() - t0, 2)}
+               "refreshed": int(stale.sum()), "staleness": staleness, "seconds": round(time.perf_counter() - t0, 2),
+               # users by new neighbours since N / degree (`pymk report` draws it); the last bin: new users
+               "staleness_hist": {"bins": [str(b) for b in STALENESS_BINS], "users": counts.tolist()}}
     log(f"stage gnn: fine-tuned on {lo.size:,} new friendships, {stale.sum():,} embeddings refreshed "
         f"({new_users.size:,} new users; staleness > {staleness:.0%}) ({summary['seconds']:.1f}s)")
     return emb, summary, stale

@@ -86,6 +86,14 @@ def test_update_carries_the_gnn_over(tmp_path):
     assert e_new.shape == (new.num_users, 16) and np.isfinite(e_new).all()
     stage = json.loads((out / "model.json").read_text())["stages"]["gnn"]
     assert stage["new_users"] == 8 and stage["fine_tuned_on"] > 0
+    hist = stage["staleness_hist"]  # users by new neighbours / degree; `pymk report` draws it
+    assert sum(hist["users"]) == new.num_users and hist["bins"][3] == "0.05"
+    assert sum(hist["users"][4:]) <= stage["refreshed"] <= sum(hist["users"][3:])
+    from pymk.eval.report import write_report
+
+    page = write_report(tmp_path / "r.html", model_dir=out).read_text()
+    stale = page[page.index("<h2>Embedding staleness</h2>"):]
+    assert stale.count("data:image/png;base64,") == 1
     pos = np.searchsorted(new.ids, old.ids)
     keep = (pos < new.num_users) & (np.asarray(new.ids)[np.minimum(pos, new.num_users - 1)] == old.ids)
     same = np.all(e_new[pos[keep]] == e_old[keep], axis=1)
