@@ -4,10 +4,11 @@
 
 The benchmark starts its own `redis-server` (nothing on disk), publishes the model to it, starts
 `pymk serve --redis`, then:
-    max      a closed loop of `--concurrency` clients for `--max-seconds` on the mix below: the most the
-             service answers per second on this machine (client and server share it), counted over the
-             second half (the first brings the cache to the mix's steady state; a first version measured 30 s
-             of a fresh service, 238 req/s at 1M users, and the soak at 80% of it fell behind by minute 3);
+    max      a closed loop of `--concurrency` clients for `--max-seconds` on the mix below (client and server
+             share this machine), counted over its second half; then open loops at rising shares of it for
+             `--step-seconds` each until p99 leaves the budget: the highest rate within it is the maximum the
+             soak's share applies to. (The closed loop's figure cannot be held open loop: at 80% of it, 190 and
+             180 req/s at 1M users, the service fell behind within 1-3 minutes, fence on or off.);
     soak     an open loop at `--load` x that rate for `--minutes`: requests are sent on a fixed schedule (a
              Poisson process) whatever the service's pace, and each latency counts from the request's
              scheduled time, so a stall shows as the queue it builds (no coordinated omission).
@@ -91,6 +92,27 @@ class Mix:
         return out
 
 
+def server_counters(port: int) -> dict[str, float]:
+    """Cumulative counters from the service's /metrics: cache hits and misses, seconds and counts per step,
+    stream events applied."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "pymk_cache_requests_total":
+                out[f"cache_{s.labels['result']}"] = s.value
+            elif s.name in ("pymk_step_seconds_sum", "pymk_step_seconds_count"):
+                out[f"{s.labels['step']}_{s.name.rsplit('_', 1)[-1]}"] = s.value
+            elif s.name == "pymk_stream_events_total":
+                out["stream_events"] = s.value
+    return out
+
+
 def closed_loop(port: int, mix: Mix, concurrency: int, seconds: float) -> float:
     """Requests per second answered by `concurrency` clients sending back to back, over the second half of
     `seconds` (the first half brings the cache and the live graph to the mix's steady state: writes keep
@@ -146,15 +168,23 @@ def open_loop(port: int, mix: Mix, rate: float, seconds: float, senders: int, se
             lat[i] = time.monotonic() - (t0 + sched[i])
 
     rss: list[tuple[float, int]] = []
+    scrapes: list[tuple[float, dict]] = []
     done = threading.Event()
 
     def sample():
+        tick = 0
         while not done.wait(1.0):
             total = 0
             for pid in _tree(server_pid):
                 got = _rss_and_name(pid)
                 total += got[0] if got else 0
             rss.append((time.monotonic() - t0, total))
+            tick += 1
+            if tick % 10 == 0:  # the server's own counters, every 10 s: where its time goes as the soak goes on
+                try:
+                    scrapes.append((time.monotonic() - t0, server_counters(port)))
+                except OSError:
+                    pass
 
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
     for th in threads:
@@ -169,7 +199,7 @@ def open_loop(port: int, mix: Mix, rate: float, seconds: float, senders: int, se
         th.join()
     done.set()
     sampler.join()
-    return sched, lat, status, [k for *_, k in items], rss
+    return sched, lat, status, [k for *_, k in items], rss, scrapes
 
 
 def main():
@@ -177,7 +207,9 @@ def main():
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--load", type=float, default=0.8, help="fraction of the measured maximum throughput")
-    ap.add_argument("--max-seconds", type=float, default=240.0, help="closed loop; the rate is its second half's")
+    ap.add_argument("--rate", type=float, help="requests per second of the soak (skips the maximum's measurement)")
+    ap.add_argument("--max-seconds", type=float, default=120.0, help="closed loop; the rate is its second half's")
+    ap.add_argument("--step-seconds", type=float, default=40.0, help="each open-loop step of the maximum's search")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--senders", type=int, default=16, help="client threads of the open loop")
     ap.add_argument("--zipf", type=float, default=1.1)
@@ -214,11 +246,24 @@ def main():
             time.sleep(0.2)
         mix = Mix(ids, args.zipf)
         closed_loop(port, mix, args.concurrency, 10)  # warm: code paths and the cache's head
-        max_rps = closed_loop(port, mix, args.concurrency, args.max_seconds)
-        rate = args.load * max_rps
-        print(f"max throughput (closed loop, {args.concurrency} clients): {max_rps:.1f} req/s; soak at "
-              f"{rate:.1f} req/s for {args.minutes:g} min", flush=True)
-        sched, lat, status, kinds, rss = open_loop(port, mix, rate, args.minutes * 60, args.senders, server.pid)
+        max_rps = closed_loop(port, mix, args.concurrency, args.max_seconds) if args.rate is None else float("nan")
+        steps = []
+        sustained = float("nan")
+        if args.rate is None:  # the open loop's own maximum: rising rates until p99 leaves the budget
+            for share in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+                r = share * max_rps
+                _, s_lat, s_status, *_ = open_loop(port, mix, r, args.step_seconds, args.senders, server.pid)
+                p99 = float(np.nanpercentile(s_lat, 99) * 1e3)
+                steps.append({"rate": r, "p99_ms": p99, "errors": int((s_status != 200).sum())})
+                print(f"  open loop at {r:6.1f} req/s for {args.step_seconds:g} s: p99 {p99:8.2f} ms", flush=True)
+                if p99 > args.budget_ms or steps[-1]["errors"]:
+                    break
+                sustained = r
+        rate = args.rate if args.rate is not None else args.load * sustained
+        print(f"max throughput: closed loop ({args.concurrency} clients) {max_rps:.1f} req/s, open loop within the "
+              f"budget {sustained:.1f} req/s; soak at {rate:.1f} req/s for {args.minutes:g} min", flush=True)
+        sched, lat, status, kinds, rss, scrapes = open_loop(port, mix, rate, args.minutes * 60, args.senders,
+                                                            server.pid)
     finally:
         if server is not None:
             server.terminate()
@@ -238,12 +283,25 @@ def main():
                         "p50_ms": float(np.nanpercentile(lat[sel], 50) * 1e3),
                         "p99_ms": float(np.nanpercentile(lat[sel], 99) * 1e3),
                         "rss_mb": float(rss_b[in_min].mean() / 2**20) if in_min.any() else float("nan")})
+    for x in minutes:  # the server's view of each minute, from the 10 s scrapes around it
+        lo, hi = 60 * (x["minute"] - 1), 60 * x["minute"]
+        a = max((sc for sc in scrapes if sc[0] <= lo + 5), key=lambda sc: sc[0], default=None)
+        b = max((sc for sc in scrapes if sc[0] <= hi + 5), key=lambda sc: sc[0], default=None)
+        if a is None or b is None or a is b:
+            continue
+        d = {k: b[1].get(k, 0.0) - a[1].get(k, 0.0) for k in b[1]}
+        looked = d.get("cache_hit", 0.0) + d.get("cache_miss", 0.0)
+        x["hit_rate"] = d.get("cache_hit", 0.0) / looked if looked else None
+        x["step_ms"] = {k[:-4]: 1e3 * d[k] / d[k[:-4] + "_count"] for k in d
+                        if k.endswith("_sum") and d.get(k[:-4] + "_count")}
+        x["server_busy_s"] = sum(d[k] for k in d if k.endswith("_sum"))
     last = minutes[-1]["rss_mb"]
     growth = last / minutes[1]["rss_mb"] - 1 if len(minutes) > 1 else float("nan")
     res = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
         "model": str(args.model), "users": int(ids.size), "edges": m.graph.num_edges, "ranker": m.ranker_kind,
-        "max_rps": max_rps, "rate": rate, "minutes": minutes, "requests": int(sched.size), "errors": errors,
+        "max_rps": max_rps, "open_loop_steps": steps, "sustained_rps": sustained, "rate": rate,
+        "minutes": minutes, "requests": int(sched.size), "errors": errors,
         "writes": int((kinds != "read").sum()),
         "p50_ms": float(np.nanpercentile(lat, 50) * 1e3), "p99_ms": float(np.nanpercentile(lat, 99) * 1e3),
         "worst_minute_p99_ms": max(x["p99_ms"] for x in minutes), "rss_growth_min2_to_last": growth,
@@ -253,8 +311,13 @@ def main():
           f"p99 {res['p99_ms']:.2f} ms, worst minute's p99 {res['worst_minute_p99_ms']:.2f} ms (budget "
           f"{args.budget_ms:g}); RSS minute 2 -> last: {growth:+.2%}")
     for x in minutes:
+        extra = ""
+        if x.get("step_ms"):
+            top = sorted(x["step_ms"].items(), key=lambda kv: -kv[1])[:4]
+            extra = (f", hit rate {x['hit_rate']:.1%}, flow busy {x['server_busy_s']:.1f} s; "
+                     + ", ".join(f"{k} {v:.2f} ms" for k, v in top))
         print(f"  minute {x['minute']:2d}: {x['requests']:6,} requests, {x['errors']} errors, p50 {x['p50_ms']:6.2f} "
-              f"ms, p99 {x['p99_ms']:7.2f} ms, RSS {x['rss_mb']:7.1f} MB")
+              f"ms, p99 {x['p99_ms']:7.2f} ms, RSS {x['rss_mb']:7.1f} MB{extra}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     if args.plot:
@@ -277,7 +340,7 @@ def main():
         a1.axhline(args.budget_ms, color="grey", ls="--", label=f"budget {args.budget_ms:g} ms")
         a1.set_ylabel("latency per 10 s (ms)")
         a1.legend()
-        a1.set_title(f"soak: {rate:.0f} req/s ({args.load:.0%} of {max_rps:.0f}), {ids.size:,} users, 10% writes")
+        a1.set_title(f"soak: {rate:.0f} req/s ({args.load:.0%} of {sustained:.0f}), {ids.size:,} users, 10% writes")
         a2.plot(rss_t / 60, rss_b / 2**20)
         a2.set_ylabel("server RSS (MB)")
         a2.set_xlabel("minute")

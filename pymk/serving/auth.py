@@ -26,6 +26,7 @@ import os
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,27 +146,42 @@ class KeyStore:
     # -- writing ------------------------------------------------------------------------------------
     def create(self, scopes: list[str], *, user: int | None = None, name: str = "") -> tuple[ApiKey, str]:
         """A new key: (its record, the key string, which is never stored)."""
-        self.reload()
-        kid = secrets.token_hex(4)
-        while kid in self._keys:
+        with self._writing():
             kid = secrets.token_hex(4)
-        secret = secrets.token_urlsafe(32)
-        key = ApiKey(kid, _digest(secret), list(scopes), user, name, round(time.time(), 3))
-        self._keys[kid] = key
-        self._write()
+            while kid in self._keys:
+                kid = secrets.token_hex(4)
+            secret = secrets.token_urlsafe(32)
+            key = ApiKey(kid, _digest(secret), list(scopes), user, name, round(time.time(), 3))
+            self._keys[kid] = key
+            self._write()
         return key, f"pymk_{kid}_{secret}"
 
     def revoke(self, kid: str) -> ApiKey:
-        self.reload()
-        if kid not in self._keys:
-            raise AuthError(f"no key {kid!r} in {self.path} (pymk keys list shows the ids)")
-        self._keys[kid].revoked = True
-        self._write()
+        with self._writing():
+            if kid not in self._keys:
+                raise AuthError(f"no key {kid!r} in {self.path} (pymk keys list shows the ids)")
+            self._keys[kid].revoked = True
+            self._write()
         return self._keys[kid]
 
-    def _write(self) -> None:
+    @contextmanager
+    def _writing(self):
+        """Read, change and write the file under an exclusive lock (`DIR/serving/keys.lock`), so that two
+        `pymk keys` commands run at once both land: without it the later write dropped the earlier key."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        with open(self.path.with_name("keys.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._stamp = None  # read it whatever its stamp: another writer may have changed it just now
+                self.reload()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"format": KEYS_FORMAT, "version": KEYS_VERSION,
                                    "keys": [asdict(k) for k in self.keys()]}, indent=2))
         os.chmod(tmp, 0o600)

