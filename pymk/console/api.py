@@ -107,8 +107,7 @@ def explanation(svc, user_id: int, cand_id: int, depth: int = 1000) -> dict:
     u = req.idx
     fu, fc = np.asarray(g.neighbors(u), np.int64), np.asarray(g.neighbors(c), np.int64)
     mutual = np.intersect1d(fu, fc)
-    deg = np.asarray([g.degree[m] for m in mutual.tolist()], np.int64) if mutual.size else np.zeros(0, np.int64)
-    mutual = mutual[np.argsort(deg, kind="stable")]  # least-connected first: the most telling
+    mutual = mutual[np.argsort(np.asarray(g.degree)[mutual], kind="stable")]  # least-connected first: the most telling
     out = {"user_id": user_id, "candidate_id": cand_id, "model_version": model.version,
            "mutual_friends": int(mutual.size),
            "mutual_sample": [int(g.ids[m]) for m in mutual[:MAX_MUTUAL_LISTED].tolist()],

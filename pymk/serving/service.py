@@ -146,10 +146,7 @@ class Service:
             (last,), cached = self.cache.get_after(user, lambda p: p.xrevrange(log_.key, count=1))
         except RedisDown:
             return None, None
-        if not last:
-            return None, cached
-        eid = last[0][0]
-        return (eid.decode() if isinstance(eid, bytes) else str(eid)), cached
+        return _last_id(last), cached
 
     def log_end(self) -> str | None:
         """The event log's end now (None: empty, or Redis unreachable, when no worker can log either). With
@@ -161,13 +158,9 @@ class Service:
         from pymk.serving.redis_link import RedisDown
 
         try:
-            last = self.link.call(lambda c: c.xrevrange(log_.key, count=1))
+            return _last_id(self.link.call(lambda c: c.xrevrange(log_.key, count=1)))
         except RedisDown:
             return None
-        if not last:
-            return None
-        eid = last[0][0]
-        return eid.decode() if isinstance(eid, bytes) else str(eid)
 
     def log_edge(self, src: int, dst: int) -> bool:
         return self.log_event("add", src, dst) is not None or self.stream_log is None
@@ -238,3 +231,11 @@ class Service:
         up = self.link.ping()
         self.metrics.redis_up.set(1 if up else 0)
         return "up" if up else "down"
+
+
+def _last_id(reply) -> str | None:
+    """The stream id in an `XREVRANGE key + - COUNT 1` reply (None: an empty stream)."""
+    if not reply:
+        return None
+    eid = reply[0][0]
+    return eid.decode() if isinstance(eid, bytes) else str(eid)
