@@ -27,3 +27,34 @@ def trim_heap() -> bool:
     """Returns free heap memory to the OS; True if glibc did release some."""
     lib = _libc()
     return bool(lib.malloc_trim(0)) if lib is not None else False
+
+
+class HeapTrimmer:
+    """A daemon thread that calls `trim_heap` every `interval_s` seconds, for a long-running process whose
+    request threads allocate and free large temporary arrays (the service: without it a 1M-user service's
+    RSS grew 1,233 -> 1,735 MB over a 10-minute soak, of which one `malloc_trim` gave back ~700 MB)."""
+
+    def __init__(self, interval_s: float):
+        import threading
+
+        self.interval_s = interval_s
+        self.runs = 0
+        self.ran = threading.Event()  # set after each trim (tests wait on it)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pymk-heap-trim", daemon=True)
+
+    def start(self) -> HeapTrimmer:
+        if self.interval_s > 0 and _libc() is not None:
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            trim_heap()
+            self.runs += 1
+            self.ran.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -178,14 +178,18 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @asynccontextmanager
     async def lifespan(_app):
         nonlocal swapper
+        from pymk.pipeline.memory import HeapTrimmer
+
         # no reference to the service is held across the yield: a swapped-out version must be free to go
         settings = app.state.service.settings
+        app.state.trimmer = HeapTrimmer(settings.heap_trim_s).start()
         if settings.publish_poll_s > 0 and app.state.service.model.path is not None and settings.executor == "local":
             from pymk.serving.swap import Swapper
 
             swapper = Swapper(app, settings.publish_poll_s)
             swapper.start()
         yield
+        app.state.trimmer.stop()
         if swapper is not None:
             swapper.stop()
         app.state.service.close()

@@ -53,6 +53,8 @@ class ServeSettings(BaseSettings):
                                     "request answers without that shard, flagged degraded ('shard N')")
     publish_poll_s: float = Field(1.0, ge=0, description="how often each worker reads its model lineage's "
                                   "publish pointer and swaps to the version `pymk publish` named (0: never)")
+    heap_trim_s: float = Field(10.0, ge=0, description="give freed heap memory back to the OS this often (glibc "
+                               "keeps what request threads free; 0: never)")
     docs: bool = Field(True, description="serve the OpenAPI spec and the /docs and /redoc pages")
     metrics_auth: bool = Field(False, description="/metrics asks for an admin key (when the model has keys)")
     rate_limit: float = Field(0.0, ge=0, description="requests per second per API key (without keys: per client "

@@ -130,3 +130,17 @@ def test_console_needs_the_admin_scope(model_dir):
             assert c.get(path).status_code == 401
             assert c.get(path, headers=bearer(reader)).status_code == 403
             assert c.get(path, headers=bearer(admin)).status_code == 200
+
+
+def test_the_service_gives_freed_heap_back_while_it_runs(model_dir):
+    """`pymk serve`'s heap trimmer runs in the app's lifespan (`PYMK_HEAP_TRIM_S`) and stops with it."""
+    import ctypes.util
+
+    if not ctypes.util.find_library("c"):
+        pytest.skip("no libc to ask")
+    with _client(model_dir, heap_trim_s=0.05) as c:
+        trimmer = c.app.state.trimmer
+        assert trimmer.ran.wait(30) and trimmer.runs >= 1
+    assert not trimmer._thread.is_alive()
+    with _client(model_dir, heap_trim_s=0) as c:
+        assert not c.app.state.trimmer._thread.is_alive()
