@@ -340,7 +340,8 @@ def main():
         a1.axhline(args.budget_ms, color="grey", ls="--", label=f"budget {args.budget_ms:g} ms")
         a1.set_ylabel("latency per 10 s (ms)")
         a1.legend()
-        a1.set_title(f"soak: {rate:.0f} req/s ({args.load:.0%} of {sustained:.0f}), {ids.size:,} users, 10% writes")
+        how = f"{args.load:.0%} of {sustained:.0f}" if args.rate is None else "--rate"
+        a1.set_title(f"soak: {rate:.0f} req/s ({how}), {ids.size:,} users, 10% writes")
         a2.plot(rss_t / 60, rss_b / 2**20)
         a2.set_ylabel("server RSS (MB)")
         a2.set_xlabel("minute")
