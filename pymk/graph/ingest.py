@@ -337,7 +337,8 @@ def _read_parquet(path: Path, pa, pc, pq) -> RawEdges:
                 row = at + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
                 raise IngestError(str(path), row, f"missing value in column {name!r}", f"row {row}")
             try:
-                out[at:at + batch.num_rows] = pc.cast(col, pa.int64()).to_numpy()
+                out[at:at + batch.num_rows] = _as_seconds(col, pa, pc) if name == names[-1] and ts_col >= 0 \
+                    else pc.cast(col, pa.int64()).to_numpy()
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 for i, v in enumerate(col.to_pylist()):
                     try:
@@ -351,6 +352,21 @@ def _read_parquet(path: Path, pa, pc, pq) -> RawEdges:
         at += batch.num_rows
     ts = arrays[2] if ts_col >= 0 else None
     return RawEdges(arrays[0], arrays[1], ts, str(path), len(arrays[0]))
+
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _as_seconds(col, pa, pc) -> np.ndarray:
+    """A `ts` column as int64 unix seconds: integers as they are; Arrow timestamps (any unit, any zone: they are
+    stored as UTC) and dates converted, where a plain int64 cast would give milliseconds, micro- or nanoseconds
+    or days."""
+    t = col.type
+    if pa.types.is_timestamp(t):
+        return np.floor_divide(pc.cast(col, pa.int64()).to_numpy(), _PER_SECOND[t.unit])
+    if pa.types.is_date(t):
+        return pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64()).to_numpy()
+    return pc.cast(col, pa.int64()).to_numpy()
 
 
 def read_edges(path: str | os.PathLike, *, skip_bad_rows: bool = False,

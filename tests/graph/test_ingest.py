@@ -136,3 +136,21 @@ def test_normalize_matches_protocol(tmp_path):
     assert got == pairs
     assert rep.self_loops == int((src == dst).sum())
     assert rep.duplicates == 300 - rep.self_loops - len(pairs)
+
+
+@pytest.mark.parametrize("ts_type, raw", [
+    (pa.timestamp("s"), [1_700_000_000, 1_700_000_001]),
+    (pa.timestamp("ms", tz="UTC"), [1_700_000_000_123, 1_700_000_001_999]),
+    (pa.timestamp("us"), [1_700_000_000_000_001, 1_700_000_001_500_000]),
+    (pa.timestamp("ns", tz="Europe/Paris"), [1_700_000_000_000_000_007, 1_700_000_001_000_000_000]),
+    (pa.date32(), [19_675, 19_676]),
+    (pa.int64(), [1_700_000_000, 1_700_000_001]),
+])
+def test_parquet_timestamps_of_any_arrow_type_are_unix_seconds(tmp_path, ts_type, raw):
+    """A Parquet `ts` typed as an Arrow timestamp (any unit or zone: stored as UTC) or date is read as unix
+    seconds, like an integer column; a plain int64 cast would give ms / us / ns or days."""
+    path = tmp_path / "e.parquet"
+    ts = pa.array(raw, pa.int64()).cast(ts_type) if ts_type != pa.date32() else pa.array(raw, pa.int32()).cast(ts_type)
+    pq.write_table(pa.table({"src": [1, 2], "dst": [2, 3], "ts": ts}), path)
+    want = [1_700_000_000, 1_700_000_001] if ts_type != pa.date32() else [19_675 * 86_400, 19_676 * 86_400]
+    assert read_edges(path).ts.tolist() == want
