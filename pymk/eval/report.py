@@ -22,6 +22,16 @@ class ReportError(ValueError):
     """An input the report cannot read (names the file)."""
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (a report is written where no display may be)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -70,11 +80,7 @@ def _model_section(model_dir: Path) -> tuple[str, dict]:
 
 
 def _evaluation_section(ev: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     methods = ev.get("methods", {})
     cols = sorted({c for m in methods.values() for c in m})
     out = [f"<p>{ev.get('dataset', '?')}: {ev.get('users', 0):,} evaluation users, {ev.get('test_edges', 0):,} "
@@ -110,11 +116,7 @@ def _evaluation_section(ev: dict) -> str:
 
 
 def _serving_section(bench: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     out = [f"<p>{html.escape(str(bench.get('model', '')))}: {bench.get('users', 0):,} users; uncached p50 "
            f"{bench['uncached_ms']['p50']:.2f} ms / p99 {bench['uncached_ms']['p99']:.2f} ms, cache hit p50 "
            f"{bench['hit_ms']['p50']:.2f} ms; {html.escape(str(bench.get('machine', '')))}</p>"]
@@ -152,11 +154,7 @@ def _shards_section(model_dir: Path) -> str | None:
 
 
 def _staleness_section(meta: dict) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     hist = meta.get("stages", {}).get("gnn", {}).get("staleness_hist")
     if not hist:
         return None

@@ -331,14 +331,15 @@ def _read_parquet(path: Path, pa, pc, pq) -> RawEdges:
     arrays = [np.empty(rows, np.int64) for _ in names]
     at = 0
     for batch in pf.iter_batches(columns=names, batch_size=1 << 20):
-        for out, name in zip(arrays, names, strict=True):
+        for j, (out, name) in enumerate(zip(arrays, names, strict=True)):
             col = batch.column(name)
             if col.null_count:
                 row = at + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
                 raise IngestError(str(path), row, f"missing value in column {name!r}", f"row {row}")
             try:
-                out[at:at + batch.num_rows] = _as_seconds(col, pa, pc) if name == names[-1] and ts_col >= 0 \
-                    else pc.cast(col, pa.int64()).to_numpy()
+                # names: src, dst, then ts if the file has one
+                out[at:at + batch.num_rows] = _as_seconds(col, pa, pc) if j == 2 else \
+                    pc.cast(col, pa.int64()).to_numpy()
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 for i, v in enumerate(col.to_pylist()):
                     try:

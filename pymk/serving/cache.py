@@ -108,30 +108,26 @@ class RedisCache:
             self.flush()
             if user in self._pending:
                 return None, -1
-
-        def read(c):
-            pipe = c.pipeline(transaction=False)
-            pipe.get(self.key(user))
-            pipe.get(self.ver_key(user))
-            return pipe.execute()
-
-        raw, ver = self.link.call(read)
-        return (None if raw is None else orjson.loads(raw)), int(ver or 0)
+        return self._read(user)[1]
 
     def get_after(self, user: int, first) -> tuple[object, tuple[list | None, int] | None]:
         """`first(pipe)`'s reads, then the cached list and token, in one MULTI/EXEC round trip (so nothing
         another client writes falls between them). The list part is None for a user with a pending
         invalidation (read it again through `get_with_token`)."""
+        head, entry = self._read(user, first)
+        return head, (None if self._pending and user in self._pending else entry)
+
+    def _read(self, user: int, first=None) -> tuple[list, tuple[list | None, int]]:
+        """One round trip: `first(pipe)`'s replies (a MULTI/EXEC with them), then the user's list and token."""
         def read(c):
-            pipe = c.pipeline(transaction=True)
-            first(pipe)
+            pipe = c.pipeline(transaction=first is not None)
+            if first is not None:
+                first(pipe)
             pipe.get(self.key(user))
             pipe.get(self.ver_key(user))
             return pipe.execute()
 
         *head, raw, ver = self.link.call(read)
-        if self._pending and user in self._pending:
-            return head, None
         return head, ((None if raw is None else orjson.loads(raw)), int(ver or 0))
 
     def get(self, user: int) -> list | None:

@@ -134,33 +134,20 @@ class Service:
         return pos
 
     def log_end_and_cache(self, user: int) -> tuple[str | None, tuple | None]:
-        """The event log's end and, where one round trip can carry both (a Redis log and the Redis cache), the
-        user's cached list and token read with it (else None). Redis unreachable: (None, None)."""
-        from pymk.serving.cache import RedisCache
+        """The event log's end and, with Redis (a Redis Stream log and, by `make_cache`, the Redis cache), the
+        user's cached list and token read in the same round trip through the service's link (its short timeout
+        and breaker, not the log's blocking client); a file log's end is read locally, with no list (None).
+        Redis unreachable: (None, None)."""
         from pymk.serving.redis_link import RedisDown
 
         log_ = self.stream_log
-        if self.link is None or not hasattr(log_, "key") or not isinstance(self.cache, RedisCache):
-            return self.log_end(), None
+        if self.link is None or not hasattr(log_, "key"):
+            return log_.end(), None
         try:
             (last,), cached = self.cache.get_after(user, lambda p: p.xrevrange(log_.key, count=1))
         except RedisDown:
             return None, None
         return _last_id(last), cached
-
-    def log_end(self) -> str | None:
-        """The event log's end now (None: empty, or Redis unreachable, when no worker can log either). With
-        Redis it is read through the service's link (its short timeout and breaker), not the log's blocking
-        client."""
-        log_ = self.stream_log
-        if self.link is None or not hasattr(log_, "key"):
-            return log_.end()
-        from pymk.serving.redis_link import RedisDown
-
-        try:
-            return _last_id(self.link.call(lambda c: c.xrevrange(log_.key, count=1)))
-        except RedisDown:
-            return None
 
     def log_edge(self, src: int, dst: int) -> bool:
         return self.log_event("add", src, dst) is not None or self.stream_log is None

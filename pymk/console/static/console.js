@@ -215,6 +215,7 @@ function push(chart, label, values, keep = 60) {
   chart.update();
 }
 
+const CHART_STEPS = ["stage1", "features", "rank", "explain", "cache", "sync"]; // the request-flow steps charted
 let last = null;
 async function poll() {
   let s;
@@ -236,8 +237,7 @@ async function poll() {
   last = now;
   push(c.latency, t, [s.request_p50_ms, s.request_p99_ms]);
   push(c.cache, t, [d && d.hit + d.miss ? d.hit / (d.hit + d.miss) : s.cache_hit_rate, d ? d.degraded : 0]);
-  const steps = ["stage1", "features", "rank", "explain", "cache", "sync"];
-  push(c.steps, t, steps.map((k) => (s.steps[k] ? s.steps[k].mean_ms : null)));
+  push(c.steps, t, CHART_STEPS.map((k) => (s.steps[k] ? s.steps[k].mean_ms : null)));
   push(c.stream, t, [d ? d.events : 0, s.stream_lag_mean_s === null ? null : s.stream_lag_mean_s * 1e3]);
 }
 
@@ -245,7 +245,7 @@ function startCharts() {
   state.charts = {
     latency: lineChart($("#chart-latency"), "request latency (ms, bucket bound)", ["p50", "p99"]),
     cache: lineChart($("#chart-cache"), "cache hit rate / degraded requests", ["hit rate", "degraded"]),
-    steps: lineChart($("#chart-steps"), "mean time per step (ms)", ["stage1", "features", "rank", "explain", "cache", "sync"]),
+    steps: lineChart($("#chart-steps"), "mean time per step (ms)", CHART_STEPS),
     stream: lineChart($("#chart-stream"), "stream: events applied / mean lag (ms)", ["events", "lag ms"]),
   };
   poll();
