@@ -246,7 +246,13 @@ def open_events(events: str | os.PathLike, meta_n: dict):
             raise FileNotFoundError(f"event log {events} does not exist")
         log = FileEventLog(Path(events))
         check_log_lineage(log, lineage(meta_n))
-    return log, start_position(meta_n, log_name(log))
+    start = start_position(meta_n, log_name(log))
+    gap = log.missing_after(start)
+    if gap:
+        raise ModelError(f"cannot update version {meta_n.get('version')} from {text}: {gap}. The next version "
+                         f"would lack changes that were acknowledged: rebuild from the source of truth "
+                         f"(`pymk build`)")
+    return log, start
 
 
 def read_events(log, start: str | None, batch: int = 1_000_000) -> tuple[list, str | None]:

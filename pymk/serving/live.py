@@ -73,6 +73,24 @@ def event_log(settings, model_dir: Path, meta: dict):
     return FileEventLog(file_log_path(model_dir, meta, settings.stream_log), lineage=lineage(meta))
 
 
+def refuse_log_gap(stream_log, position: str | None, what: str) -> None:
+    """Raises `ModelError` when the log can no longer give every event after `position` (a Redis stream trimmed
+    past it): a version started there would silently miss changes that were acknowledged. Redis down: checked
+    by no one here (the worker catches up later)."""
+    from pymk.pipeline.model import ModelError
+
+    try:
+        gap = stream_log.missing_after(position)
+    except Exception as exc:  # noqa: BLE001 - Redis down at start
+        log.warning("event log unreadable at start (%s): not checked for trimmed events", exc)
+        return
+    if gap:
+        raise ModelError(f"{what} cannot follow its event log: {gap}. Those events are in neither this version's "
+                         f"snapshot nor the log: serve a version updated from the log more recently, or rebuild "
+                         f"from the source of truth (`pymk build`); keep the stream longer than a version's "
+                         f"life (MAXLEN)")
+
+
 def attach_stream(svc):
     """Starts the worker's `StreamWorker` (returns it), or None when it is off (`PYMK_STREAM=false`) or has
     nothing to update (a sharded model without embeddings). Without GNN embeddings only the graph follows."""
@@ -103,6 +121,7 @@ def attach_stream(svc):
     from pymk.pipeline.lineage import log_name, start_position
 
     worker.position = start_position(m.meta, log_name(svc.stream_log))  # an updated version's snapshot holds the rest
+    refuse_log_gap(svc.stream_log, worker.position, f"{m.path} (version {m.version})")
     try:  # replay what was posted since the snapshot: changes first, one inference after
         worker.drain()
     except Exception as exc:  # noqa: BLE001 - Redis down at start: serve, the worker catches up later

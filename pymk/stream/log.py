@@ -154,6 +154,10 @@ class FileEventLog:
                     break
         return out, pos
 
+    def missing_after(self, position: str | None) -> str | None:
+        """A file log keeps every event: nothing is ever missing (see `RedisEventLog.missing_after`)."""
+        return None
+
     def end(self) -> str | None:
         """The position after the last whole line written so far (None: nothing written). A line without
         its newline (a writer killed mid-line) is not an event yet: a reader stops before it."""
@@ -223,6 +227,29 @@ class RedisEventLog:
                     self.bad += 1
                     log.warning("%s entry %s: unreadable edge event %r skipped", self.key, eid, fields)
         return out, pos
+
+    def missing_after(self, position: str | None) -> str | None:
+        """Why this stream can no longer give every event after `position` (None: it can). `MAXLEN` trims the
+        oldest events; once any was trimmed, a position older than the stream's first event may have lost
+        events after it. Conservative: a position that was itself the last event trimmed is reported too
+        (the stream keeps no trace of which ids it dropped)."""
+        try:
+            info = self.client.xinfo_stream(self.key)
+        except Exception as exc:  # noqa: BLE001 - no such stream: nothing was trimmed from it
+            if "no such key" in str(exc).lower():
+                return None
+            raise
+        dropped = int(info.get("entries-added", info.get("length", 0))) - int(info.get("length", 0))
+        if dropped <= 0:
+            return None
+        first = info.get("first-entry")
+        first_id = first[0] if first else info.get("last-generated-id")  # emptied: the last event ever added
+        first_id = first_id.decode() if isinstance(first_id, bytes) else str(first_id)
+        if position and position_key(position) >= position_key(first_id):
+            return None  # the position's own event is still here (or was the last one): nothing after it trimmed
+        return (f"the event stream {self.key} dropped its {dropped:,} oldest events (MAXLEN {self.maxlen:,}) and "
+                f"now starts at {first_id}, after position {position or 'its start'}: events after that "
+                f"position may be gone")
 
     def end(self) -> str | None:
         """The id of the last event in the stream (None: an empty or absent stream)."""

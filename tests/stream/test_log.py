@@ -4,6 +4,8 @@ import time
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pymk.stream.log import EdgeEvent, EventLogError, FileEventLog, RedisEventLog
 
@@ -113,3 +115,28 @@ def test_redis_log_on_a_real_server(redis_server):
     # a second reader (another serving worker) sees every event from its own position
     other = RedisEventLog(redis.Redis.from_url(redis_server.url), key="t:edges")
     assert [e.src for e in other.read()[0]] == [1, 3, 5]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 400), maxlen=st.integers(1, 150), at=st.integers(-1, 399))
+def test_a_trimmed_stream_says_when_events_after_a_position_are_gone(redis_server, n, maxlen, at):
+    """`RedisEventLog.missing_after` against the events appended and those XRANGE still returns: whenever an
+    event after the position is gone it says so (never None), and it is None whenever the position's own
+    event is still in the stream or nothing was trimmed (no false alarm for a reader that is in time)."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    key = f"t:trim:{n}:{maxlen}:{at}"
+    client.delete(key)
+    log = RedisEventLog(client, key=key, maxlen=maxlen)
+    try:
+        added = [log.append(i, i + 1, 1.0) for i in range(n)]
+        kept = {eid.decode() for eid, _ in client.xrange(key)}
+        pos = added[at] if 0 <= at < n else None
+        later = added[at + 1:] if pos is not None else added
+        gone_after = any(eid not in kept for eid in later)
+        said = log.missing_after(pos)
+        if gone_after:
+            assert said is not None and key in said
+        if len(kept) == n or (pos is not None and pos in kept):
+            assert said is None
+    finally:
+        client.delete(key)
