@@ -183,7 +183,7 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         # no reference to the service is held across the yield: a swapped-out version must be free to go
         settings = app.state.service.settings
         app.state.trimmer = HeapTrimmer(settings.heap_trim_s).start()
-        if settings.publish_poll_s > 0 and app.state.service.model.path is not None and settings.executor == "local":
+        if settings.publish_poll_s > 0 and app.state.service.model.path is not None:
             from pymk.serving.swap import Swapper
 
             swapper = Swapper(app, settings.publish_poll_s)

@@ -32,6 +32,7 @@ class Service:
         self.model = model
         self.settings = settings
         self.link = link
+        self.owned_servers = None  # Ray shard servers `from_settings` started for this version: stopped by close
         self.metrics = metrics or Metrics()
         self.cache = make_cache(model.version, settings, link)
         self.actions = UserActions(link)
@@ -80,11 +81,18 @@ class Service:
             servers = ray_servers(path, plan, address=settings.ray_address,
                                   timeout_s=settings.shard_timeout_ms / 1000.0)
         tier = settings.executor == "ray" if settings.tier is None else settings.tier
-        model = Model.load(path, shards=shards, redis_client=client, servers=servers,
-                           tier=tier and has_shard_plan(path))
-        if settings.ppr_rounds is not None:  # the operator's latency / fidelity trade, without a rebuild
-            model.config.candidates.ppr.rounds = settings.ppr_rounds
-        return cls(model, settings, link, metrics)
+        try:
+            model = Model.load(path, shards=shards, redis_client=client, servers=servers,
+                               tier=tier and has_shard_plan(path))
+            if settings.ppr_rounds is not None:  # the operator's latency / fidelity trade, without a rebuild
+                model.config.candidates.ppr.rounds = settings.ppr_rounds
+            svc = cls(model, settings, link, metrics)
+        except BaseException:
+            if servers is not None:  # a version that cannot be served leaves no shard servers behind
+                servers.close()
+            raise
+        svc.owned_servers = servers
+        return svc
 
     def _wrap_redis_stores(self) -> None:
         from pymk.features.store import InProcessFeatureStore, RedisFeatureStore
@@ -191,6 +199,9 @@ class Service:
     def close(self) -> None:
         if self.stream is not None:
             self.stream.stop()
+        if self.owned_servers is not None:
+            self.owned_servers.close()
+            self.owned_servers = None
 
     def take_store_degradation(self, req: Request) -> None:
         for fb in self.fallbacks:

@@ -264,6 +264,19 @@ class ShardRouter:
             answered[at] = True
         return changed | ~answered
 
+    def close(self) -> None:
+        """Stops the shard servers when they are Ray actors this router's service started (a version swapped
+        out, a service shut down); servers in process go with their objects."""
+        if not self.remote:
+            return
+        import ray
+
+        for handle in self.servers:
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone, or Ray shut down
+                pass
+
     def server_stats(self) -> list[dict | None]:
         """Each shard server's `stats()` (None for one that did not answer)."""
         out = []
