@@ -106,6 +106,7 @@ class StreamHealth(BaseModel):
     erased: int  # accounts erased
     ignored: int  # events naming an erased user (never resurrected), or unfriending an unknown one
     lag_s: float  # posted -> refreshed, for the newest event applied
+    gap: str | None = None  # the log dropped events this worker had not read (a trimmed Redis stream): why
 
 
 class Health(BaseModel):
@@ -254,7 +255,8 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         st = svc.stream.stats if svc.stream is not None else None
         stream = None if st is None else StreamHealth(
             events=st.events, new_edges=st.new_edges, refreshed=st.refreshed, new_users=st.new_users,
-            removed_edges=st.removed_edges, erased=st.erased, ignored=st.ignored, lag_s=round(st.last_lag_s, 4))
+            removed_edges=st.removed_edges, erased=st.erased, ignored=st.ignored, lag_s=round(st.last_lag_s, 4),
+            gap=svc.stream.gap)
         return Health(status="ok", model_version=model.version, users=model.graph.num_users,
                       edges=model.graph.num_edges, redis=svc.redis_state(), stream=stream)
 

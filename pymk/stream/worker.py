@@ -55,7 +55,7 @@ class StreamWorker:
 
     def __init__(self, log, refresher: EmbeddingRefresher | GraphOnly, index_of, *, ann=None, lock=None,
                  on_refresh=None, staleness: StalenessTracker | None = None, batch: int = 1000, on_batch=None,
-                 tick=None, apply=None):
+                 tick=None, apply=None, gap_check_s: float = 30.0):
         self.log = log
         self.refresher = refresher
         self.index_of = index_of
@@ -68,6 +68,8 @@ class StreamWorker:
         self.batch = batch
         self.position: str | None = None
         self.stats = StreamStats()
+        self.gap_check_s = gap_check_s
+        self.gap: str | None = None  # set once the log dropped events this worker had not read (`check_gap`)
         self._stop = threading.Event()
         self._applied = threading.Condition()
         self.apply = apply or _adds_only(index_of, refresher)
@@ -134,6 +136,22 @@ class StreamWorker:
                 self._applied.wait(left)
         return True
 
+    def check_gap(self) -> str | None:
+        """Whether the log dropped events after this worker's position (a Redis stream trimmed by MAXLEN while
+        the worker was behind): they will never be applied here, so from then on `gap` says why (the service
+        flags every answer degraded). Redis down: not checked this time."""
+        if self.gap is None:
+            try:
+                gap = self.log.missing_after(self.position)
+            except Exception as exc:  # noqa: BLE001 - Redis down: the next check
+                log.debug("stream worker: trim check skipped: %s", exc)
+                return None
+            if gap:
+                self.gap = gap
+                log.error("stream worker: %s; this worker misses those changes until a newer version is "
+                          "published", gap)
+        return self.gap
+
     def drain(self) -> int:
         """Applies every event in the log now; returns how many."""
         total = 0
@@ -145,11 +163,15 @@ class StreamWorker:
         """Tails the log in a daemon thread until `stop()`; an error in a batch is logged, not fatal."""
         def loop():
             failing = False
+            next_check = time.monotonic() + self.gap_check_s
             while not self._stop.is_set():
                 try:
                     self.poll(block_ms)
                     if self.tick is not None:
                         self.tick()
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + self.gap_check_s
+                        self.check_gap()
                     if failing:
                         log.warning("stream worker: reading and applying again")
                     failing = False

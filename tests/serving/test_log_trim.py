@@ -101,3 +101,23 @@ def test_a_running_service_refuses_to_swap_to_a_version_whose_cut_was_trimmed(bu
         svc = app.state.service
         assert svc.model.graph.has_edge(*svc.model.index_of([5, 154]).tolist())
         assert c.post("/v1/edges", json={"src": 6, "dst": 155}).status_code == 200
+
+
+def test_a_worker_whose_stream_was_trimmed_past_it_says_so_and_flags_its_answers(built, redis_server, stream):
+    """A running worker that fell behind while the stream dropped events it had not read: its periodic check
+    (`StreamWorker.check_gap`) finds it, /healthz names it, and every answer is flagged degraded ("stream")."""
+    client, key = stream
+    settings = ServeSettings(model=str(built), redis_url=redis_server.url, stream_block_ms=20, read_fence_s=0)
+    app = create_app(settings=settings)
+    with TestClient(app) as c:
+        assert c.post("/v1/edges", json={"src": 1, "dst": 150}).status_code == 200
+        svc = app.state.service
+        assert svc.stream.check_gap() is None and c.get("/healthz").json()["stream"]["gap"] is None
+        r = c.get("/v1/users/3/recommendations")
+        assert r.status_code == 200 and "stream" not in r.json()["degraded_sources"]
+        svc.stream.stop()  # the worker falls behind...
+        _friendships(RedisEventLog(client, key, maxlen=5), 150, seed=1)  # ...while the stream trims past it
+        assert key in svc.stream.check_gap()
+        assert key in c.get("/healthz").json()["stream"]["gap"]
+        r = c.get("/v1/users/3/recommendations")
+        assert r.status_code == 200 and r.json()["degraded"] and "stream" in r.json()["degraded_sources"]

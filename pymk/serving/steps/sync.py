@@ -18,6 +18,8 @@ from pymk.stream.log import position_key
 
 
 def run(req: Request, svc) -> None:
+    if svc.stream is not None and svc.stream.gap is not None:  # the log dropped changes this worker never read
+        req.degrade("stream")
     if svc.stream is None or svc.settings.read_fence_s <= 0:
         return
     applied = svc.stream.position  # before the read: what this worker had applied (and invalidated) by then
