@@ -41,12 +41,14 @@ class ConsoleError(LookupError):
         self.status = status
 
 
-def _graph(svc):
-    g = svc.model.graph
-    if getattr(g, "tier", False) or not hasattr(g, "neighbors"):
-        raise ConsoleError(409, "this service is a ranking tier without the graph: the console's ego networks and "
-                                "explanations need a service that maps it (pymk serve without --executor ray)")
-    return g
+def _lists(g, nodes) -> list[np.ndarray]:
+    """The friends lists of `nodes` (dense indices) now, in one read: the living graph's rows, or, for a
+    ranking tier that holds no adjacency, one parallel round to the shard servers (`TierGraph.rows`)."""
+    nodes = np.asarray(nodes, np.int64)
+    if not nodes.size:
+        return []
+    ptr, idx = g.rows(nodes)
+    return [np.asarray(idx[ptr[i]:ptr[i + 1]], np.int64) for i in range(nodes.size)]
 
 
 def ego(svc, user_id: int, k: int) -> dict:
@@ -55,7 +57,7 @@ def ego(svc, user_id: int, k: int) -> dict:
     Nodes: the user, the recommended people, and the friends through whom they are recommended (mutual friends,
     most shared first, at most MAX_FRIENDS_DRAWN). Edges: user-friend and friend-candidate (each one a mutual-
     friend link), and friendships among the drawn friends."""
-    g = _graph(svc)
+    g = svc.model.graph
     try:
         req = svc.recommend(user_id, k)
     except NotEligible as exc:
@@ -65,19 +67,18 @@ def ego(svc, user_id: int, k: int) -> dict:
     recs = req.response
     rec_ids = [int(r[0]) for r in recs]
     rec_idx = svc.model.index_of(np.array(rec_ids, np.int64)) if rec_ids else np.zeros(0, np.int64)
-    friends = np.asarray(g.neighbors(u), np.int64)
+    known = rec_idx >= 0
+    friends, *rec_lists = _lists(g, np.concatenate([[u], rec_idx[known]]))
     links: dict[int, list[int]] = {}  # friend -> recommended people it links the user to
-    for c_ext, c in zip(rec_ids, rec_idx.tolist(), strict=True):
-        if c < 0:
-            continue
-        for f in np.intersect1d(friends, np.asarray(g.neighbors(c), np.int64)).tolist():
+    for c_ext, fc in zip(np.array(rec_ids, np.int64)[known].tolist(), rec_lists, strict=True):
+        for f in np.intersect1d(friends, fc).tolist():
             links.setdefault(f, []).append(c_ext)
     drawn = sorted(links, key=lambda f: (-len(links[f]), f))[:MAX_FRIENDS_DRAWN]
     drawn_set = set(drawn)
     edges = [[user_id, int(ids[f])] for f in drawn]
     edges += [[int(ids[f]), c] for f in drawn for c in links[f]]
-    for f in drawn:  # friendships among the drawn friends (the user's circles)
-        for h in np.asarray(g.neighbors(f), np.int64).tolist():
+    for f, ff in zip(drawn, _lists(g, drawn), strict=True):  # friendships among the drawn friends (circles)
+        for h in ff.tolist():
             if h > f and h in drawn_set:
                 edges.append([int(ids[f]), int(ids[h])])
     return {
@@ -93,8 +94,8 @@ def ego(svc, user_id: int, k: int) -> dict:
 def explanation(svc, user_id: int, cand_id: int, depth: int = 1000) -> dict:
     """Why `cand_id` is (or is not) recommended to `user_id`, from the same Stage 1 and ranker as the request
     flow: sources, position, mutual friends, the pair's signals and the learned ranker's contributions."""
-    g = _graph(svc)
     model = svc.model
+    g = model.graph
     req = Request(user_id=user_id, k=depth, depth=max(depth, svc.settings.cache_depth))
     try:
         sync.run(req, svc)
@@ -105,13 +106,14 @@ def explanation(svc, user_id: int, cand_id: int, depth: int = 1000) -> dict:
     if c < 0:
         raise ConsoleError(404, f"user {cand_id} is not in the model")
     u = req.idx
-    fu, fc = np.asarray(g.neighbors(u), np.int64), np.asarray(g.neighbors(c), np.int64)
+    fu, fc = _lists(g, [u, c])
     mutual = np.intersect1d(fu, fc)
-    mutual = mutual[np.argsort(np.asarray(g.degree)[mutual], kind="stable")]  # least-connected first: the most telling
+    degree = np.array([f.size for f in _lists(g, mutual)], np.int64)
+    mutual = mutual[np.argsort(degree, kind="stable")]  # least-connected first: the most telling
     out = {"user_id": user_id, "candidate_id": cand_id, "model_version": model.version,
            "mutual_friends": int(mutual.size),
            "mutual_sample": [int(g.ids[m]) for m in mutual[:MAX_MUTUAL_LISTED].tolist()],
-           "friends": bool(g.has_edge(u, c)), "in_stage1": False, "sources": [], "stage1_position": None,
+           "friends": bool(np.isin(c, fu)), "in_stage1": False, "sources": [], "stage1_position": None,
            "signals": {}, "ranker": model.ranker_kind, "score": None, "rank": None, "contributions": None}
     if out["friends"] or c == u:
         out["reason"] = "already friends" if out["friends"] else "the user itself"

@@ -40,56 +40,93 @@ def _nx(model_dir) -> nx.Graph:
     return ref
 
 
-def test_ego_network_is_the_users_recommendations_and_the_friends_linking_them(model_dir):
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """The same kind of model built with 2 shards: served as a ranking tier, it holds no adjacency."""
+    from pymk.config import PymkConfig
+    from pymk.graph.edges import EdgeList
+    from pymk.graph.synth import SynthConfig, generate
+    from pymk.pipeline.build import build_from_edges
+
+    users = 300
+    src, dst, _ = generate(SynthConfig(users, 10, seed=3))
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    keys = np.unique(lo * np.int64(users) + hi)
+    cfg = PymkConfig()
+    cfg.ranker.kind = "lightgbm"
+    cfg.ranker.rounds = 20
+    cfg.sharding.shards = 2
+    edges = EdgeList(np.arange(users, dtype=np.int64) + 5000, (keys // users).astype(np.int32),
+                     (keys % users).astype(np.int32))
+    return build_from_edges(edges, tmp_path_factory.mktemp("console-sharded") / "m", cfg, log=lambda s: None)
+
+
+@pytest.fixture(params=["whole graph", "ranking tier"])
+def served(request, model_dir, sharded, tmp_path):
+    """(client, model dir): the service over the whole graph, or a ranking tier over shard servers (their lists
+    read per request: the console's ego networks and explanations read them the same way)."""
+    if request.param == "whole graph":
+        with _client(model_dir) as c:
+            yield c, model_dir
+        return
+    out = tmp_path / "sharded"
+    shutil.copytree(sharded, out, ignore=shutil.ignore_patterns("stream"))
+    svc = Service.from_settings(ServeSettings(model=str(out), tier=True))
+    assert svc.model.tier
+    with TestClient(create_app(svc)) as c:
+        yield c, out
+
+
+def test_ego_network_is_the_users_recommendations_and_the_friends_linking_them(served):
+    c, model_dir = served
     ref = _nx(model_dir)
-    with _client(model_dir) as c:
-        for user in sorted(ref.nodes)[:40:4]:
-            ego = c.get(f"/v1/console/users/{user}/ego", params={"k": 8}).json()
-            plain = c.get(f"/v1/users/{user}/recommendations", params={"k": 8}).json()
-            assert [r["user_id"] for r in ego["recommendations"]] == [r["user_id"] for r in plain["recommendations"]]
-            recs = {r["user_id"] for r in ego["recommendations"]}
-            drawn = set(ego["friends_drawn"])
-            assert ego["friends"] == ref.degree(user) and drawn <= set(ref[user])
-            for a, b in ego["edges"]:
-                assert ref.has_edge(a, b), (a, b)  # every line drawn is a friendship
-            # every mutual friend of a drawn candidate is drawn (up to the cap) with its link
-            links = {(a, b) for a, b in ego["edges"]}
-            for r in ego["recommendations"]:
-                mutual = set(nx.common_neighbors(ref, user, r["user_id"]))
-                assert r["mutual_friends"] == len(mutual)
-                if len(drawn) < 40:
-                    assert mutual <= drawn and all((f, r["user_id"]) in links for f in mutual)
-            assert drawn <= {f for f in ref[user] if recs & set(ref[f])}  # only friends that link to someone shown
+    for user in sorted(ref.nodes)[:40:4]:
+        ego = c.get(f"/v1/console/users/{user}/ego", params={"k": 8}).json()
+        plain = c.get(f"/v1/users/{user}/recommendations", params={"k": 8}).json()
+        assert [r["user_id"] for r in ego["recommendations"]] == [r["user_id"] for r in plain["recommendations"]]
+        recs = {r["user_id"] for r in ego["recommendations"]}
+        drawn = set(ego["friends_drawn"])
+        assert ego["friends"] == ref.degree(user) and drawn <= set(ref[user])
+        for a, b in ego["edges"]:
+            assert ref.has_edge(a, b), (a, b)  # every line drawn is a friendship
+        # every mutual friend of a drawn candidate is drawn (up to the cap) with its link
+        links = {(a, b) for a, b in ego["edges"]}
+        for r in ego["recommendations"]:
+            mutual = set(nx.common_neighbors(ref, user, r["user_id"]))
+            assert r["mutual_friends"] == len(mutual)
+            if len(drawn) < 40:
+                assert mutual <= drawn and all((f, r["user_id"]) in links for f in mutual)
+        assert drawn <= {f for f in ref[user] if recs & set(ref[f])}  # only friends that link to someone shown
 
 
-def test_explanation_agrees_with_the_answer_and_the_booster(model_dir):
+def test_explanation_agrees_with_the_answer_and_the_booster(served):
+    c, model_dir = served
     ref = _nx(model_dir)
     m = Model.load(model_dir)
     assert m.ranker_kind == "lightgbm"
-    with _client(model_dir) as c:
-        user = sorted(ref.nodes)[7]
-        recs = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()["recommendations"]
-        assert recs
-        for r in recs:
-            x = c.get(f"/v1/console/users/{user}/explanations/{r['user_id']}").json()
-            assert x["in_stage1"] and x["rank"] == r["rank"] and x["score"] == pytest.approx(r["score"], abs=1e-9)
-            assert x["sources"] == r["source"].split("+")
-            mutual = set(nx.common_neighbors(ref, user, r["user_id"]))
-            assert x["mutual_friends"] == len(mutual) and set(x["mutual_sample"]) == mutual
-            assert x["signals"]["cn"] == len(mutual)
-            contrib = x["contributions"]
-            total = contrib["bias"] + sum(f["contribution"] for f in contrib["features"])
-            assert total == pytest.approx(x["score"], rel=1e-6, abs=1e-9)  # SHAP values add up to the score
-            assert {f["name"] for f in contrib["features"]} == set(m.ranker.meta["features"])
-        friend = next(iter(ref[user]))
-        x = c.get(f"/v1/console/users/{user}/explanations/{friend}").json()
-        assert x["friends"] and not x["in_stage1"] and x["reason"] == "already friends"
-        assert c.post(f"/v1/users/{user}/blocks", json={"blocked_id": recs[0]["user_id"]}).status_code == 200
-        x = c.get(f"/v1/console/users/{user}/explanations/{recs[0]['user_id']}").json()
-        assert not x["in_stage1"] and x["reason"].startswith("excluded")
-        assert c.get(f"/v1/console/users/{user}/explanations/999999999").status_code == 404
-        assert c.get("/v1/console/users/999999999/ego").status_code == 404
-        assert c.get(f"/v1/console/users/{user}/ego", params={"k": 0}).status_code == 422
+    user = sorted(ref.nodes)[7]
+    recs = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()["recommendations"]
+    assert recs
+    for r in recs:
+        x = c.get(f"/v1/console/users/{user}/explanations/{r['user_id']}").json()
+        assert x["in_stage1"] and x["rank"] == r["rank"] and x["score"] == pytest.approx(r["score"], abs=1e-9)
+        assert x["sources"] == r["source"].split("+")
+        mutual = set(nx.common_neighbors(ref, user, r["user_id"]))
+        assert x["mutual_friends"] == len(mutual) and set(x["mutual_sample"]) == mutual
+        assert x["signals"]["cn"] == len(mutual)
+        contrib = x["contributions"]
+        total = contrib["bias"] + sum(f["contribution"] for f in contrib["features"])
+        assert total == pytest.approx(x["score"], rel=1e-6, abs=1e-9)  # SHAP values add up to the score
+        assert {f["name"] for f in contrib["features"]} == set(m.ranker.meta["features"])
+    friend = next(iter(ref[user]))
+    x = c.get(f"/v1/console/users/{user}/explanations/{friend}").json()
+    assert x["friends"] and not x["in_stage1"] and x["reason"] == "already friends"
+    assert c.post(f"/v1/users/{user}/blocks", json={"blocked_id": recs[0]["user_id"]}).status_code == 200
+    x = c.get(f"/v1/console/users/{user}/explanations/{recs[0]['user_id']}").json()
+    assert not x["in_stage1"] and x["reason"].startswith("excluded")
+    assert c.get(f"/v1/console/users/{user}/explanations/999999999").status_code == 404
+    assert c.get("/v1/console/users/999999999/ego").status_code == 404
+    assert c.get(f"/v1/console/users/{user}/ego", params={"k": 0}).status_code == 422
 
 
 def test_model_card_with_and_without_an_evaluation(model_dir):
