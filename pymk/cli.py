@@ -27,6 +27,7 @@ def _err(msg: str, code: int = 1) -> typer.Exit:
 def _user_errors():
     from pymk.candidates.ann import AnnError
     from pymk.config import ConfigError
+    from pymk.console.names import UserNamesError
     from pymk.gnn.config import CheckpointError, DeviceError
     from pymk.graph.ingest import IngestError
     from pymk.graph.shard_graph import ShardGraphError
@@ -41,7 +42,7 @@ def _user_errors():
 
     return (AuthError, ColdTierError, ConfigError, IngestError, SnapshotError, ModelError, UsersFileError,
             ShardStoreError, CheckpointError, DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError,
-            FileNotFoundError, FileExistsError)
+            FileNotFoundError, FileExistsError, UserNamesError)
 
 
 @app.command()
@@ -591,6 +592,10 @@ def serve(
     try:
         auth = _auth_line(model, host, insecure_no_auth)
         svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker
+        if settings.user_names:  # the console's display names: a bad file is named here, not in a worker
+            from pymk.console.names import UserNames
+
+            UserNames.load(settings.user_names)
     except _user_errors() as exc:
         raise _err(str(exc)) from None
     typer.echo(auth, err=True)

@@ -24,6 +24,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from pymk.candidates.base import source_label
+from pymk.console.names import UserNames
 from pymk.serving import batch
 from pymk.serving.request import NotEligible, Request
 from pymk.serving.steps import eligibility, stage1, sync
@@ -51,7 +52,7 @@ def _lists(g, nodes) -> list[np.ndarray]:
     return [np.asarray(idx[ptr[i]:ptr[i + 1]], np.int64) for i in range(nodes.size)]
 
 
-def ego(svc, user_id: int, k: int) -> dict:
+def ego(svc, user_id: int, k: int, names: UserNames | None = None) -> dict:
     """The user's recommendations and the ego network linking it to them.
 
     Nodes: the user, the recommended people, and the friends through whom they are recommended (mutual friends,
@@ -81,7 +82,9 @@ def ego(svc, user_id: int, k: int) -> dict:
         for h in ff.tolist():
             if h > f and h in drawn_set:
                 edges.append([int(ids[f]), int(ids[h])])
+    shown = [user_id, *[int(ids[f]) for f in drawn], *rec_ids, *(x for r in recs for x in r[3])]
     return {
+        "names": (names or UserNames()).of(shown),
         "user_id": user_id, "model_version": svc.model.version, "cached": req.cached,
         "degraded": bool(req.degraded), "degraded_sources": req.degraded,
         "friends": int(friends.size), "friends_drawn": [int(ids[f]) for f in drawn],
@@ -91,7 +94,7 @@ def ego(svc, user_id: int, k: int) -> dict:
     }
 
 
-def explanation(svc, user_id: int, cand_id: int, depth: int = 1000) -> dict:
+def explanation(svc, user_id: int, cand_id: int, depth: int = 1000, names: UserNames | None = None) -> dict:
     """Why `cand_id` is (or is not) recommended to `user_id`, from the same Stage 1 and ranker as the request
     flow: sources, position, mutual friends, the pair's signals and the learned ranker's contributions."""
     model = svc.model
@@ -113,6 +116,7 @@ def explanation(svc, user_id: int, cand_id: int, depth: int = 1000) -> dict:
     out = {"user_id": user_id, "candidate_id": cand_id, "model_version": model.version,
            "mutual_friends": int(mutual.size),
            "mutual_sample": [int(g.ids[m]) for m in mutual[:MAX_MUTUAL_LISTED].tolist()],
+           "names": (names or UserNames()).of([user_id, cand_id, *g.ids[mutual[:MAX_MUTUAL_LISTED]].tolist()]),
            "friends": bool(np.isin(c, fu)), "in_stage1": False, "sources": [], "stage1_position": None,
            "signals": {}, "ranker": model.ranker_kind, "score": None, "rank": None, "contributions": None}
     if out["friends"] or c == u:

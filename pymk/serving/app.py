@@ -419,8 +419,11 @@ def mount_console(app: FastAPI, current, admin) -> None:
     from fastapi.staticfiles import StaticFiles
 
     from pymk.console import api as console
+    from pymk.console.names import UserNames
 
     static = console.STATIC
+    settings = current()[0].settings
+    names = UserNames.load(settings.user_names) if settings.user_names else UserNames()
 
     @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
     def console_page() -> HTMLResponse:
@@ -437,13 +440,13 @@ def mount_console(app: FastAPI, current, admin) -> None:
     @app.get("/v1/console/users/{user_id}/ego", responses={404: {"description": "user not in the model"}, **AUTH})
     def console_ego(user_id: UserId, k: int = Query(10, ge=1, le=100), key: ApiKey | None = Depends(admin)) -> dict:
         """The user's recommendations (the request flow, cache included) and the ego network linking it to them."""
-        return answer(console.ego, current()[0], user_id, k)
+        return answer(console.ego, current()[0], user_id, k, names)
 
     @app.get("/v1/console/users/{user_id}/explanations/{candidate_id}",
              responses={404: {"description": "user or candidate not in the model"}, **AUTH})
     def console_explanation(user_id: UserId, candidate_id: UserId, key: ApiKey | None = Depends(admin)) -> dict:
         """Why this person: Stage-1 sources and position, mutual friends, signals, the ranker's contributions."""
-        return answer(console.explanation, current()[0], user_id, candidate_id)
+        return answer(console.explanation, current()[0], user_id, candidate_id, 1000, names)
 
     @app.get("/v1/console/model", responses=AUTH)
     def console_model(key: ApiKey | None = Depends(admin)) -> dict:

@@ -56,6 +56,9 @@ class ServeSettings(BaseSettings):
     heap_trim_s: float = Field(10.0, ge=0, description="give freed heap memory back to the OS this often (glibc "
                                "keeps what request threads free; 0: never)")
     docs: bool = Field(True, description="serve the OpenAPI spec and the /docs and /redoc pages")
+    user_names: str | None = Field(None, description="a CSV file 'id,name' (header first) of display names the "
+                                   "console shows beside ids (admin scope only); read at start, a malformed file "
+                                   "stops the service naming the line")
     metrics_auth: bool = Field(False, description="/metrics asks for an admin key (when the model has keys)")
     rate_limit: float = Field(0.0, ge=0, description="requests per second per API key (without keys: per client "
                               "address), shared by the workers through Redis when configured; 0 = no limit")

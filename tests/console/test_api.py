@@ -181,3 +181,34 @@ def test_the_service_gives_freed_heap_back_while_it_runs(model_dir):
     assert not trimmer._thread.is_alive()
     with _client(model_dir, heap_trim_s=0) as c:
         assert not c.app.state.trimmer._thread.is_alive()
+
+
+def test_display_names_from_the_operators_file_and_a_bad_file_named_by_line(model_dir, tmp_path):
+    from pymk.console.names import UserNames, UserNamesError
+
+    ref = _nx(model_dir)
+    named = {u: f"Name {u}, the {u % 5}th" for u in sorted(ref.nodes)[::3]}
+    names = tmp_path / "names.csv"
+    with open(names, "w", newline="") as f:
+        import csv
+
+        w = csv.writer(f)
+        w.writerow(["id", "name"])
+        w.writerows(named.items())
+    with _client(model_dir, user_names=str(names)) as c:
+        user = sorted(ref.nodes)[4]
+        ego = c.get(f"/v1/console/users/{user}/ego", params={"k": 10}).json()
+        shown = {user, *ego["friends_drawn"], *(r["user_id"] for r in ego["recommendations"]),
+                 *(m for r in ego["recommendations"] for m in r["mutual_sample"])}
+        assert {int(k): v for k, v in ego["names"].items()} == {u: named[u] for u in shown if u in named}
+        cand = ego["recommendations"][0]["user_id"]
+        x = c.get(f"/v1/console/users/{user}/explanations/{cand}").json()
+        assert {int(k): v for k, v in x["names"].items()} == \
+            {u: named[u] for u in {user, cand, *x["mutual_sample"]} if u in named}
+    for text, where in (("user,name\n1,a\n", ":1:"), ("id,name\n1,a\n2\n", ":3:"), ("id,name\nx,a\n", ":2:"),
+                        ("id,name\n1,a\n\n1,b\n", ":4:")):
+        names.write_text(text)
+        with pytest.raises(UserNamesError, match=where):
+            UserNames.load(names)
+        with pytest.raises(UserNamesError, match=where):  # the service does not start on it
+            _client(model_dir, user_names=str(names))

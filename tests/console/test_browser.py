@@ -58,12 +58,14 @@ def _copy(built, tmp_path) -> Path:
 
 def test_search_explain_and_dismiss_in_the_browser(built, browser, tmp_path):
     model = _copy(built, tmp_path)
-    svc = ServeProcess(["--model", str(model)], tmp_path / "serve.log")
+    g = Model.load(model).graph
+    names = tmp_path / "names.csv"  # the operator's display names: every other user has one, with a comma
+    names.write_text("id,name\n" + "".join(f'{u},"Person {u}, {u % 7}"\n' for u in g.ids[::2].tolist()))
+    svc = ServeProcess(["--model", str(model)], tmp_path / "serve.log", env={"PYMK_USER_NAMES": str(names)})
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        g = Model.load(model).graph
         user = int(g.ids[int(g.degree.argmax())])  # a well-connected user: a full ego network
         ego = call("GET", f"{svc.base}/v1/console/users/{user}/ego?k=10")[1]
         page.goto(f"{svc.base}/console")
@@ -74,6 +76,11 @@ def test_search_explain_and_dismiss_in_the_browser(built, browser, tmp_path):
         assert rows.count() == len(ego["recommendations"]) > 0
         assert [int(x) for x in rows.evaluate_all("rs => rs.map(r => r.dataset.user)")] == \
             [r["user_id"] for r in ego["recommendations"]]
+        named = {int(k): v for k, v in ego["names"].items()}
+        assert named and set(named) <= set(g.ids[::2].tolist())
+        cells = rows.evaluate_all("rs => rs.map(r => r.cells[1].textContent)")
+        assert cells == [f"{named[r['user_id']]} ({r['user_id']})" if r["user_id"] in named else str(r["user_id"])
+                         for r in ego["recommendations"]]  # "name (id)" where a name is known, else the id
         nodes = page.evaluate("() => window.pymk.cy.nodes().length")
         assert nodes == 1 + len(ego["friends_drawn"]) + len(ego["recommendations"])
         assert page.evaluate("() => window.pymk.cy.edges().length") == len(ego["edges"])

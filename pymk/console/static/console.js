@@ -59,6 +59,12 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// a user as the operator knows them: "name (id)" when the service has display names (PYMK_USER_NAMES), else the id
+function who(id, names) {
+  const name = names && names[String(id)];
+  return name ? `${name} (${id})` : String(id);
+}
+
 // -- search, recommendations, ego network ------------------------------------------------------------------
 async function show(user, k) {
   say("");
@@ -78,7 +84,7 @@ async function show(user, k) {
   const notes = [`${ego.friends} friends`, `${ego.recommendations.length} recommendations`,
                  ego.cached ? "from the cache" : "computed now"];
   if (ego.degraded) notes.push(`degraded: ${ego.degraded_sources.join(", ")}`);
-  $("#summary").textContent = `User ${ego.user_id}: ${notes.join(" · ")}`;
+  $("#summary").textContent = `User ${who(ego.user_id, ego.names)}: ${notes.join(" · ")}`;
   if (ego.degraded) say(`Served degraded (${ego.degraded_sources.join(", ")}): some stores did not answer; ` +
                         "the list comes from what this worker holds.", "info");
   fillTable(ego);
@@ -91,10 +97,10 @@ function fillTable(ego) {
   for (const r of ego.recommendations) {
     body.append(el("tr", { "data-user": r.user_id },
       el("td", { class: "num" }, r.rank),
-      el("td", {}, r.user_id),
+      el("td", {}, who(r.user_id, ego.names)),
       el("td", { class: "num" }, r.score.toFixed(4)),
       el("td", { class: "num" }, r.mutual_friends),
-      el("td", {}, r.mutual_sample.join(", ")),
+      el("td", {}, r.mutual_sample.map((m) => who(m, ego.names)).join(", ")),
       el("td", {}, r.source),
       el("td", {},
         el("button", { class: "why", onclick: () => why(r.user_id) }, "why"),
@@ -112,7 +118,7 @@ function drawEgo(ego) {
   nodes.set(ego.user_id, "me");
   for (const f of ego.friends_drawn) nodes.set(f, "friend");
   for (const r of ego.recommendations) nodes.set(r.user_id, "rec");
-  const elements = [...nodes].map(([id, kind]) => ({ data: { id: String(id), label: String(id), kind } }));
+  const elements = [...nodes].map(([id, kind]) => ({ data: { id: String(id), label: (ego.names || {})[String(id)] || String(id), kind } }));
   ego.edges.forEach(([a, b], i) => {
     if (nodes.has(a) && nodes.has(b)) elements.push({ data: { id: `e${i}`, source: String(a), target: String(b) } });
   });
@@ -150,7 +156,7 @@ async function why(cand) {
     node.connectedEdges().addClass("hl");
   }
   $("#why-panel").hidden = false;
-  $("#why-title").textContent = `Why ${cand} for ${state.user}`;
+  $("#why-title").textContent = `Why ${who(cand, x.names)} for ${who(state.user, x.names)}`;
   const facts = el("dl");
   const add = (k, v) => facts.append(el("dt", {}, k), el("dd", {}, v));
   if (!x.in_stage1) add("Stage 1", x.reason || "not a candidate");
@@ -160,7 +166,7 @@ async function why(cand) {
     add("Ranker", `${x.ranker}: score ${x.score === null ? "-" : x.score.toFixed(4)}, rank ${x.rank ?? "-"}`);
     for (const [name, v] of Object.entries(x.signals)) add(name.toUpperCase(), v.toFixed(5));
   }
-  add("Mutual friends", `${x.mutual_friends}${x.mutual_sample.length ? ": " + x.mutual_sample.join(", ") : ""}`);
+  add("Mutual friends", `${x.mutual_friends}${x.mutual_sample.length ? ": " + x.mutual_sample.map((m) => who(m, x.names)).join(", ") : ""}`);
   $("#why-facts").replaceChildren(facts);
   const canvas = $("#why-chart");
   if (state.why) { state.why.destroy(); state.why = null; }
