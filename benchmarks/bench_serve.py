@@ -175,6 +175,9 @@ def main():
         "publish_s": publish_s,
         "uncached_ms": {"p50": pct(un, 50), "p99": pct(un, 99), "mean": float(un.mean() * 1e3)},
         "hit_ms": {"p50": pct(hit, 50), "p99": pct(hit, 99), "mean": float(hit.mean() * 1e3)},
+        # every request's whole time, client side (`pymk report` draws their histogram)
+        "request_ms": {"uncached": [round(float(x) * 1e3, 3) for x in un],
+                       "hit": [round(float(x) * 1e3, 3) for x in hit]},
         "uncached_rps": args.users / wall_un, "hit_rps": args.users / wall_hit, "concurrency": args.concurrency,
         "step_share": {s: v / total for s, v in steps.items()},
         "step_ms": {s: v / args.users * 1e3 for s, v in steps.items()},

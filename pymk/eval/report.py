@@ -4,8 +4,9 @@ Sections, each drawn when its input is there (and said in words when it is not):
     model        version, size, build / update stages and their times        (DIR/model.json)
     evaluation   Recall@K, NDCG, MRR of pymk against CN / AA / RA; Stage-1 recall by depth for each source,
                  with the 2-hop ceiling                                        (`pymk eval --json`, or DIR/eval.json)
-    serving      latency of each request step, as histograms                   (`bench_serve.py --json`)
-    shards       2-hop locality, balance and cross-shard requests of the plan  (a model built with --shards)
+    serving      latency of whole requests and of each request step, as histograms (`bench_serve.py --json`)
+    shards       the plan's 2-hop locality, balance and cross-shard requests (a model built with --shards), and
+                 what hash / community sharding of the graph gives at S = 4, 8, 16, as a plot
     staleness    users by new neighbours since their embedding / degree        (a `pymk update` with a GNN)
 """
 
@@ -120,6 +121,25 @@ def _serving_section(bench: dict) -> str:
     out = [f"<p>{html.escape(str(bench.get('model', '')))}: {bench.get('users', 0):,} users; uncached p50 "
            f"{bench['uncached_ms']['p50']:.2f} ms / p99 {bench['uncached_ms']['p99']:.2f} ms, cache hit p50 "
            f"{bench['hit_ms']['p50']:.2f} ms; {html.escape(str(bench.get('machine', '')))}</p>"]
+    whole = bench.get("request_ms") or {}
+    if whole.get("uncached"):
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        top = float(np.percentile(whole["uncached"], 99.9))
+        bins = np.linspace(0, max(top, 1e-3), 40)
+        for name in ("uncached", "hit"):
+            if whole.get(name):
+                ax.hist(np.minimum(whole[name], top), bins=bins, alpha=0.6, label=f"{name} ({len(whole[name])})")
+        for q, style in ((50, "--"), (99, ":")):
+            ax.axvline(float(np.percentile(whole["uncached"], q)), color="k", linestyle=style, linewidth=1,
+                       label=f"uncached p{q}")
+        ax.set_xlabel("ms per request, client side (the last bin holds the slowest 0.1%)")
+        ax.set_ylabel("requests")
+        ax.legend(fontsize=8)
+        ax.set_title("whole requests")
+        fig.tight_layout()
+        out.append(_png(fig))
     hist = bench.get("step_hist") or {}
     steps = [s for s, _ in sorted(bench.get("step_ms", {}).items(), key=lambda kv: -kv[1]) if hist.get(s)]
     if steps:
@@ -141,16 +161,56 @@ def _serving_section(bench: dict) -> str:
     return "\n".join(out)
 
 
-def _shards_section(model_dir: Path) -> str | None:
-    from pymk.graph.locality import locality_report
+def _shards_section(model_dir: Path, shard_counts: tuple[int, ...] = (4, 8, 16)) -> str:
+    """The model's own plan (a sharded model), and what hash and community sharding of its graph would give at
+    each of `shard_counts`: two-hop locality and the shards a friends-of-friends request contacts."""
+    from pymk.config import PymkConfig
+    from pymk.graph.locality import locality_curve, locality_report
     from pymk.graph.sharded import load_plan
     from pymk.graph.snapshot import CSRGraph
 
+    plt = _pyplot()
+    graph = CSRGraph.load(model_dir / "graph")
     plan = load_plan(model_dir / "graph")
+    out = []
     if plan is None:
-        return None
-    rep = locality_report(CSRGraph.load(model_dir / "graph"), plan).to_dict()
-    return _table(["measure", "value"], [[k, v] for k, v in rep.items()])
+        out.append('<p class="missing">The model is not sharded (pymk build --shards S): below, what sharding its '
+                   "graph would give.</p>")
+    else:
+        rep = locality_report(graph, plan).to_dict()
+        out.append(f"<p>This model: {plan.shards} {html.escape(plan.method)} shards.</p>")
+        out.append(_table(["measure", "value"], [[k, v] for k, v in rep.items()]))
+    try:
+        config = PymkConfig.from_dict(json.loads((model_dir / "model.json").read_text()).get("config", {}))
+    except Exception:  # noqa: BLE001 - an older or partial config: the defaults
+        config = None
+    curve = locality_curve(graph, shard_counts, config=config)
+    if curve:
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+        for method in dict.fromkeys(r.method for r in curve):
+            pts = [r for r in curve if r.method == method]
+            xs = [r.shards for r in pts]
+            a.plot(xs, [r.two_hop_locality for r in pts], marker="o", label=method)
+            b.plot(xs, [r.cross_shard_requests_mean for r in pts], marker="o", label=method)
+        for ax, what in ((a, "2-hop locality (with replicas)"), (b, "shards contacted per fof request")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(shard_counts), [str(x) for x in shard_counts])
+            ax.set_xlabel("shards")
+            ax.set_title(what, fontsize=10)
+            ax.legend(fontsize=8)
+        if plan is not None:
+            a.scatter([plan.shards], [rep["two_hop_locality"]], s=90, facecolors="none", edgecolors="k", zorder=3)
+            b.scatter([plan.shards], [rep["cross_shard_requests_mean"]], s=90, facecolors="none",
+                      edgecolors="k", zorder=3)
+        fig.suptitle(f"{graph.num_users:,} users, {graph.num_edges:,} friendships"
+                     + (" (circled: this model's plan)" if plan is not None else ""), fontsize=10)
+        fig.tight_layout()
+        out.append(_png(fig))
+        out.append(_table(["method", "shards", "2-hop locality", "edge locality", "balance",
+                           "shards per request (mean)", "p99"],
+                          [[r.method, r.shards, r.two_hop_locality, r.edge_locality, r.balance,
+                            r.cross_shard_requests_mean, r.cross_shard_requests_p99] for r in curve]))
+    return "\n".join(out)
 
 
 def _staleness_section(meta: dict) -> str | None:
@@ -192,8 +252,7 @@ def write_report(out: Path, *, model_dir: Path | None = None, evaluation: dict |
     parts.append(("Serving latency", _serving_section(bench) if bench else missing(
         "No serving measurement: pass --bench JSON (from `benchmarks/bench_serve.py --json`).")))
     if model_dir is not None:
-        shards = _shards_section(model_dir)
-        parts.append(("Shard locality", shards or missing("The model is not sharded (pymk build --shards S).")))
+        parts.append(("Shard locality", _shards_section(model_dir)))
         stale = _staleness_section(meta)
         parts.append(("Embedding staleness", stale or missing(
             "No staleness figures: they come with a `pymk update` of a model with GNN embeddings.")))

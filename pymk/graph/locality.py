@@ -94,3 +94,21 @@ def locality_report(graph: CSRGraph, plan: ShardPlan) -> LocalityReport:
         cross_shard_requests_p99=float(np.percentile(req, 99)) if req.size else 0.0,
         users=graph.num_users, edges=graph.num_edges,
     )
+
+
+def locality_curve(graph: CSRGraph, shards: tuple[int, ...] = (4, 8, 16),
+                   methods: tuple[str, ...] = ("hash", "community"), *, config=None) -> list[LocalityReport]:
+    """`locality_report` of the graph partitioned each way at each shard count (the build's balance and
+    replica budget, `config.sharding` or the defaults): what sharding this graph would give. Counts above the
+    number of users are left out."""
+    from pymk.graph.partition import DEFAULT_BALANCE, DEFAULT_REPLICATION, partition, plan_replicas
+
+    balance = config.sharding.balance if config is not None else DEFAULT_BALANCE
+    budget = config.sharding.replication if config is not None else DEFAULT_REPLICATION
+    out = []
+    for method in methods:
+        for s in shards:
+            if 1 < s <= graph.num_users:
+                home = partition(graph, s, method, balance=balance)
+                out.append(locality_report(graph, plan_replicas(graph, home, s, method, budget)))
+    return out

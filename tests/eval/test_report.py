@@ -12,6 +12,7 @@ from pymk.cli import app
 from pymk.config import PymkConfig
 from pymk.eval.report import write_report
 from pymk.graph.locality import locality_report
+from pymk.graph.partition import partition, plan_replicas
 from pymk.graph.sharded import load_plan
 from pymk.graph.snapshot import CSRGraph
 from pymk.pipeline.build import build_from_edges
@@ -64,17 +65,26 @@ def test_model_report_with_shards_bench_and_missing_parts(edges_file, tmp_path):
              "hit_ms": {"p50": 0.5, "p99": 1.0}, "step_ms": {"stage1": 2.0, "rank": 1.0},
              "step_share": {"stage1": 0.66, "rank": 0.33},
              "step_hist": {"stage1": [[0.001, 3], [0.0025, 10], [float("inf"), 12]],
-                           "rank": [[0.001, 11], [0.0025, 12], [float("inf"), 12]]}}
+                           "rank": [[0.001, 11], [0.0025, 12], [float("inf"), 12]]},
+             "request_ms": {"uncached": [4.0, 5.0, 5.5, 9.0] * 3, "hit": [0.4, 0.5, 1.0] * 4}}
     (tmp_path / "b.json").write_text(json.dumps(bench))
     res = runner.invoke(app, ["report", "--model", str(model), "--bench", str(tmp_path / "b.json"),
                               "--out", str(tmp_path / "r.html")])
     assert res.exit_code == 0, res.output
     page = (tmp_path / "r.html").read_text()
     assert "No evaluation" in _section(page, "Evaluation")
-    assert len(_images(_section(page, "Serving latency"))) == 1
-    rep = locality_report(CSRGraph.load(model / "graph"), load_plan(model / "graph")).to_dict()
+    assert len(_images(_section(page, "Serving latency"))) == 2  # whole requests, then each step
+    graph = CSRGraph.load(model / "graph")
+    rep = locality_report(graph, load_plan(model / "graph")).to_dict()
     shards = _section(page, "Shard locality")
     assert f"<td>two_hop_locality</td><td>{rep['two_hop_locality']:.4f}</td>" in shards
+    assert len(_images(shards)) == 1  # locality and shards contacted across S
+    for method in ("hash", "community"):  # each (method, S) row: that partition's own locality report
+        for s in (4, 8, 16):
+            home = partition(graph, s, method, balance=cfg.sharding.balance)
+            r = locality_report(graph, plan_replicas(graph, home, s, method, cfg.sharding.replication))
+            assert (f"<td>{method}</td><td>{s}</td><td>{r.two_hop_locality:.4f}</td>"
+                    f"<td>{r.edge_locality:.4f}</td>") in shards
     assert "No staleness figures" in _section(page, "Embedding staleness")
 
 
@@ -95,3 +105,13 @@ def test_report_without_model_is_still_a_page(tmp_path):
     out = write_report(tmp_path / "x" / "r.html", evaluation={"dataset": "d", "methods": {}})
     page = out.read_text()
     assert page.startswith("<!doctype html>") and "<h2>Model</h2>" not in page and "No serving measurement" in page
+
+
+def test_an_unsharded_models_report_shows_what_sharding_would_give(edges_file, tmp_path):
+    from pymk.pipeline.build import ingest
+
+    e, _ = ingest(edges_file, log=lambda s: None)
+    model = build_from_edges(e, tmp_path / "m", PymkConfig.from_dict({"ranker": {"kind": "adamic_adar"}}),
+                             log=lambda s: None)
+    shards = _section(write_report(tmp_path / "r.html", model_dir=model).read_text(), "Shard locality")
+    assert "not sharded" in shards and len(_images(shards)) == 1 and "<td>community</td><td>16</td>" in shards
