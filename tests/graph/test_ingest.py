@@ -1,4 +1,6 @@
 import gzip
+import math
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -154,3 +156,82 @@ def test_parquet_timestamps_of_any_arrow_type_are_unix_seconds(tmp_path, ts_type
     pq.write_table(pa.table({"src": [1, 2], "dst": [2, 3], "ts": ts}), path)
     want = [1_700_000_000, 1_700_000_001] if ts_type != pa.date32() else [19_675 * 86_400, 19_676 * 86_400]
     assert read_edges(path).ts.tolist() == want
+
+
+# -- Parquet content of any column type, against the text formats' rules -------------------------------------
+
+_INT_TYPES = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+_UINT_TYPES = {"uint8": 8, "uint16": 16, "uint32": 32, "uint64": 64}
+_ID_TEXT = re.compile(r'^("?)[+-]?[0-9]+\1$')
+_TS_TEXT = re.compile(r'^("?)[+-]?[0-9]+(\.[0-9]*)?\1$')
+
+
+def _reference(value, type_name: str, is_ts: bool):
+    """What a value of a Parquet column must read as (an int), or None where it must be refused: written from
+    the text formats' rules (ids whole numbers within int64, a ts's fraction dropped), not from the reader."""
+    if value is None:
+        return None
+    if type_name.startswith(("int", "uint")):
+        v = int(value)
+    elif type_name.startswith("float"):
+        if not math.isfinite(value) or (not is_ts and value != math.floor(value)):
+            return None
+        v = math.trunc(value)
+    else:
+        text = value
+        if not (_TS_TEXT if is_ts else _ID_TEXT).match(text):
+            return None
+        v = int(text.strip('"').split(".")[0])  # a ts's fraction dropped (the pattern demands digits before it)
+    return v if -(1 << 63) <= v < (1 << 63) else None
+
+
+def _values(type_name: str):
+    if type_name in _INT_TYPES:
+        b = _INT_TYPES[type_name]
+        return st.integers(-(1 << (b - 1)), (1 << (b - 1)) - 1)
+    if type_name in _UINT_TYPES:
+        return st.integers(0, (1 << _UINT_TYPES[type_name]) - 1)
+    if type_name.startswith("float"):
+        return st.one_of(st.integers(-(1 << 40), 1 << 40).map(float), st.floats(allow_nan=True, allow_infinity=True),
+                         st.sampled_from([0.5, -2.5, 9.3e18, -9.3e18, 1e30]))
+    return st.one_of(st.integers(-(1 << 64), 1 << 64).map(str), st.integers(0, 99).map(lambda i: f'"{i}"'),
+                     st.sampled_from(["+7", "-0", "0x10", "1.5", "2.", ".5", " 3", "4 ", "abc", "", '"5', "1e3",
+                                      "\u0661\u0662", "00012"]))
+
+
+@st.composite
+def _parquet_columns(draw):
+    n = draw(st.integers(1, 12))
+    cols = {}
+    for name in ("src", "dst") + (("ts",) if draw(st.booleans()) else ()):
+        type_name = draw(st.sampled_from([*_INT_TYPES, *_UINT_TYPES, "float32", "float64", "string"]))
+        values = draw(st.lists(st.one_of(_values(type_name), st.just(None)) if draw(st.integers(0, 4)) == 0
+                               else _values(type_name), min_size=n, max_size=n))
+        cols[name] = (type_name, values)
+    return cols, draw(st.integers(1, 12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=_parquet_columns())
+def test_parquet_of_any_column_type_reads_as_the_text_rules_say(tmp_path_factory, spec):
+    """Random column types (signed / unsigned integers of every width, floats, strings) and values (nulls, NaN,
+    infinities, fractions, out of int64, quoted, signed, hex, blank...) in a valid Parquet file: every value is
+    read as `_reference` says, or the file is refused with an `IngestError` naming a column and a row whose
+    value the reference refuses; never another exception."""
+    cols, group = spec
+    arrays = {}
+    for name, (type_name, values) in cols.items():
+        arrays[name] = pa.array(values, pa.string() if type_name == "string" else getattr(pa, type_name)())
+    path = tmp_path_factory.mktemp("pq") / "e.parquet"
+    pq.write_table(pa.table(arrays), path, row_group_size=group)
+    stored = {name: (cols[name][0], arr.to_pylist()) for name, arr in arrays.items()}  # float32 as stored
+    want = {name: [_reference(v, t, name == "ts") for v in vals] for name, (t, vals) in stored.items()}
+    if all(v is not None for vals in want.values() for v in vals):
+        raw = read_edges(path)
+        assert raw.src.tolist() == want["src"] and raw.dst.tolist() == want["dst"]
+        assert (raw.ts.tolist() if raw.ts is not None else None) == want.get("ts")
+        return
+    with pytest.raises(IngestError) as err:
+        read_edges(path)
+    name = err.value.reason.split("column ")[-1].strip("'")
+    assert name in want and want[name][err.value.line] is None, (err.value, want)
