@@ -351,7 +351,7 @@ def eval_cmd(
         if gnn:
             cfg.gnn.enabled = True
         with _executor(executor, ray_address) as ex:
-            e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True))
+            e, _ = ingest(edges, skip_bad_rows=skip_bad_rows, log=lambda s: typer.echo(s, err=True), executor=ex)
             report = evaluate(e, dataset=edges.name, config=cfg, executor=ex)
     except _user_errors() as exc:
         raise _err(str(exc)) from None

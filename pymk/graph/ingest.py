@@ -330,12 +330,21 @@ def _read_parquet(path: Path, pa, pc, pq) -> RawEdges:
     # row group by row group into the final arrays: the file's columns are never held twice
     arrays = [np.empty(rows, np.int64) for _ in names]
     at = 0
-    for batch in pf.iter_batches(columns=names, batch_size=1 << 20):
-        for j, (out, name) in enumerate(zip(arrays, names, strict=True)):  # src, dst, then ts if there is one
-            out[at:at + batch.num_rows] = _column_ints(batch.column(name), name, path, at, j == 2, pa, pc)
-        at += batch.num_rows
+    for g in range(pf.num_row_groups):  # row group by row group, as `pymk.graph.chunked` reads them on tasks
+        for part in parquet_group_ints(pf, g, names, path, at, pa, pc):
+            for out, col in zip(arrays, part, strict=True):
+                out[at:at + col.size] = col
+            at += part[0].size
     ts = arrays[2] if ts_col >= 0 else None
     return RawEdges(arrays[0], arrays[1], ts, str(path), len(arrays[0]))
+
+
+def parquet_group_ints(pf, group: int, names: list[str], path: Path, at: int, pa, pc):
+    """The columns `names` (src, dst, then ts) of one row group as int64 arrays, in batches of up to 2**20 rows
+    (`at`: the group's first row in the file). Yields one list of arrays per batch."""
+    for batch in pf.iter_batches(row_groups=[group], columns=names, batch_size=1 << 20):
+        yield [_column_ints(batch.column(name), name, path, at, j == 2, pa, pc) for j, name in enumerate(names)]
+        at += batch.num_rows
 
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}

@@ -36,11 +36,23 @@ Log = Callable[[str], None]
 
 
 def ingest(edges_path: str | os.PathLike, *, skip_bad_rows: bool = False, show_progress: bool = True,
-           log: Log = print) -> tuple[EdgeList, IngestReport]:
-    """Reads and normalises an edge file with a progress bar over its bytes; logs the summary."""
+           log: Log = print, executor=None) -> tuple[EdgeList, IngestReport]:
+    """Reads and normalises an edge file with a progress bar over its bytes; logs the summary. With a remote
+    executor (Ray) the file is parsed in chunks by its tasks (`pymk.graph.chunked`: the same result)."""
     from tqdm import tqdm
 
+    from pymk.pipeline.executor import remote
+
     path = Path(edges_path)
+    if remote(executor):
+        from pymk.graph.chunked import read_edges_chunked
+
+        t0 = time.perf_counter()
+        raw = read_edges_chunked(path, executor, skip_bad_rows=skip_bad_rows)
+        log(f"read {path.name} in chunks on the {executor.kind} executor ({time.perf_counter() - t0:.1f}s)")
+        edges, report = normalize_edges(raw, release=True)
+        log(report.summary())
+        return edges, report
     total = path.stat().st_size if path.exists() else None
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not show_progress,
               leave=False) as bar:
@@ -58,7 +70,8 @@ def build(edges_path: str | os.PathLike, out: str | os.PathLike, config: PymkCon
     """Runs every enabled offline stage on an edge file into the model directory `out`; `events`: an event
     log (a served model's DIR/stream/events.log) folded in first, so erased users are left out."""
     config = config or PymkConfig()
-    edges, report = ingest(edges_path, skip_bad_rows=skip_bad_rows, show_progress=show_progress, log=log)
+    edges, report = ingest(edges_path, skip_bad_rows=skip_bad_rows, show_progress=show_progress, log=log,
+                           executor=executor)
     standing = None
     if events is not None:
         from pymk.pipeline.changes import fold_with_standing

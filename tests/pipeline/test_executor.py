@@ -203,3 +203,32 @@ def test_sharded_ann_shards_built_as_ray_tasks_answer_as_the_local_build(cluster
     s_r, i_r = remote.search(emb[:50], 20)
     np.testing.assert_allclose(s_r, s_l, rtol=1e-5, atol=1e-5)
     assert (i_r == i_l).mean() > 0.99  # ties may swap places
+
+
+def test_an_edge_file_read_in_chunks_by_ray_tasks_reads_as_the_whole(cluster, tmp_path):
+    """Text cut into ~4 KB chunks and Parquet into row groups, each parsed by a task on the cluster's nodes:
+    the same rows, counts and examples as the sequential reader; a bad line is named as it names it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pymk.graph.chunked import read_edges_chunked
+    from pymk.graph.ingest import IngestError, read_edges
+
+    rng = np.random.default_rng(3)
+    lines = [f"{a},{b},{t}" for a, b, t in rng.integers(0, 10**6, (3000, 3)).tolist()]
+    lines[1234] = "# a comment in the middle"
+    lines[2345] = "17,x,5"
+    path = tmp_path / "e.csv"
+    path.write_text("src,dst,ts\n" + "\n".join(lines) + "\n")
+    ex = RayExecutor()
+    got, want = read_edges_chunked(path, ex, skip_bad_rows=True, chunk_bytes=4096), read_edges(path, skip_bad_rows=True)
+    assert got.src.tolist() == want.src.tolist() and got.dst.tolist() == want.dst.tolist()
+    assert got.ts.tolist() == want.ts.tolist() and got.bad_examples == want.bad_examples
+    assert (got.rows, got.bad_by_kind) == (want.rows, want.bad_by_kind) == (2999, {"non-integer id": 1})
+    with pytest.raises(IngestError) as err:
+        read_edges_chunked(path, ex, chunk_bytes=4096)
+    assert (err.value.line, err.value.content) == (2347, "17,x,5")  # the header is line 1
+    pq.write_table(pa.table({"src": want.src, "dst": want.dst, "ts": want.ts}), tmp_path / "e.parquet",
+                   row_group_size=250)
+    got = read_edges_chunked(tmp_path / "e.parquet", ex)
+    assert got.src.tolist() == want.src.tolist() and got.ts.tolist() == want.ts.tolist()
