@@ -249,7 +249,7 @@ def open_events(events: str | os.PathLike, meta_n: dict):
     start = start_position(meta_n, log_name(log))
     gap = log.missing_after(start)
     if gap:
-        raise ModelError(f"cannot update version {meta_n.get('version')} from {text}: {gap}. The next version "
+        raise ModelError(f"cannot update version {model_version(meta_n)} from {text}: {gap}. The next version "
                          f"would lack changes that were acknowledged: rebuild from the source of truth "
                          f"(`pymk build`)")
     return log, start
