@@ -59,8 +59,10 @@ def _copy(built, tmp_path) -> Path:
 def test_search_explain_and_dismiss_in_the_browser(built, browser, tmp_path):
     model = _copy(built, tmp_path)
     g = Model.load(model).graph
-    names = tmp_path / "names.csv"  # the operator's display names: every other user has one, with a comma
-    names.write_text("id,name\n" + "".join(f'{u},"Person {u}, {u % 7}"\n' for u in g.ids[::2].tolist()))
+    names = tmp_path / "names.csv"  # the operator's display names: every other user has one
+    first = ["Ada", "Bo", "Chen", "Dara", "Emeka", "Freya", "Goran", "Hana", "Ines", "Jun", "Kofi"]
+    last = ["Ng", "Ortiz", "Park", "Quist", "Rossi", "Sato", "Tan"]
+    names.write_text("id,name\n" + "".join(f"{u},{first[u % 11]} {last[u % 7]}\n" for u in g.ids[::2].tolist()))
     svc = ServeProcess(["--model", str(model)], tmp_path / "serve.log", env={"PYMK_USER_NAMES": str(names)})
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
@@ -86,6 +88,7 @@ def test_search_explain_and_dismiss_in_the_browser(built, browser, tmp_path):
         assert page.evaluate("() => window.pymk.cy.edges().length") == len(ego["edges"])
         page.wait_for_function("() => window.pymk.charts.latency && window.pymk.charts.latency.data.labels.length >= 2")
         assert page.locator("#no-eval").is_visible()  # no evaluation recorded: said in words
+        assert f"serving {Model.load(model).ranker_kind}" in page.inner_text("#stages")  # what answers, not a guess
         _shot(page, tmp_path, "console")
 
         first = ego["recommendations"][0]["user_id"]

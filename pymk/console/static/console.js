@@ -282,7 +282,10 @@ async function card() {
   const stages = el("table", { id: "stages" }, el("thead", {}, el("tr", {}, el("th", {}, "build stage"), el("th", {}, "seconds"), el("th", {}, "what it chose"))));
   const tb = el("tbody");
   for (const [name, st] of Object.entries(m.stages || {})) {
-    const chose = st.chosen ? `${st.chosen}` : (st.users ? `${st.users.toLocaleString()} users` : "");
+    // the ranker stage records what its validation preferred; the config may ask for a ranker regardless
+    let chose = st.chosen ? `${st.chosen}` : (st.users ? `${st.users.toLocaleString()} users` : "");
+    if (name === "ranker") chose = st.chosen && st.chosen !== m.ranker ?
+      `serving ${m.ranker} (the config's; validation preferred ${st.chosen})` : `serving ${m.ranker}`;
     tb.append(el("tr", {}, el("td", {}, name), el("td", { class: "num" }, st.seconds === undefined ? "-" : st.seconds.toFixed(1)), el("td", {}, chose)));
   }
   stages.append(tb);
