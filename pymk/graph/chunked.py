@@ -45,6 +45,8 @@ def _text(path: Path, executor, skip_bad_rows: bool, chunk_bytes: int) -> I.RawE
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(min(size, HEAD_BYTES))
+    if len(head) < size:  # whole lines only, as the sequential reader looks at them
+        head = head[:head.rfind(b"\n") + 1]
     data, skipped, header = I._strip_header(head, len(head) == size)
     if skipped < 0 and len(head) < size:  # comments beyond the first MB before any data: front to back
         return I.read_text_edges(path, skip_bad_rows=skip_bad_rows)

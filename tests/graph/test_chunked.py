@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pymk.graph import chunked
 from pymk.graph.chunked import read_edges_chunked
 from pymk.graph.ingest import IngestError, read_edges
 from pymk.pipeline.executor import LocalExecutor
@@ -30,8 +31,19 @@ def _same(a, b):
 
 @settings(max_examples=120, deadline=None)
 @given(header=st.sampled_from(["", "src,dst,ts\n", "# c\nfrom,to,time\n", "a,b\n"]), lines=st.lists(LINES, max_size=40),
-       crlf=st.booleans(), last_newline=st.booleans(), chunk=st.integers(1, 64), skip=st.booleans())
-def test_any_cut_of_a_text_file_reads_as_the_whole(tmp_path_factory, header, lines, crlf, last_newline, chunk, skip):
+       crlf=st.booleans(), last_newline=st.booleans(), chunk=st.integers(1, 64), skip=st.booleans(),
+       head=st.sampled_from([1 << 20, 7, 40]))
+def test_any_cut_of_a_text_file_reads_as_the_whole(tmp_path_factory, header, lines, crlf, last_newline, chunk, skip,
+                                                    head):
+    """`head`: how much the driver reads to find the header (small: the cut and the fall-back are exercised)."""
+    saved, chunked.HEAD_BYTES = chunked.HEAD_BYTES, head
+    try:
+        _check_text(tmp_path_factory, header, lines, crlf, last_newline, chunk, skip)
+    finally:
+        chunked.HEAD_BYTES = saved
+
+
+def _check_text(tmp_path_factory, header, lines, crlf, last_newline, chunk, skip):
     nl = "\r\n" if crlf else "\n"
     text = header.replace("\n", nl) + nl.join(lines) + (nl if last_newline and lines else "")
     path = tmp_path_factory.mktemp("chunk") / "e.csv"
