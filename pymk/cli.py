@@ -375,6 +375,8 @@ def report_cmd(
                                                     "MODEL/eval.json if there)")] = None,
     bench: Annotated[Path | None, typer.Option(help="`benchmarks/bench_serve.py --json` output: latency per "
                                                "request step")] = None,
+    locality_shards: Annotated[str, typer.Option(help="shard counts the locality plot partitions the model's graph "
+                                                 "into, hash and community ('' for none)")] = "4,8,16",
 ) -> None:
     """An HTML report with plots: Stage-1 recall by depth per source, Recall@K against CN/AA/RA, latency per
     request step, shard locality, embedding staleness (each where its input is given)."""
@@ -383,8 +385,12 @@ def report_cmd(
     if model is None and eval_json is None and bench is None:
         raise _err("nothing to report: give --model, --eval or --bench")
     try:
+        counts = tuple(int(x) for x in locality_shards.split(",") if x.strip())
+    except ValueError:
+        raise _err(f"--locality-shards: shard counts separated by commas, got {locality_shards!r}") from None
+    try:
         path = write_report(out, model_dir=model, evaluation=read_json(eval_json, "evaluation JSON"),
-                            bench=read_json(bench, "serving benchmark JSON"))
+                            bench=read_json(bench, "serving benchmark JSON"), locality_shards=counts)
     except (ReportError, *_user_errors()) as exc:
         raise _err(str(exc)) from None
     typer.echo(f"wrote {path}")

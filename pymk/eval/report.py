@@ -174,8 +174,8 @@ def _shards_section(model_dir: Path, shard_counts: tuple[int, ...] = (4, 8, 16))
     plan = load_plan(model_dir / "graph")
     out = []
     if plan is None:
-        out.append('<p class="missing">The model is not sharded (pymk build --shards S): below, what sharding its '
-                   "graph would give.</p>")
+        out.append('<p class="missing">The model is not sharded (pymk build --shards S)'
+                   + (": below, what sharding its graph would give." if shard_counts else ".") + "</p>")
     else:
         rep = locality_report(graph, plan).to_dict()
         out.append(f"<p>This model: {plan.shards} {html.escape(plan.method)} shards.</p>")
@@ -184,7 +184,7 @@ def _shards_section(model_dir: Path, shard_counts: tuple[int, ...] = (4, 8, 16))
         config = PymkConfig.from_dict(json.loads((model_dir / "model.json").read_text()).get("config", {}))
     except Exception:  # noqa: BLE001 - an older or partial config: the defaults
         config = None
-    curve = locality_curve(graph, shard_counts, config=config)
+    curve = locality_curve(graph, shard_counts, config=config) if shard_counts else []
     if curve:
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
         for method in dict.fromkeys(r.method for r in curve):
@@ -236,7 +236,7 @@ CSS = ("body{font:14px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;
 
 
 def write_report(out: Path, *, model_dir: Path | None = None, evaluation: dict | None = None,
-                 bench: dict | None = None) -> Path:
+                 bench: dict | None = None, locality_shards: tuple[int, ...] = (4, 8, 16)) -> Path:
     """Writes the HTML report to `out` (every plot inlined); returns `out`."""
     title = "pymk report"
     parts = []
@@ -252,7 +252,7 @@ def write_report(out: Path, *, model_dir: Path | None = None, evaluation: dict |
     parts.append(("Serving latency", _serving_section(bench) if bench else missing(
         "No serving measurement: pass --bench JSON (from `benchmarks/bench_serve.py --json`).")))
     if model_dir is not None:
-        parts.append(("Shard locality", _shards_section(model_dir)))
+        parts.append(("Shard locality", _shards_section(model_dir, locality_shards)))
         stale = _staleness_section(meta)
         parts.append(("Embedding staleness", stale or missing(
             "No staleness figures: they come with a `pymk update` of a model with GNN embeddings.")))

@@ -115,3 +115,10 @@ def test_an_unsharded_models_report_shows_what_sharding_would_give(edges_file, t
                              log=lambda s: None)
     shards = _section(write_report(tmp_path / "r.html", model_dir=model).read_text(), "Shard locality")
     assert "not sharded" in shards and len(_images(shards)) == 1 and "<td>community</td><td>16</td>" in shards
+    out = ["--out", str(tmp_path / "n.html")]
+    res = runner.invoke(app, ["report", "--model", str(model), "--locality-shards", "", *out])
+    assert res.exit_code == 0, res.output
+    shards = _section((tmp_path / "n.html").read_text(), "Shard locality")
+    assert "not sharded" in shards and not _images(shards)  # no curve asked for
+    res = runner.invoke(app, ["report", "--model", str(model), "--locality-shards", "4,x", *out])
+    assert res.exit_code == 1 and "--locality-shards" in res.output
