@@ -79,7 +79,7 @@ class Service:
                 raise ModelError(f"{path} was built unsharded: `--executor ray` runs one shard server per graph "
                                  f"shard; build with `pymk build --shards S`")
             servers = ray_servers(path, plan, address=settings.ray_address,
-                                  timeout_s=settings.shard_timeout_ms / 1000.0)
+                                  timeout_s=settings.shard_timeout_ms / 1000.0, num_cpus=settings.shard_server_cpus)
         tier = settings.executor == "ray" if settings.tier is None else settings.tier
         try:
             model = Model.load(path, shards=shards, redis_client=client, servers=servers,

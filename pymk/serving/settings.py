@@ -51,6 +51,9 @@ class ServeSettings(BaseSettings):
                                     "local cluster, started with the service)")
     shard_timeout_ms: float = Field(1000.0, gt=0, description="per-call deadline of a shard server; past it the "
                                     "request answers without that shard, flagged degraded ('shard N')")
+    shard_server_cpus: float = Field(0.25, ge=0, description="CPUs each Ray shard server reserves (executor=ray); "
+                                     "a publish swap holds two versions' servers at once, so the cluster needs room "
+                                     "for twice shards x this")
     publish_poll_s: float = Field(1.0, ge=0, description="how often each worker reads its model lineage's "
                                   "publish pointer and swaps to the version `pymk publish` named (0: never)")
     heap_trim_s: float = Field(10.0, ge=0, description="give freed heap memory back to the OS this often (glibc "

@@ -357,10 +357,11 @@ class DeltaOverlay:
 
 
 def ray_servers(model_dir, plan: ShardPlan, *, address: str | None = None, timeout_s: float = 2.0,
-                num_cpus: float = 0.5) -> ShardRouter:
+                num_cpus: float = 0.25) -> ShardRouter:
     """A router over one Ray actor per shard (`ShardServer`, restarted by Ray if its process dies), spread
-    over the cluster's nodes. Joins the cluster at `address` (or starts a local one) unless Ray is already
-    initialised. Every node must see `model_dir` (one machine, or shared storage)."""
+    over the cluster's nodes, each reserving `num_cpus`. Joins the cluster at `address` (or starts a local one)
+    unless Ray is already initialised. Every node must see `model_dir` (one machine, or shared storage). A
+    cluster without the CPUs to place them (a swap holds two versions' servers) is refused at once, not waited on."""
     from pathlib import Path
 
     import ray
@@ -374,6 +375,13 @@ def ray_servers(model_dir, plan: ShardPlan, *, address: str | None = None, timeo
                                 f"`pymk build --shards {plan.shards}`")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if plan.shards * num_cpus > free + 1e-9:
+        from pymk.pipeline.model import ModelError
+
+        raise ModelError(f"the Ray cluster has {free:g} CPUs unreserved; {plan.shards} shard servers at {num_cpus:g} "
+                         f"each need {plan.shards * num_cpus:g} (a swap holds two versions' servers at once): add "
+                         f"nodes, or lower PYMK_SHARD_SERVER_CPUS")
     actor = ray_shard_server(num_cpus=num_cpus).options(scheduling_strategy="SPREAD")
     servers = [actor.remote(model_dir, s, plan_users=int(plan.home.size)) for s in range(plan.shards)]
     router = ShardRouter(plan, servers, timeout_s=timeout_s)

@@ -158,7 +158,7 @@ def _node_id() -> str | None:
         return None
 
 
-def ray_shard_server(*, max_restarts: int = -1, num_cpus: float = 0.5):
+def ray_shard_server(*, max_restarts: int = -1, num_cpus: float = 0.25):
     """The `ShardServer` class as a Ray actor class: restarted by Ray when its process dies (it reloads its
     shard from the model directory; the router replays the changes it applied since)."""
     import ray

@@ -99,3 +99,40 @@ def test_publish_swaps_a_ray_ranking_tier_and_loses_nothing(n0, one_node, tmp_pa
         assert r.status_code == 200 and 7 in [x["user_id"] for x in r.json()["recommendations"]]
         with pytest.raises(ray.exceptions.RayActorError):  # N's servers stopped
             ray.get(old.servers[0].ping.remote(), timeout=30)
+
+
+def test_a_swap_the_cluster_has_no_room_for_is_refused_at_once_and_n_keeps_serving(n0, one_node, tmp_path):
+    """Shard servers reserving 1.5 CPUs each: N's two take 3 of the cluster's 4, so N+1's two cannot be placed.
+    The swap is refused at once (not after the start-up wait), counted, named in the log, and N keeps serving
+    and applying changes."""
+    import logging
+
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 4:  # the previous test's servers handed their CPUs back
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.05)
+    settings = ServeSettings(model=str(n0), executor="ray", publish_poll_s=0.05, stream_block_ms=20, cache_size=0,
+                             shard_server_cpus=1.5)
+    app = create_app(settings=settings)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logging.getLogger("pymk.serving").addHandler(handler)
+    try:
+        with TestClient(app) as c:
+            v0 = c.get("/healthz").json()["model_version"]
+            n1 = update(n0, n0 / "stream" / "events.log", tmp_path / "n1", log=lambda s: None)
+            res = runner.invoke(cli, ["publish", "--model", str(n1)])
+            assert res.exit_code == 0, res.output
+            deadline = time.monotonic() + 60  # well under the 300 s a server's start-up may take
+            while not any("not swapped in" in r for r in records):
+                assert time.monotonic() < deadline, records
+                time.sleep(0.05)
+            assert any("CPUs unreserved" in r and "PYMK_SHARD_SERVER_CPUS" in r for r in records), records
+            assert c.get("/healthz").json()["model_version"] == v0
+            r = c.post("/v1/edges", json={"src": 1, "dst": 299})
+            assert r.status_code == 200 and not r.json()["degraded"]
+            svc = app.state.service
+            assert svc.model.graph.has_edge(*svc.model.index_of([1, 299]).tolist())
+    finally:
+        logging.getLogger("pymk.serving").removeHandler(handler)
