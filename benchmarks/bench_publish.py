@@ -1,7 +1,7 @@
 """The nightly cycle on a running service: `pymk update` then `pymk publish`, under load, nothing lost.
 
     .venv/bin/python -m benchmarks.bench_publish [--users 1000000] [--avg-degree 20] [--rate 0.1]
-        [--steady-s 30] [--cache /tmp/pymk-bench] [--json OUT]
+        [--steady-s 30] [--cache /tmp/pymk-bench] [--json OUT] [--shards S --executor ray]
 
 Version N is built from the synthetic graph (`pymk synth`, cached) with the default config; `pymk serve
 --model N` (one worker, embedded stores) takes a closed-loop client: recommendation requests for random users,
@@ -123,6 +123,9 @@ def main():
     ap.add_argument("--steady-s", type=float, default=30)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/pymk-bench"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--shards", type=int, default=0, help="build with --shards S (0: unsharded)")
+    ap.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="ray: the service is a ranking tier over Ray shard servers (needs --shards)")
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     from pymk.graph.snapshot import CSRGraph
@@ -131,13 +134,18 @@ def main():
     from pymk.pipeline.update import snapshot_edges
 
     g = load_graph(args.users, args.avg_degree, args.cache)
-    work = args.cache / f"publish-{args.users}"
+    work = args.cache / (f"publish-{args.users}" + (f"-s{args.shards}" if args.shards else ""))
     if work.exists():
         import shutil
 
         shutil.rmtree(work)
     t = time.perf_counter()
-    build_from_edges(snapshot_edges(g), work / "n", log=lambda s: print(s, flush=True))
+    from pymk.config import PymkConfig
+
+    cfg = PymkConfig()
+    if args.shards:
+        cfg.sharding.shards = args.shards
+    build_from_edges(snapshot_edges(g), work / "n", cfg, log=lambda s: print(s, flush=True))
     build_s = time.perf_counter() - t
     snap = CSRGraph.load(work / "n" / "graph")
     pymk = str(Path(sys.executable).parent / "pymk")
@@ -145,8 +153,8 @@ def main():
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYMK_PUBLISH_POLL_S": "0.5"}
     log = open(work / "serve.log", "w")
-    proc = subprocess.Popen([pymk, "serve", "--model", str(work / "n"), "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen([pymk, "serve", "--model", str(work / "n"), "--port", str(port),
+                             "--executor", args.executor], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         while True:
             try:
@@ -191,6 +199,7 @@ def main():
         new_pairs += not (k < nb.size and nb[k] == j)
     v1 = json.loads((work / "n1" / "model.json").read_text())
     report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "users": int(snap.num_users),
+              "shards": args.shards, "executor": args.executor,
               "edges_n": int(snap.num_edges), "build_s": round(build_s, 1), "update_s": round(update_s, 1),
               "swap_s": round(swap_s, 1), "phases": load.summary(), "acknowledged_friendships": len(load.posted),
               "served_version_is_n1": health["model_version"] == model_version(v1),
