@@ -51,18 +51,31 @@ def reference_fof(g: nx.Graph, u: int, blocked=()) -> dict[int, tuple[int, float
     return out
 
 
-def build_learned_model(out, *, users: int = 600, id_offset: int = 0):
+def build_learned_model(out, *, users: int = 600, id_offset: int = 0, shards: int = 1):
     """A small synthetic model with a LightGBM ranker (so it has a feature table); returns its dir."""
+    return build_synth_model(out, users=users, degree=10, seed=3, id_offset=id_offset, shards=shards,
+                             ranker="lightgbm")
+
+
+def build_synth_model(out, *, users: int, degree: float, seed: int, id_offset: int = 0, shards: int = 1,
+                      method: str | None = None, ranker: str = "adamic_adar"):
+    """A model of `pymk synth`'s graph (users ids id_offset.., `shards` shards by `method`), quickly: a
+    heuristic ranker unless `ranker` = "lightgbm" (20 rounds)."""
     from pymk.config import PymkConfig
     from pymk.graph.synth import SynthConfig, generate
     from pymk.pipeline.build import build_from_edges
 
-    src, dst, _ = generate(SynthConfig(users, 10, seed=3))
+    src, dst, _ = generate(SynthConfig(users, degree, seed=seed))
     lo, hi = np.minimum(src, dst), np.maximum(src, dst)
     keys = np.unique(lo * np.int64(users) + hi)
     cfg = PymkConfig()
-    cfg.ranker.kind = "lightgbm"
-    cfg.ranker.rounds = 20
+    cfg.ranker.kind = ranker
+    if ranker == "lightgbm":
+        cfg.ranker.rounds = 20
+    if shards > 1:
+        cfg.sharding.shards = shards
+        if method is not None:
+            cfg.sharding.method = method
     edges = EdgeList(np.arange(users, dtype=np.int64) + id_offset, (keys // users).astype(np.int32),
                      (keys % users).astype(np.int32))
     return build_from_edges(edges, out, cfg, log=lambda s: None)

@@ -43,22 +43,7 @@ def _nx(model_dir) -> nx.Graph:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     """The same kind of model built with 2 shards: served as a ranking tier, it holds no adjacency."""
-    from pymk.config import PymkConfig
-    from pymk.graph.edges import EdgeList
-    from pymk.graph.synth import SynthConfig, generate
-    from pymk.pipeline.build import build_from_edges
-
-    users = 300
-    src, dst, _ = generate(SynthConfig(users, 10, seed=3))
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    keys = np.unique(lo * np.int64(users) + hi)
-    cfg = PymkConfig()
-    cfg.ranker.kind = "lightgbm"
-    cfg.ranker.rounds = 20
-    cfg.sharding.shards = 2
-    edges = EdgeList(np.arange(users, dtype=np.int64) + 5000, (keys // users).astype(np.int32),
-                     (keys % users).astype(np.int32))
-    return build_from_edges(edges, tmp_path_factory.mktemp("console-sharded") / "m", cfg, log=lambda s: None)
+    return build_learned_model(tmp_path_factory.mktemp("console-sharded") / "m", users=300, id_offset=5000, shards=2)
 
 
 @pytest.fixture(params=["whole graph", "ranking tier"])

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 
 from pymk.candidates.fof import friends_of_friends
-from pymk.config import PymkConfig
-from pymk.graph.edges import EdgeList
 from pymk.graph.shard_graph import held_users
 from pymk.graph.sharded import load_plan
-from pymk.pipeline.build import build_from_edges
 from pymk.pipeline.model import Model
 from pymk.stream.log import EdgeEvent
+from tests.helpers import build_synth_model
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -26,18 +24,8 @@ FIELDS = ("cand", "cn", "aa", "ra", "count")
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from pymk.graph.synth import SynthConfig, generate
-
-    src, dst, _ = generate(SynthConfig(USERS, 10, seed=5))
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    keys = np.unique(lo * np.int64(USERS) + hi)
-    cfg = PymkConfig()
-    cfg.sharding.shards = SHARDS
-    cfg.sharding.method = "hash"
-    cfg.ranker.kind = "adamic_adar"
-    edges = EdgeList(np.arange(USERS, dtype=np.int64), (keys // USERS).astype(np.int32),
-                     (keys % USERS).astype(np.int32))
-    return build_from_edges(edges, tmp_path_factory.mktemp("sharded") / "m", cfg, log=lambda s: None)
+    return build_synth_model(tmp_path_factory.mktemp("sharded") / "m", users=USERS, degree=10, seed=5, shards=SHARDS,
+                             method="hash")
 
 
 @pytest.fixture(scope="module")

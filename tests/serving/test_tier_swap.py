@@ -12,13 +12,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from pymk.cli import app as cli
-from pymk.config import PymkConfig
-from pymk.graph.edges import EdgeList
 from pymk.graph.snapshot import CSRGraph
-from pymk.pipeline.build import build_from_edges
 from pymk.pipeline.update import update
 from pymk.serving.app import create_app
 from pymk.serving.settings import ServeSettings
+from tests.helpers import build_synth_model
 
 ray = pytest.importorskip("ray")
 
@@ -28,17 +26,7 @@ USERS, SHARDS = 300, 2
 
 @pytest.fixture(scope="module")
 def n0(tmp_path_factory):
-    from pymk.graph.synth import SynthConfig, generate
-
-    src, dst, _ = generate(SynthConfig(USERS, 8, seed=4))
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    keys = np.unique(lo * np.int64(USERS) + hi)
-    cfg = PymkConfig()
-    cfg.sharding.shards = SHARDS
-    cfg.ranker.kind = "adamic_adar"
-    edges = EdgeList(np.arange(USERS, dtype=np.int64), (keys // USERS).astype(np.int32),
-                     (keys % USERS).astype(np.int32))
-    return build_from_edges(edges, tmp_path_factory.mktemp("tierswap") / "n0", cfg, log=lambda s: None)
+    return build_synth_model(tmp_path_factory.mktemp("tierswap") / "n0", users=USERS, degree=8, seed=4, shards=SHARDS)
 
 
 @pytest.fixture(scope="module")
