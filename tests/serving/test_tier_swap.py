@@ -48,6 +48,13 @@ def _served_pairs(svc) -> set[tuple[int, int]]:
 
 
 def test_publish_swaps_a_ray_ranking_tier_and_loses_nothing(n0, one_node, tmp_path):
+    swap_and_check(n0, tmp_path)
+
+
+def swap_and_check(n0, tmp_path) -> set:
+    """Serves N0 as a Ray tier on the Ray this process is connected to; posts friendships before the cut,
+    during the update and after the swap; checks N+1's servers hold them all (networkx) and N's are gone.
+    Returns the Ray nodes N+1's servers run on."""
     g0 = CSRGraph.load(n0 / "graph")
     ids = np.asarray(g0.ids)
     lo, hi = g0.edge_pairs()
@@ -87,6 +94,7 @@ def test_publish_swaps_a_ray_ranking_tier_and_loses_nothing(n0, one_node, tmp_pa
         assert r.status_code == 200 and 7 in [x["user_id"] for x in r.json()["recommendations"]]
         with pytest.raises(ray.exceptions.RayActorError):  # N's servers stopped
             ray.get(old.servers[0].ping.remote(), timeout=30)
+        return {st["node"] for st in svc.model.servers.server_stats()}
 
 
 def test_a_swap_the_cluster_has_no_room_for_is_refused_at_once_and_n_keeps_serving(n0, one_node, tmp_path):
