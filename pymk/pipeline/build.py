@@ -50,15 +50,13 @@ def ingest(edges_path: str | os.PathLike, *, skip_bad_rows: bool = False, show_p
         t0 = time.perf_counter()
         raw = read_edges_chunked(path, executor, skip_bad_rows=skip_bad_rows)
         log(f"read {path.name} in chunks on the {executor.kind} executor ({time.perf_counter() - t0:.1f}s)")
-        edges, report = normalize_edges(raw, release=True)
-        log(report.summary())
-        return edges, report
-    total = path.stat().st_size if path.exists() else None
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not show_progress,
-              leave=False) as bar:
-        # gzip: bytes read are uncompressed, so the bar tracks compressed size only roughly
-        raw = read_edges(path, skip_bad_rows=skip_bad_rows,
-                         progress=lambda n: bar.update(min(n, max(0, (bar.total or n) - bar.n))))
+    else:
+        total = path.stat().st_size if path.exists() else None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=not show_progress,
+                  leave=False) as bar:
+            # gzip: bytes read are uncompressed, so the bar tracks compressed size only roughly
+            raw = read_edges(path, skip_bad_rows=skip_bad_rows,
+                             progress=lambda n: bar.update(min(n, max(0, (bar.total or n) - bar.n))))
     edges, report = normalize_edges(raw, release=True)
     log(report.summary())
     return edges, report
