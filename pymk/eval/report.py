@@ -161,9 +161,10 @@ def _serving_section(bench: dict) -> str:
     return "\n".join(out)
 
 
-def _shards_section(model_dir: Path, shard_counts: tuple[int, ...] = (4, 8, 16)) -> str:
+def _shards_section(model_dir: Path, meta: dict, shard_counts: tuple[int, ...] = (4, 8, 16)) -> str:
     """The model's own plan (a sharded model), and what hash and community sharding of its graph would give at
-    each of `shard_counts`: two-hop locality and the shards a friends-of-friends request contacts."""
+    each of `shard_counts` (with the balance and replica budget of `meta`'s config): two-hop locality and the
+    shards a friends-of-friends request contacts."""
     from pymk.config import PymkConfig
     from pymk.graph.locality import locality_curve, locality_report
     from pymk.graph.sharded import load_plan
@@ -181,7 +182,7 @@ def _shards_section(model_dir: Path, shard_counts: tuple[int, ...] = (4, 8, 16))
         out.append(f"<p>This model: {plan.shards} {html.escape(plan.method)} shards.</p>")
         out.append(_table(["measure", "value"], [[k, v] for k, v in rep.items()]))
     try:
-        config = PymkConfig.from_dict(json.loads((model_dir / "model.json").read_text()).get("config", {}))
+        config = PymkConfig.from_dict(meta.get("config", {}))
     except Exception:  # noqa: BLE001 - an older or partial config: the defaults
         config = None
     curve = locality_curve(graph, shard_counts, config=config) if shard_counts else []
@@ -252,7 +253,7 @@ def write_report(out: Path, *, model_dir: Path | None = None, evaluation: dict |
     parts.append(("Serving latency", _serving_section(bench) if bench else missing(
         "No serving measurement: pass --bench JSON (from `benchmarks/bench_serve.py --json`).")))
     if model_dir is not None:
-        parts.append(("Shard locality", _shards_section(model_dir, locality_shards)))
+        parts.append(("Shard locality", _shards_section(model_dir, meta, locality_shards)))
         stale = _staleness_section(meta)
         parts.append(("Embedding staleness", stale or missing(
             "No staleness figures: they come with a `pymk update` of a model with GNN embeddings.")))
