@@ -147,6 +147,7 @@ class Service:
         and breaker, not the log's blocking client); a file log's end is read locally, with no list (None).
         Redis unreachable: (None, None)."""
         from pymk.serving.redis_link import RedisDown
+        from pymk.stream.log import last_id
 
         log_ = self.stream_log
         if self.link is None or not hasattr(log_, "key"):
@@ -155,7 +156,7 @@ class Service:
             (last,), cached = self.cache.get_after(user, lambda p: p.xrevrange(log_.key, count=1))
         except RedisDown:
             return None, None
-        return _last_id(last), cached
+        return last_id(last), cached
 
     def log_edge(self, src: int, dst: int) -> bool:
         return self.log_event("add", src, dst) is not None or self.stream_log is None
@@ -230,10 +231,3 @@ class Service:
         self.metrics.redis_up.set(1 if up else 0)
         return "up" if up else "down"
 
-
-def _last_id(reply) -> str | None:
-    """The stream id in an `XREVRANGE key + - COUNT 1` reply (None: an empty stream)."""
-    if not reply:
-        return None
-    eid = reply[0][0]
-    return eid.decode() if isinstance(eid, bytes) else str(eid)

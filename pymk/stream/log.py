@@ -191,6 +191,16 @@ def _create_with_header(path: Path, header: str) -> None:
         tmp.unlink()
 
 
+def _text(value) -> str:
+    """A Redis reply field (bytes, or str from a decoding client) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def last_id(reply) -> str | None:
+    """The stream id in an `XREVRANGE key + - COUNT 1` reply (None: an empty or absent stream)."""
+    return _text(reply[0][0]) if reply else None
+
+
 class RedisEventLog:
     """Args: client: a `redis.Redis` (reads block: give it a socket timeout above block_ms);
     key: the stream; maxlen: approximate cap on the events kept."""
@@ -206,7 +216,7 @@ class RedisEventLog:
         ts = time.time() if ts is None else float(ts)
         eid = self.client.xadd(self.key, {"src": a, "dst": b, "ts": f"{ts:.6f}", "op": op}, maxlen=self.maxlen,
                                approximate=True)
-        return eid.decode() if isinstance(eid, bytes) else str(eid)
+        return _text(eid)
 
     def read(self, after: str | None = None, count: int = 10_000, block_ms: int = 0
              ) -> tuple[list[EdgeEvent], str]:
@@ -216,11 +226,11 @@ class RedisEventLog:
         out = []
         for _, entries in reply or ():
             for eid, fields in entries:
-                pos = eid = eid.decode() if isinstance(eid, bytes) else str(eid)
+                pos = eid = _text(eid)
                 try:
                     f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
                     op = f.get("op", b"add")
-                    op = op.decode() if isinstance(op, bytes) else str(op)
+                    op = _text(op)
                     a, b = _check(f["src"], f["dst"], op)
                     out.append(EdgeEvent(a, b, float(f["ts"]), op))
                 except (KeyError, ValueError, UnicodeDecodeError):
@@ -244,7 +254,7 @@ class RedisEventLog:
             return None
         first = info.get("first-entry")
         first_id = first[0] if first else info.get("last-generated-id")  # emptied: the last event ever added
-        first_id = first_id.decode() if isinstance(first_id, bytes) else str(first_id)
+        first_id = _text(first_id)
         if position and position_key(position) >= position_key(first_id):
             return None  # the position's own event is still here (or was the last one): nothing after it trimmed
         return (f"the event stream {self.key} dropped its {dropped:,} oldest events (MAXLEN {self.maxlen:,}) and "
@@ -253,11 +263,7 @@ class RedisEventLog:
 
     def end(self) -> str | None:
         """The id of the last event in the stream (None: an empty or absent stream)."""
-        last = self.client.xrevrange(self.key, count=1)
-        if not last:
-            return None
-        eid = last[0][0]
-        return eid.decode() if isinstance(eid, bytes) else str(eid)
+        return last_id(self.client.xrevrange(self.key, count=1))
 
     def close(self) -> None:
         pass
