@@ -598,7 +598,11 @@ def serve(
     try:
         auth = _auth_line(model, host, insecure_no_auth)
         svc = Service.from_settings(settings, shards=shards)  # fails here, clearly, not in a worker
-        if settings.user_names:  # the console's display names: a bad file is named here, not in a worker
+        if workers == 1:
+            from pymk.serving.app import create_app
+
+            served = create_app(svc)  # reads the console's display names: a bad file is named here
+        elif settings.user_names:  # each worker reads them; a bad file is named here, not in a worker
             from pymk.console.names import UserNames
 
             UserNames.load(settings.user_names)
@@ -613,10 +617,7 @@ def serve(
                            for k, v in overrides.items()})
         _serve_workers(host, port, workers)
         return
-    from pymk.serving.app import create_app
-
     svc.warm()
-    served = create_app(svc)
     del svc  # the app owns the service: a published version swaps it out, and it must be free to go
     uvicorn.run(served, host=host, port=port, log_level="warning")
 
