@@ -7,6 +7,7 @@ from pymk.gnn.config import GnnConfig
 from pymk.gnn.distributed import train_data_parallel
 from pymk.gnn.train import Trainer
 from tests.helpers import synth_graph
+from tests.ray_cluster import local_cluster
 
 TOLERANCE = 1e-3  # relative; float reductions differ in order between one and two processes
 
@@ -32,23 +33,15 @@ def test_two_workers_match_one_worker(graph):
 def test_ray_train_workers_match_one_worker(graph):
     """The GNN stage under `--executor ray`: two Ray Train workers (TorchTrainer, gloo) on a 3-node local Ray
     cluster follow one worker's loss curve, as the torch.distributed workers do."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
+    pytest.importorskip("ray")
 
     from pymk.gnn.distributed import train_ray
 
     common = {"dim": 16, "epochs": 3, "patience": 10, "max_steps_per_epoch": 6, "seed": 3, "negatives": 1,
               "dropout": 0.0}
     single = Trainer(graph, GnnConfig(batch=258, **common)).fit(progress=False, log=lambda s: None)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        c.add_node(num_cpus=1)
-    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_cluster():
         model, multi = train_ray(graph, GnnConfig(batch=129, **common), 2, log=lambda s: None)
-    finally:
-        ray.shutdown()
-        c.shutdown()
     one = np.array([h["loss"] for h in single.history])
     two = np.array([h["loss"] for h in multi.history])
     assert one.size == two.size == 3

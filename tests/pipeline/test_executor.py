@@ -16,21 +16,16 @@ from pymk.ranking.learned import chunk_lists, training_data
 from tests.helpers import synth_graph
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+
+from tests.ray_cluster import local_cluster  # noqa: E402
 
 USERS = 500
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # tasks run on the two worker nodes
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
-    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
-    try:
-        yield c, workers
-    finally:
-        ray.shutdown()
-        c.shutdown()
+    with local_cluster(head_cpus=0) as cw:  # tasks run on the two worker nodes
+        yield cw
 
 
 def _config():

@@ -16,7 +16,8 @@ from pymk.stream.log import EdgeEvent
 from tests.helpers import build_synth_model
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+
+from tests.ray_cluster import local_cluster  # noqa: E402
 
 USERS, SHARDS = 400, 3
 FIELDS = ("cand", "cn", "aa", "ra", "count")
@@ -30,15 +31,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        c.add_node(num_cpus=1)
-    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_cluster() as (c, _):
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def _events(rng, n_users, count, t0):

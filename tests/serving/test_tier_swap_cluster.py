@@ -8,20 +8,14 @@ from tests.helpers import build_synth_model
 from tests.serving.test_tier_swap import SHARDS, USERS, swap_and_check
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+
+from tests.ray_cluster import local_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        c.add_node(num_cpus=1)
-    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_cluster() as (c, _):
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def test_publish_swaps_a_tier_whose_servers_span_nodes(cluster, tmp_path):
