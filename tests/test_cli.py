@@ -137,6 +137,26 @@ def test_build_and_eval_refuse_an_unknown_executor(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_an_unreachable_ray_address_is_refused_at_start(tmp_path):
+    # ray.init alone waits minutes for a GCS that is not there; the probe answers with the socket's error
+    import socket
+
+    edges = tmp_path / "e.csv"
+    edges.write_text("src,dst\n1,2\n2,3\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    for cmd in (["build", "--out", str(tmp_path / "m")], ["eval"]):
+        res = runner.invoke(app, [*cmd, "--edges", str(edges), "--executor", "ray", "--ray-address",
+                                  f"127.0.0.1:{port}"])
+        assert res.exit_code == 1, res.output
+        assert f"cannot reach a Ray cluster at '127.0.0.1:{port}'" in res.stderr
+        assert "Connection refused" in res.stderr
+        res = runner.invoke(app, [*cmd, "--edges", str(edges), "--executor", "ray", "--ray-address", "head-node"])
+        assert res.exit_code == 1 and "--ray-address 'head-node' is not HOST:PORT" in res.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_build_refuses_to_overwrite_other_directory(tmp_path, lastfm_path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("x")

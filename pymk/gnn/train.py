@@ -214,6 +214,8 @@ class Trainer:
             self.result.history.append(rec)
             if self.rank == 0:
                 log(f"epoch {epoch + 1}: loss {rec['loss']:.4f}  val recall@{c.val_k} {val:.4f}  ({rec['seconds']}s)")
+            if self.val_lo.size == 0:
+                continue  # no validation edges (val_fraction = 0): every epoch runs, the last weights stay
             if val > self.result.best_val:
                 self.result.best_val, self.result.best_epoch, bad = val, epoch + 1, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -11,6 +11,7 @@ half model behind.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +37,35 @@ class LocalExecutor:
         return {"kind": self.kind}
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def connect_ray(address: str | None) -> None:
+    """`ray.init` at `address` (None: start a local cluster or join the one this machine runs).
+
+    An address that takes no TCP connection is refused within `PROBE_TIMEOUT_S`: `ray.init` itself
+    waits minutes for a GCS that is not there (measured: 5.5 min for 127.0.0.1:1).
+
+    Raises:
+        ExecutorError: naming the address and why it cannot be reached.
+    """
+    import ray
+
+    if address not in (None, "", "auto", "local"):
+        hostport = address.split("://", 1)[-1]
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ExecutorError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT)")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+        except OSError as exc:
+            raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
+
+
 class RayExecutor:
     """Runs each call as a Ray task on the cluster at `address` (or a local one it starts).
 
@@ -56,10 +86,7 @@ class RayExecutor:
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
+            connect_ray(address)
             self._started = True
         self.max_retries = max_retries
         self.num_cpus = num_cpus

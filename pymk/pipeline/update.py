@@ -102,7 +102,9 @@ def _gnn_stage(prev: Path, old: CSRGraph, graph: CSRGraph, remap: np.ndarray, ad
     lo, hi = added
     result = None
     if lo.size:
-        gcfg_ft = GnnConfig.from_dict({**gcfg.to_dict(), "epochs": epochs})
+        # no validation split: every added friendship supervises and the last epoch's weights stay (a
+        # validation pass is a full inference and an exact search: half the fine-tune's time at 1M)
+        gcfg_ft = GnnConfig.from_dict({**gcfg.to_dict(), "epochs": epochs, "val_fraction": 0.0})
         result = Trainer(graph, gcfg_ft, model=model, positives=(lo, hi)).fit(progress=False, log=lambda s: None)
     save_checkpoint(work / "gnn", model, graph, result)
     emb_all = infer(model, graph, torch.from_numpy(input_features(graph, gcfg)))
@@ -138,6 +140,7 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     t0 = time.perf_counter()
     acfg = config.candidates.ann
     index = load_ann(prev / "ann", np.load(prev / "gnn" / "embeddings.npy", mmap_mode="r"))
+    prev_param = int(index.search_param)
     gone = np.flatnonzero(remap < 0)
     index.remove(gone)
     if isinstance(index, ShardedAnnIndex):
@@ -149,7 +152,7 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     users = np.flatnonzero(fresh)
     index.replace(users, emb[users])
     moved = time.perf_counter() - t0
-    cal = calibrate(index, emb, acfg, config.candidates.k)
+    cal = calibrate(index, emb, acfg, config.candidates.k, start=prev_param)
     save_ann(index, work / "ann", emb, calibration=cal)
     summary = {"kind": index.kind, "shards": len(getattr(index, "shards", [index])), "users": int(index.ntotal),
                "search_param": cal["param"], "calibrated_recall": cal["recall"], "recall_at": cal["recall_at"],

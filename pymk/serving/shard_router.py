@@ -374,7 +374,9 @@ def ray_servers(model_dir, plan: ShardPlan, *, address: str | None = None, timeo
         raise FileNotFoundError(f"{model_dir} has no per-shard files (graph/shards/): rebuild it with "
                                 f"`pymk build --shards {plan.shards}`")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        from pymk.pipeline.executor import connect_ray
+
+        connect_ray(address)
     free = float(ray.available_resources().get("CPU", 0.0))
     if plan.shards * num_cpus > free + 1e-9:
         from pymk.pipeline.model import ModelError

@@ -51,6 +51,32 @@ def test_calibrated_index_reaches_recall_at_100(kind, spread):
     assert recall_against_exact(index, emb, queries, 100) >= 0.95
 
 
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_sq8", "hnsw"])
+def test_calibration_from_a_previous_setting_finds_the_smallest_that_meets_the_target(kind):
+    emb = clustered(6000, 32, norm_spread=0.5)
+    cfg = AnnConfig()
+    index = AnnIndex.build(emb, None, cfg, kind=kind)
+    fresh = calibrate(index, emb, cfg)
+    floor = (cfg.nprobe or 1) if kind.startswith("ivf") else cfg.hnsw_ef_search
+    limit = index.index.nlist if kind.startswith("ivf") else 4096
+
+    def meets(p):
+        index.set_search_param(p)
+        q = np.sort(np.random.default_rng(cfg.seed).choice(6000, min(cfg.calibrate_queries, 6000), replace=False))
+        return recall_against_exact(index, emb, q, cfg.calibrate_k) >= cfg.target_recall
+
+    # from the setting a fresh calibration found: the same answer (its half failed on the way up)
+    assert calibrate(index, emb, cfg, start=fresh["param"])["param"] == fresh["param"]
+    # from far above: down by halving to a setting that meets the target while its half does not
+    got = calibrate(index, emb, cfg, start=limit)
+    assert index.search_param == got["param"]  # the index is left at the setting it reports
+    assert meets(got["param"]) and (got["param"] == floor or not meets(max(floor, got["param"] // 2)))
+    # from below (a version whose vectors moved): up by doubling to one that meets it
+    low = calibrate(index, emb, cfg, start=floor)
+    assert low["recall"] >= cfg.target_recall or low["param"] == limit
+    assert low["param"] == fresh["param"]
+
+
 def test_exact_kind_matches_torch_exact_search():
     emb = clustered(800, 16, seed=3)
     index = AnnIndex.build(emb, None, AnnConfig(), kind="exact")
