@@ -47,9 +47,10 @@ from pymk.pipeline.executor import LocalExecutor, RayExecutor
 from pymk.ranking.learned import training_data
 
 
-def _day_of_growth(ids, lo, hi, ts, base, day, users_n, cache: Path):
+def _day_of_growth(ids, lo, hi, ts, base, day, users_n, cache: Path, reuse: Path | None = None):
     """Version N's edges (the `base` friendships over `users_n`, re-indexed) and the event log of the `day`
-    friendships in time order, under a new directory of `cache`. Returns (directory, N's EdgeList)."""
+    friendships in time order, under a new directory of `cache` (or `reuse`, an earlier run's directory of the
+    same graph and arguments, whose N and full build are then kept). Returns (directory, N's EdgeList)."""
     import tempfile
 
     from pymk.graph.edges import EdgeList
@@ -58,6 +59,8 @@ def _day_of_growth(ids, lo, hi, ts, base, day, users_n, cache: Path):
     remap = np.full(ids.size, -1, np.int64)
     remap[users_n] = np.arange(users_n.size)
     n_edges = EdgeList(ids[users_n], remap[lo[base]].astype(np.int32), remap[hi[base]].astype(np.int32), ts[base])
+    if reuse is not None and (reuse / "events.log").exists():
+        return reuse, n_edges
     tmp = Path(tempfile.mkdtemp(prefix="pymk-bench-update-", dir=cache))
     log = FileEventLog(tmp / "events.log")
     order = np.argsort(ts[day], kind="stable")
@@ -75,13 +78,21 @@ def _update_and_full_build(tmp: Path, n_edges, full_edges, cfg) -> tuple[float, 
     def say(s):
         print(s, flush=True)
 
-    build_from_edges(n_edges, tmp / "n", cfg, log=say)
+    if not (tmp / "n" / "model.json").exists():
+        build_from_edges(n_edges, tmp / "n", cfg, log=say)
+    shutil.rmtree(tmp / "n1", ignore_errors=True)
     t = time.perf_counter()
     update(tmp / "n", tmp / "events.log", tmp / "n1", log=say)
     t_update = time.perf_counter() - t
+    kept = tmp / "full_build_s.json"
+    if (tmp / "full" / "model.json").exists() and kept.exists():  # --reuse: the earlier run's full build
+        say(f"full build kept from the earlier run in {tmp} ({json.loads(kept.read_text())['seconds']} s)")
+        return t_update, json.loads(kept.read_text())["seconds"]
     t = time.perf_counter()
     build_from_edges(full_edges, tmp / "full", cfg, log=say)
-    return t_update, time.perf_counter() - t
+    t_build = time.perf_counter() - t
+    kept.write_text(json.dumps({"seconds": round(t_build, 1)}))
+    return t_update, t_build
 
 
 def run_update(args, g):
@@ -99,7 +110,7 @@ def run_update(args, g):
     base = ~day & ~held
     users_n = np.unique(np.concatenate([e.lo[base], e.hi[base]]))
     ids = np.asarray(e.ids)
-    tmp, n_edges = _day_of_growth(ids, e.lo, e.hi, ts, base, day, users_n, args.cache)
+    tmp, n_edges = _day_of_growth(ids, e.lo, e.hi, ts, base, day, users_n, args.cache, args.reuse)
     keep = ~held
     used = np.unique(np.concatenate([e.lo[keep], e.hi[keep]]))
     remap = np.full(ids.size, -1, np.int64)
@@ -159,7 +170,7 @@ def run_update_real(args) -> dict:
     # test side) except those whose first friendship is among the events: they join through the log
     joins = np.setdiff1d(np.concatenate([tr.lo[day], tr.hi[day]]), np.concatenate([tr.lo[base], tr.hi[base]]))
     users_n = np.setdiff1d(np.arange(ids.size), joins)
-    tmp, n_edges = _day_of_growth(ids, tr.lo, tr.hi, ts, base, day, users_n, args.cache)
+    tmp, n_edges = _day_of_growth(ids, tr.lo, tr.hi, ts, base, day, users_n, args.cache, args.reuse)
     t_update, t_build = _update_and_full_build(tmp, n_edges, tr, cfg)
     users, n_truth = split.users, np.diff(split.truth_ptr)
     quality = {}
@@ -313,6 +324,8 @@ def main():
     ap.add_argument("--ray-address")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/pymk-bench"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--reuse", type=Path, help="update section: an earlier run's directory (same graph and "
+                    "arguments): keep its version N and full build, time the update again")
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.section == "update" and args.dataset:

@@ -92,11 +92,13 @@ class Trainer:
             new friendships, already part of `graph`), e.g. `pymk train --from-checkpoint --delta`.
         struct: the users' input features (default: from `graph`; a partition's subgraph passes the whole
             graph's, since its boundary users' degrees are cut). Shape (n, s).
+        freeze_dense: train only the id-embedding rows, the layers stay as given (`pymk update`: the users
+            not re-embedded keep vectors of the given layers, so refreshed ones must come from the same).
     """
 
     def __init__(self, graph: CSRGraph, config: GnnConfig, *, rank: int = 0, world: int = 1,
                  model: LinkEncoder | None = None, positives: tuple[np.ndarray, np.ndarray] | None = None,
-                 struct: np.ndarray | None = None):
+                 struct: np.ndarray | None = None, freeze_dense: bool = False):
         config.validate()
         self.config, self.rank, self.world = config, rank, world
         self.full = graph
@@ -117,8 +119,12 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         dense = [p for name, p in self.model.named_parameters() if not name.startswith("emb.")]
-        self.opts = [RowAdam(list(self.model.emb.parameters()), lr=config.lr),
-                     torch.optim.Adam(dense, lr=config.lr)]
+        self.opts = [RowAdam(list(self.model.emb.parameters()), lr=config.lr)]
+        if freeze_dense:
+            for p in dense:
+                p.requires_grad_(False)
+        else:
+            self.opts.append(torch.optim.Adam(dense, lr=config.lr))
         self.sampler = NeighborSampler(self.graph, config.fanouts)
         # supervision edges: every message-passing edge, or only the given ones (fine-tuning on a delta)
         self.lo, self.hi = self.graph.edge_pairs() if positives is None else (

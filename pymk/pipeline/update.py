@@ -10,12 +10,13 @@ Stages, each against what a full `pymk build` of the same graph would do:
              standing.npz (`pymk.pipeline.standing`)
     shards   partitioned again (a sharded model), each shard's own snapshot written
     gnn      (a model with one) N's checkpoint carried over (its id-embedding rows remapped; a new user's row
-             is the mean of its friends' rows), fine-tuned on the added friendships only; embeddings
+             is the mean of its friends' rows), its id rows fine-tuned on the added friendships only (N's
+             layers kept, so refreshed and kept vectors share one space); embeddings
              recomputed for the users whose staleness (new neighbours since N / degree) passes
              `update.staleness` and for new users, N's vectors kept for everyone else
     ann      N's index updated in place: erased users removed, labels renamed to N+1's dense indices, the
              refreshed and new users' vectors replaced (no retraining of IVF cells, no HNSW rebuild);
-             calibrated again as a build does
+             calibrated again, starting from N's search setting
     ranker   N's ranker kept (its features are the same functions of the new graph; the user-feature table
              is recomputed), unless `retrain_ranker`
 Every artifact's model.json records the version it came from (`updated_from`), the lineage it continues and
@@ -102,10 +103,13 @@ def _gnn_stage(prev: Path, old: CSRGraph, graph: CSRGraph, remap: np.ndarray, ad
     lo, hi = added
     result = None
     if lo.size:
-        # no validation split: every added friendship supervises and the last epoch's weights stay (a
-        # validation pass is a full inference and an exact search: half the fine-tune's time at 1M)
+        # N's layers stay: the users not re-embedded keep N's vectors, so the refreshed ones must come from
+        # the same layers (fine-tuned layers moved the refreshed vectors out of the range N's SQ8 index was
+        # trained on: recall vs exact 0.16 at 1M). Only id rows train, on every added friendship, without a
+        # validation split (a validation pass is a full inference and an exact search); the last epoch stays.
         gcfg_ft = GnnConfig.from_dict({**gcfg.to_dict(), "epochs": epochs, "val_fraction": 0.0})
-        result = Trainer(graph, gcfg_ft, model=model, positives=(lo, hi)).fit(progress=False, log=lambda s: None)
+        result = Trainer(graph, gcfg_ft, model=model, positives=(lo, hi), freeze_dense=True).fit(
+            progress=False, log=lambda s: None)
     save_checkpoint(work / "gnn", model, graph, result)
     emb_all = infer(model, graph, torch.from_numpy(input_features(graph, gcfg)))
     # N's vectors stay for users whose neighbourhood barely moved; the stale and the new get the new ones
@@ -153,6 +157,18 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     index.replace(users, emb[users])
     moved = time.perf_counter() - t0
     cal = calibrate(index, emb, acfg, config.candidates.k, start=prev_param)
+    if cal["recall"] < acfg.target_recall:
+        # N's cells or quantiser no longer fit the vectors (e.g. they moved out of SQ8's trained range): a new
+        # index, as a build makes it, rather than one that misses what Stage 1 should find
+        from pymk.candidates.ann import build_ann
+
+        log(f"stage ann: N's index updated in place reaches recall {cal['recall_at']} at most, below the target "
+            f"{acfg.target_recall}: built again from N+1's vectors")
+        plan = load_plan(work / "graph")
+        built = build_ann(emb, acfg, work / "ann", shard_of=None if plan is None else plan.home,
+                          depth=config.candidates.k, log=log)
+        return {**built, "in_place": {"rejected_recall_at": cal["recall_at"], "seconds": round(moved, 2)},
+                "seconds": round(time.perf_counter() - t0, 2)}
     save_ann(index, work / "ann", emb, calibration=cal)
     summary = {"kind": index.kind, "shards": len(getattr(index, "shards", [index])), "users": int(index.ntotal),
                "search_param": cal["param"], "calibrated_recall": cal["recall"], "recall_at": cal["recall_at"],

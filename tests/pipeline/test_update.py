@@ -99,6 +99,13 @@ def test_update_carries_the_gnn_over(tmp_path):
     same = np.all(e_new[pos[keep]] == e_old[keep], axis=1)
     assert same.sum() >= keep.sum() - stage["refreshed"]  # everyone not refreshed keeps N's vector
     assert stage["refreshed"] < new.num_users  # only the stale and the new, not everyone
+    # only id rows were fine-tuned: N+1's layers are N's, so kept and refreshed vectors share one space
+    from pymk.gnn.train import load_checkpoint
+
+    layers_n = load_checkpoint(n_dir / "gnn", old).state_dict()
+    layers_n1 = load_checkpoint(out / "gnn", new).state_dict()
+    dense = [name for name in layers_n if not name.startswith("emb.")]
+    assert dense and all(np.array_equal(layers_n[x].numpy(), layers_n1[x].numpy()) for x in dense)
     m = Model.load(out)
     assert m.ann is not None and m.embedding_candidates(np.arange(5), 10)[1].shape == (5, 10)
     # N's index carried in place (the erased user out, the refreshed and new in): it answers as brute force
@@ -111,6 +118,36 @@ def test_update_carries_the_gnn_over(tmp_path):
     want = e_new[q] @ e_new.T
     np.testing.assert_allclose(scores, -np.sort(-want, axis=1)[:, :20], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.take_along_axis(want, labels, 1), scores, rtol=1e-5, atol=1e-5)
+
+
+def test_an_index_that_misses_the_target_in_place_is_built_again(tmp_path):
+    # vectors moved far out of the range N's SQ8 quantiser was trained on: no search setting of the carried
+    # index reaches the target, so N+1 gets a new index (as a build makes it), not that one
+    from pymk.candidates.ann import load_ann, recall_against_exact
+    from pymk.pipeline.update import _ann_stage
+
+    g = synth_graph(3000, 8, seed=1)
+    cfg = PymkConfig.from_dict({"gnn": {"enabled": True, "dim": 16, "epochs": 1, "max_steps_per_epoch": 5},
+                                "candidates": {"ann": {"kind": "ivf_sq8"}}, "ranker": {"kind": "adamic_adar"}})
+    n_dir = build_from_edges(snapshot_edges(g), tmp_path / "n", cfg, log=lambda s: None)
+    emb = np.load(n_dir / "gnn" / "embeddings.npy")
+    fresh = np.zeros(emb.shape[0], bool)
+    fresh[::3] = True
+    emb[fresh] = 4.0 * emb[fresh][::-1]  # other users' vectors, four times as long
+    (tmp_path / "w").mkdir()
+    said = []
+    summary = _ann_stage(n_dir, tmp_path / "w", emb, np.arange(emb.shape[0]), fresh, cfg, said.append)
+    assert "rejected_recall_at" in summary["in_place"]
+    assert any("built again from N+1's vectors" in s for s in said)
+    index = load_ann(tmp_path / "w" / "ann", emb)
+    queries = np.arange(0, emb.shape[0], 11)
+    assert summary["calibrated_recall"] >= 0.97
+    assert recall_against_exact(index, emb, queries, 100) >= 0.95  # against brute force over N+1's vectors
+    # the carried index as it was: far below (the case this test is about happened)
+    carried = load_ann(n_dir / "ann", np.load(n_dir / "gnn" / "embeddings.npy"))
+    carried.replace(np.flatnonzero(fresh), emb[fresh])
+    carried.set_search_param(10**6)
+    assert recall_against_exact(carried, emb, queries, 100) < 0.9
 
 
 def test_update_cli_and_bad_input(tmp_path):

@@ -9,11 +9,15 @@ hold the guarantees the API acknowledged:
     an undiscoverable user is recommended to no one and still gets its own recommendations.
 The reads right after an action go to the other service too: the change was acknowledged by one process and
 must already hold in the other (`pymk/serving/steps/sync.py`).
+
+The suite runs 12 sequences per graph shape; a longer run: `PYMK_PRIVACY_EXAMPLES=300
+HYPOTHESIS_PROFILE=explore .venv/bin/python -m pytest tests/serving/test_privacy_workers.py` (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -153,7 +157,10 @@ ACTION = st.tuples(st.sampled_from(["block", "dismiss", "hide", "show", "erase",
                    st.integers(0, 1), st.integers(0, 10**6), st.integers(0, 10**6))
 
 
-@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("PYMK_PRIVACY_EXAMPLES", "12"))  # action sequences per graph shape
+
+
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(actions=st.lists(ACTION, min_size=1, max_size=6))
 def test_privacy_guarantees_hold_in_both_workers(pair, actions):
     p = pair
