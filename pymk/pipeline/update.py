@@ -26,6 +26,7 @@ same (grown) log folds only what came after, and a service swapping to N+1 repla
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -145,6 +146,9 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     acfg = config.candidates.ann
     index = load_ann(prev / "ann", np.load(prev / "gnn" / "embeddings.npy", mmap_mode="r"))
     prev_param = int(index.search_param)
+    prev_cal = json.loads((prev / "ann" / "ann.json").read_text()).get("calibration") or {}
+    # what the carried index must reach: the target, or as much as N's own index reached when its kind cannot
+    need = min(acfg.target_recall, float(prev_cal.get("recall", acfg.target_recall)) - 0.01)
     gone = np.flatnonzero(remap < 0)
     index.remove(gone)
     if isinstance(index, ShardedAnnIndex):
@@ -157,13 +161,13 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     index.replace(users, emb[users])
     moved = time.perf_counter() - t0
     cal = calibrate(index, emb, acfg, config.candidates.k, start=prev_param)
-    if cal["recall"] < acfg.target_recall:
+    if cal["recall"] < need:
         # N's cells or quantiser no longer fit the vectors (e.g. they moved out of SQ8's trained range): a new
         # index, as a build makes it, rather than one that misses what Stage 1 should find
         from pymk.candidates.ann import build_ann
 
-        log(f"stage ann: N's index updated in place reaches recall {cal['recall_at']} at most, below the target "
-            f"{acfg.target_recall}: built again from N+1's vectors")
+        log(f"stage ann: N's index updated in place reaches recall {cal['recall_at']} at most, below {need:.3f} "
+            f"(the target, or N's own): built again from N+1's vectors")
         plan = load_plan(work / "graph")
         built = build_ann(emb, acfg, work / "ann", shard_of=None if plan is None else plan.home,
                           depth=config.candidates.k, log=log)
