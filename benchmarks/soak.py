@@ -211,6 +211,7 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=120.0, help="closed loop; the rate is its second half's")
     ap.add_argument("--step-seconds", type=float, default=40.0, help="each open-loop step of the maximum's search")
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=1, help="`pymk serve --workers`: processes behind one port")
     ap.add_argument("--senders", type=int, default=16, help="client threads of the open loop")
     ap.add_argument("--zipf", type=float, default=1.1)
     ap.add_argument("--budget-ms", type=float, default=50.0, help="the serving budget p99 is held to")
@@ -235,7 +236,8 @@ def main():
                 break
             time.sleep(0.1)
         subprocess.run([pymk, "publish", "--model", str(model), "--redis", url], check=True, capture_output=True)
-        server = subprocess.Popen([pymk, "serve", "--model", str(model), "--redis", url, "--port", str(port)],
+        server = subprocess.Popen([pymk, "serve", "--model", str(model), "--redis", url, "--port", str(port),
+                                   "--workers", str(args.workers)],
                                   stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT)
         for _ in range(1200):
             try:
@@ -300,7 +302,7 @@ def main():
     res = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
         "model": str(args.model), "users": int(ids.size), "edges": m.graph.num_edges, "ranker": m.ranker_kind,
-        "max_rps": max_rps, "open_loop_steps": steps, "sustained_rps": sustained, "rate": rate,
+        "workers": args.workers, "max_rps": max_rps, "open_loop_steps": steps, "sustained_rps": sustained, "rate": rate,
         "minutes": minutes, "requests": int(sched.size), "errors": errors,
         "writes": int((kinds != "read").sum()),
         "p50_ms": float(np.nanpercentile(lat, 50) * 1e3), "p99_ms": float(np.nanpercentile(lat, 99) * 1e3),
