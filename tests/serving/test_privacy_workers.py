@@ -167,7 +167,9 @@ def test_privacy_guarantees_hold_in_both_workers(pair, actions):
     alive = [u for u in p.users if u not in p.erased]
     for kind, w, i, j in actions:
         user = alive[i % len(alive)]
-        shown = p.seen.get(user) or alive
+        # (an erased user can linger in the last answer of a user the erasure's reads did not revisit: the
+        # service rightly answers 404 for acting on it, so it is not drawn)
+        shown = [c for c in p.seen.get(user, []) if c not in p.erased] or alive
         other = shown[j % len(shown)]  # usually one of its current recommendations: the guarantee has work
         base = p.bases[w]
         if kind == "read" or other == user:
