@@ -26,7 +26,6 @@ same (grown) log folds only what came after, and a service swapping to N+1 repla
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -135,7 +134,8 @@ def _gnn_stage(prev: Path, old: CSRGraph, graph: CSRGraph, remap: np.ndarray, ad
     return emb, summary, stale
 
 
-def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh: np.ndarray, config, log) -> dict:
+def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh: np.ndarray, config, log, *,
+               recall_n: float | None = None, executor=None) -> dict:
     """N's ANN index carried to N+1 in place: erased users removed, every label renamed to N+1's dense index,
     the users whose vector changed (`fresh`: stale and new) replaced; then calibrated and saved as a build
     does. A sharded index keeps each user on its shard (new users go to their home shard in N+1's plan)."""
@@ -146,9 +146,9 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     acfg = config.candidates.ann
     index = load_ann(prev / "ann", np.load(prev / "gnn" / "embeddings.npy", mmap_mode="r"))
     prev_param = int(index.search_param)
-    prev_cal = json.loads((prev / "ann" / "ann.json").read_text()).get("calibration") or {}
-    # what the carried index must reach: the target, or as much as N's own index reached when its kind cannot
-    need = min(acfg.target_recall, float(prev_cal.get("recall", acfg.target_recall)) - 0.01)
+    # what the carried index must reach: the target, or as much as N's own index reached (`recall_n`, N's
+    # model.json) when its kind cannot
+    need = min(acfg.target_recall, (acfg.target_recall if recall_n is None else recall_n) - 0.01)
     gone = np.flatnonzero(remap < 0)
     index.remove(gone)
     if isinstance(index, ShardedAnnIndex):
@@ -164,13 +164,11 @@ def _ann_stage(prev: Path, work: Path, emb: np.ndarray, remap: np.ndarray, fresh
     if cal["recall"] < need:
         # N's cells or quantiser no longer fit the vectors (e.g. they moved out of SQ8's trained range): a new
         # index, as a build makes it, rather than one that misses what Stage 1 should find
-        from pymk.candidates.ann import build_ann
+        from pymk.pipeline.build import ann_stage
 
         log(f"stage ann: N's index updated in place reaches recall {cal['recall_at']} at most, below {need:.3f} "
             f"(the target, or N's own): built again from N+1's vectors")
-        plan = load_plan(work / "graph")
-        built = build_ann(emb, acfg, work / "ann", shard_of=None if plan is None else plan.home,
-                          depth=config.candidates.k, log=log)
+        built = ann_stage(emb, work, config, log, executor=executor)
         return {**built, "in_place": {"rejected_recall_at": cal["recall_at"], "seconds": round(moved, 2)},
                 "seconds": round(time.perf_counter() - t0, 2)}
     save_ann(index, work / "ann", emb, calibration=cal)
@@ -228,7 +226,8 @@ def update(model_dir: str | os.PathLike, events: str | os.PathLike, out: str | o
         if (prev / "gnn" / "checkpoint.json").exists() and (prev / "gnn" / "embeddings.npy").exists():
             emb, stages["gnn"], fresh = _gnn_stage(prev, old, graph, remap, added, work, epochs, staleness, log)
             if (prev / "ann" / "ann.json").exists():
-                stages["ann"] = _ann_stage(prev, work, emb, remap, fresh, config, log)
+                stages["ann"] = _ann_stage(prev, work, emb, remap, fresh, config, log, executor=executor,
+                                           recall_n=meta_n.get("stages", {}).get("ann", {}).get("calibrated_recall"))
             else:
                 stages["ann"] = ann_stage(emb, work, config, log, executor=executor)
         ranker_n = meta_n.get("stages", {}).get("ranker")
