@@ -686,6 +686,18 @@ def save_ann(index, out_dir: Path, emb: np.ndarray, *, calibration: dict | None 
 def load_ann(path: Path, emb: np.ndarray):
     """Opens the index under `path`; refuses one built from other embeddings (shape or content)."""
     path = Path(path)
+    meta, config = checked_ann_meta(path, emb)
+    shards = [AnnIndex.load(path, f"shard-{s:03d}", meta["kind"], meta["dim"], config, meta["search_param"])
+              for s in range(meta["shards"])]
+    if meta["shards"] == 1:
+        return shards[0]
+    return ShardedAnnIndex(shards, np.load(path / "shard_of.npy"))
+
+
+def checked_ann_meta(path: Path, emb: np.ndarray) -> tuple[dict, AnnConfig]:
+    """The index's `ann.json` under `path` and its config; refuses an index built from other embeddings
+    (shape or content) than `emb` (which may be memory-mapped: ~1,000 rows are read)."""
+    path = Path(path)
     meta_path, meta = read_artifact_meta(path, "ann.json", ANN_FORMAT, ANN_FORMAT_VERSION, AnnError,
                                          what="ANN index", fix="rebuild it with `pymk build`")
     if meta["dim"] != emb.shape[1]:
@@ -697,9 +709,4 @@ def load_ann(path: Path, emb: np.ndarray):
     if meta["embedding_digest"] != embedding_digest(emb):
         raise AnnError(f"{meta_path}: index built from other embeddings (digest {meta['embedding_digest']} vs "
                        f"{embedding_digest(emb)}); rebuild the index")
-    config = AnnConfig(**meta["config"])
-    shards = [AnnIndex.load(path, f"shard-{s:03d}", meta["kind"], meta["dim"], config, meta["search_param"])
-              for s in range(meta["shards"])]
-    if meta["shards"] == 1:
-        return shards[0]
-    return ShardedAnnIndex(shards, np.load(path / "shard_of.npy"))
+    return meta, AnnConfig(**meta["config"])

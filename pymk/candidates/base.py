@@ -33,6 +33,7 @@ class CandidateBatch:
         features: name -> (B, C) array; at least "cn", "aa", "ra" (0 for non-2-hop candidates), and
             "ppr" (the PPR source's score, 0 where it did not score the candidate) when that source ran.
         view: in the stateless ranking tier, the lists read for this batch (`pymk.graph.request_graph`).
+        rows: in the tier, the users' and candidates' feature rows read for this batch (`pymk.serving.tier`).
     """
 
     users: np.ndarray
@@ -41,6 +42,7 @@ class CandidateBatch:
     source: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
     view: object = None  # the tier's `RequestGraph` (the lists this batch was made from); None: the graph
+    rows: object = None  # the tier's `UserRows` (feature rows read for this batch); None: the ranker's store
 
     @property
     def valid(self) -> np.ndarray:

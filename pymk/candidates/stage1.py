@@ -115,10 +115,12 @@ class Stage1:
             pc = self.config.ppr
             c, sc = reads.ppr(users, want, pc, blocked)
             extras.append((SOURCE_PPR, 1.0 if lone else pc.share, c, sc, "ppr"))
-        if "embedding" in use and self.embeddings is not None and self.config.embedding_share > 0 and k > 0:
+        served = getattr(reads, "embeddings", False)  # the ranking tier: vectors and index on the shard servers
+        if "embedding" in use and (self.embeddings is not None or served) and self.config.embedding_share > 0 \
+                and k > 0:
             extra_blk = max((len(x) for x in blocked if x is not None), default=0) if blocked is not None else 0
             _, c = self.embedding_rows(users, min(want + extra_blk, self.graph.num_users),
-                                       friends=reads.friends_graph)
+                                       friends=reads.friends_graph, reads=reads if served else None)
             extras.append((SOURCE_EMBEDDING, 1.0 if lone else self.config.embedding_share, c, None, None))
         if extras:
             cand, count, source, feats = _merge(k, cand, count, source, feats, extras, blocked)
@@ -132,7 +134,8 @@ class Stage1:
         if todo.any() and "fof" in use:
             cn, aa, ra = reads.pair_scores(users, cand, todo)
             feats["cn"][todo], feats["aa"][todo], feats["ra"][todo] = cn, aa, ra
-        return CandidateBatch(users, cand, count, source, feats, view=reads.finish(cand, count))
+        view = reads.finish(cand, count)
+        return CandidateBatch(users, cand, count, source, feats, view=view, rows=getattr(reads, "rows", None))
 
     def embedding_search(self, users: np.ndarray, k: int, *, friends=None) -> tuple[np.ndarray, np.ndarray]:
         """Nearest users by embedding (self and friends excluded): (scores, idx), (B, <= k), -1 padded.
@@ -157,11 +160,15 @@ class Stage1:
             valid[valid] = self.ann.contains(users[valid])
         return valid
 
-    def embedding_rows(self, users: np.ndarray, want: int, *, friends=None) -> tuple[np.ndarray, np.ndarray]:
+    def embedding_rows(self, users: np.ndarray, want: int, *, friends=None, reads=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Embedding neighbours of each user: (scores, idx), (B, want), -inf / -1 padded; users without
-        an embedding get an empty row and are counted in `missing_embedding`."""
+        an embedding get an empty row and are counted in `missing_embedding`. Equal scores come out by lower
+        index. `reads`: where the vectors and the index are (the ranking tier's `TierReads`; default: this
+        process's)."""
         users = np.asarray(users, np.int64)
-        valid = self.has_embedding(users)
+        here = reads if reads is not None else self
+        valid = here.has_embedding(users)
         missing = int(((users >= 0) & ~valid).sum())
         if missing:
             if self.missing_embedding == 0:
@@ -170,7 +177,11 @@ class Stage1:
         scores = np.full((users.size, want), -np.inf, np.float32)
         idx = np.full((users.size, want), -1, np.int64)
         if valid.any():
-            s, i = self.embedding_search(users[valid], want, friends=friends)
+            s, i = here.embedding_search(users[valid], want, friends=friends)
+            # equal scores by lower index: one order whichever index, shard layout or process answered
+            order = np.lexsort((np.where(i >= 0, i, np.iinfo(np.int64).max), -s), axis=-1) if s.size else None
+            if order is not None:
+                s, i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
             rows = np.flatnonzero(valid)[:, None]
             scores[rows, np.arange(s.shape[1])] = s
             idx[rows, np.arange(i.shape[1])] = i

@@ -123,6 +123,8 @@ def pair_features(batch: CandidateBatch, graph, store) -> tuple[np.ndarray, np.n
     if C == 0:
         return X, np.zeros(B, bool)
     all_users = np.concatenate([users, np.where(valid, cand, -1).ravel()])
+    if getattr(batch, "rows", None) is not None and batch.rows.width:  # the tier read them with the batch
+        store = batch.rows
     rows = store.fetch(all_users)  # one round trip
     uf, cf = rows[:B], rows[B:].reshape(B, C, -1)
     missing = np.isnan(uf[:, :2]).any(1) | (np.isnan(cf[:, :, :2]).any(2) & valid).any(1)  # no stored row

@@ -113,7 +113,10 @@ class Model:
         self.standing = Standing.load(self.path) if self.path is not None else Standing.empty()
         if hasattr(self.graph, "erased_ids"):
             self.standing.install(self.graph)
-        if self.embeddings is None:
+        self.served = {}  # a ranking tier: what its shard servers hold besides lists (embeddings, index, features)
+        if self.tier:
+            self.served = self.servers.describe()
+        elif self.embeddings is None:
             self.embeddings = self._open_embeddings()
         if self.ann is None and self.embeddings is not None:
             self.ann = self._open_ann()
@@ -155,8 +158,14 @@ class Model:
         if self.path is None:
             raise ModelError("a learned ranker needs a model directory")
         try:
-            self.features = self.feature_store or InProcessFeatureStore.load(self.path / "features",
-                                                                           self.graph.num_users)
+            if self.tier and self.feature_store is None and self.served.get("feature_width"):
+                from pymk.serving.tier import ShardFeatures  # each user's row on its home shard server
+
+                self.features = ShardFeatures(self.servers, self.served["feature_width"],
+                                              self.served["feature_emb_dim"])
+            else:
+                self.features = self.feature_store or InProcessFeatureStore.load(self.path / "features",
+                                                                               self.graph.num_users)
             return LearnedRanker.load(self.path / "ranker", self.graph, self.features)
         except (RankerError, FeatureStoreError) as exc:
             raise ModelError(str(exc)) from None
@@ -205,7 +214,8 @@ class Model:
 
     @classmethod
     def _load_tier(cls, path: Path, meta: dict, config, plan, servers, features) -> Model:
-        """The ranking tier's model: ids, plan, ranker, features and embeddings; lists only on `servers`."""
+        """The ranking tier's model: ids, plan and ranker; lists, embeddings, the ANN index and the user features
+        on `servers` (a feature store given, e.g. Redis, stands for theirs)."""
         from pymk.serving.tier_graph import TierGraph
 
         if plan is None:
@@ -296,6 +306,12 @@ class Model:
 
         Users without an embedding get an empty row. Returns (scores, idx), (B, k), -inf / -1 padded.
         """
+        if self.tier and self.served.get("emb_dim"):  # the vectors and the index are on the shard servers
+            from pymk.serving.tier import TierReads
+
+            users = np.asarray(users, np.int64).ravel()
+            reads = TierReads(self.servers, users, candidate_lists=False, served=self.served)
+            return self.stage1.embedding_rows(users, k, friends=reads.friends_graph, reads=reads)
         if self.embeddings is None:
             raise ModelError(f"{self.path} has no embeddings: build with gnn.enabled = true or run `pymk train`")
         return self.stage1.embedding_rows(users, k)
@@ -304,11 +320,13 @@ class Model:
         """Stage 1 (`Stage1.generate`; `sources`: only these), read from the shard servers in a ranking tier."""
         reads = None
         if self.tier:  # every list this batch reads comes from the shard servers, fresh per request
-            from pymk.serving.tier import TierReads
+            from pymk.serving.tier import ShardFeatures, TierReads
 
             pc = self.config.candidates.ppr
-            reads = TierReads(self.servers, np.asarray(users, np.int64).ravel(),
-                              candidate_lists=hasattr(self.ranker, "predict"), ppr=pc if pc.enabled else None)
+            learned = hasattr(self.ranker, "predict")
+            reads = TierReads(self.servers, np.asarray(users, np.int64).ravel(), candidate_lists=learned,
+                              ppr=pc if pc.enabled else None, served=self.served,
+                              features=learned and isinstance(self.features, ShardFeatures))
         return self.stage1.generate(users, k=k, blocked=blocked, sources=sources, reads=reads)
 
     def recommend(self, users, k: int, *, blocked=None) -> RankedBatch:

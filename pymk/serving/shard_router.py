@@ -20,6 +20,8 @@ import numpy as np
 from pymk.graph.partition import ShardPlan, stable_hash
 from pymk.graph.shard_store import StoreStats, gather_rows
 
+READS = ("lists", "gather", "lists_push", "ppr_push", "search", "rows")  # a request goes on without them, flagged
+
 
 def _is_timeout(exc) -> bool:
     return type(exc).__name__ == "GetTimeoutError"
@@ -74,7 +76,7 @@ class ShardRouter:
             return getattr(self.servers[s], method)(*args)
         except Exception as exc:  # noqa: BLE001 - a dead actor, a deadline, a failed call: the shard is out
             self.failures[s] += 1
-            if method in ("lists", "gather"):  # a read the request does without: flag it
+            if method in READS:  # a read the request does without: flag it
                 with self._lock:
                     self._degraded.add(s)
             raise ShardUnavailable(s, f"{type(exc).__name__}: {exc}"[:200]) from exc
@@ -136,16 +138,59 @@ class ShardRouter:
         self.stats.count(shard, users.size, int(ptr[-1]))
         return ptr, idx
 
-    def gather(self, shard: int, users: np.ndarray):
+    def gather(self, shard: int, users: np.ndarray, rows: bool = False):
         """`ShardServer.gather` on the users' home shard (one call): their lists and the lists of their friends
-        held there. None when the shard does not answer."""
+        held there (with `rows`, then the users' query vectors and feature rows). None when the shard does not
+        answer."""
         users = np.asarray(users, np.int64)
         try:
-            f_ptr, f_idx, held, h_ptr, h_idx = self._call(shard, "gather", users)
+            got = self._call(shard, "gather", users, rows)
         except ShardUnavailable:
             return None
-        self.stats.count(shard, users.size + held.size, int(f_ptr[-1] + h_ptr[-1]))
-        return f_ptr, f_idx, held, h_ptr, h_idx
+        f_ptr, held, h_ptr = got[0], got[2], got[3]
+        extra = sum(int(x.size) for x in got[5:])  # vectors and features: 4-byte words, counted as 8-byte halves
+        self.stats.count(shard, users.size + held.size, int(f_ptr[-1] + h_ptr[-1]) + (extra + 1) // 2)
+        return got
+
+    def describe(self) -> dict:
+        """What the shard servers serve besides lists (`ShardUsers.describe` of the first that answers; they
+        come from one build)."""
+        for s in range(self.plan.shards):
+            try:
+                return self._call(s, "describe")[0]
+            except ShardUnavailable:
+                continue
+        raise ShardUnavailable(0, "no shard server answers")
+
+    def search(self, queries: np.ndarray, k: int) -> list:
+        """Every shard's k nearest users to each query (one parallel round): [(scores, labels) or None]."""
+        queries = np.ascontiguousarray(queries, np.float32)
+        got = self.call_many("search", [(s, (queries, int(k))) for s in range(self.plan.shards)])
+        for s, reply in enumerate(got):
+            if reply is not None:
+                self.stats.count(s, 0, (queries.size + reply[0].size + 1) // 2 + reply[1].size)
+        return got
+
+    def fetch_rows(self, list_users: np.ndarray, feat_users: np.ndarray) -> tuple:
+        """Lists of `list_users` and feature rows of `feat_users`, one parallel round (one call per home shard).
+        A shard that does not answer leaves its users out. Returns ((users (r,), ptr (r + 1,), idx), (feature
+        users (f,), rows (f, F) float32)), rows in any order."""
+        list_users = np.unique(np.asarray(list_users, np.int64))
+        feat_users = np.unique(np.asarray(feat_users, np.int64))
+        lh, fh = self.plan.home[list_users], self.plan.home[feat_users]
+        calls = [(int(t), (list_users[lh == t], feat_users[fh == t]))
+                 for t in np.union1d(np.unique(lh), np.unique(fh)).tolist()]
+        got = self.call_many("rows", calls)
+        lists, feats = [], []
+        for (s, args), reply in zip(calls, got, strict=True):
+            if reply is None:
+                continue
+            lists.append((args[0], reply[0], reply[1]))
+            feats.append((args[1], reply[2]))
+            self.stats.count(s, args[0].size + args[1].size, int(reply[0][-1]) + (reply[2].size + 1) // 2)
+        f_users = np.concatenate([f[0] for f in feats]) if feats else np.zeros(0, np.int64)
+        f_rows = np.concatenate([f[1] for f in feats]) if feats else np.zeros((0, 0), np.float32)
+        return concat_rows(lists), (f_users, f_rows)
 
     def lists_many(self, requests: list[tuple[int, np.ndarray]]) -> list:
         """One round of calls in parallel, one per (shard, users); None for a shard that did not answer."""

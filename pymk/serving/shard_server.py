@@ -1,7 +1,9 @@
 """A shard server: one process per graph shard, holding only that shard's lists (snapshot + delta).
 
 It answers batched partial queries of the ranking tier (`pymk.serving.shard_router`): the current lists of
-users it holds, and applies the changes that touch them (the ends it holds, new users homed here). Its
+users it holds, PPR pushes over them, its users' embeddings and feature rows and the nearest users in its ANN
+shard (`pymk.serving.shard_users`), and applies the changes that touch them (the ends it holds, new users
+homed here). Its
 snapshot is memory-mapped from `DIR/graph/shards/<s>/` (written by `pymk build --shards S`), so a server
 maps only its shard's adjacency entries plus the replicas placed on it. The delta compacts in a background
 thread once it holds a quarter of the snapshot's entries.
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pymk.graph.shard_graph import ShardGraph
+from pymk.serving.shard_users import ShardUsers
 
 
 def process_memory() -> dict:
@@ -56,6 +59,7 @@ class ShardServer:
         self.shard = shard
         self.graph = graph if graph is not None else ShardGraph.load(Path(model_dir) / "graph", shard,
                                                                     plan_users=plan_users)
+        self.users = ShardUsers.empty() if model_dir is None else _load_users(Path(model_dir), shard)
         self.compact_share = compact_share
         self.boot = os.urandom(8).hex()  # a restarted server has a new one: the router replays its changes
         self.calls = 0
@@ -72,16 +76,36 @@ class ShardServer:
         self.calls += 1
         return (self.boot, *self.graph.lists(users))
 
-    def gather(self, users: np.ndarray) -> tuple:
-        """The first round of a 2-hop traversal for users homed here, in one call: their lists, and the lists
-        of their friends this shard holds (homed or replicated here).
+    def describe(self) -> tuple[str, dict]:
+        """(boot, what this shard serves besides lists: `ShardUsers.describe`)."""
+        return self.boot, self.users.describe()
 
-        Returns (boot, f_ptr (q + 1,), f_idx, held (h,) sorted friends held here, h_ptr (h + 1,), h_idx)."""
+    def gather(self, users: np.ndarray, rows: bool = False) -> tuple:
+        """The first round of a 2-hop traversal for users homed here, in one call: their lists, and the lists
+        of their friends this shard holds (homed or replicated here); with `rows`, also the users' query
+        vectors and feature rows.
+
+        Returns (boot, f_ptr (q + 1,), f_idx, held (h,) sorted friends held here, h_ptr (h + 1,), h_idx), then
+        with `rows` vec (q, d) float32, has (q,) bool, feat (q, F) float32 (`ShardUsers.vectors`, `features`)."""
         self.calls += 1
         f_ptr, f_idx = self.graph.lists(users)
         needed = np.unique(f_idx)
         held = needed[self.graph.rows_of(needed) >= 0]
-        return (self.boot, f_ptr, f_idx, held, *self.graph.lists(held))
+        out = (self.boot, f_ptr, f_idx, held, *self.graph.lists(held))
+        return out + (*self.users.vectors(users), self.users.features(users)) if rows else out
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """The k users homed here nearest each query (`ShardUsers.search`): (boot, scores (B, k'), labels)."""
+        self.calls += 1
+        return (self.boot, *self.users.search(queries, k))
+
+    def rows(self, list_users: np.ndarray, feat_users: np.ndarray) -> tuple:
+        """Lists of `list_users` (held here) and feature rows of `feat_users` (homed here), in one call.
+        Returns (boot, ptr, idx, feat (f, F) float32)."""
+        self.calls += 1
+        list_users = np.asarray(list_users, np.int64)
+        ptr, idx = self.graph.lists(list_users) if list_users.size else (np.zeros(1, np.int64), np.zeros(0, np.int64))
+        return self.boot, ptr, idx, self.users.features(feat_users)
 
     def apply(self, kind: np.ndarray, lo: np.ndarray, hi: np.ndarray, ts: np.ndarray | None = None,
               new_users: np.ndarray | None = None) -> tuple[str, int, np.ndarray]:
@@ -144,7 +168,15 @@ class ShardServer:
         return {"shard": self.shard, "boot": self.boot, "held_users": int(g.live.num_users), "entries": g.entries,
                 "snapshot_entries": int(g.snapshot.indices.shape[0]), "delta_entries": int(g.live.delta_entries),
                 "generation": int(g.live.generation), "calls": self.calls, "applied": self.applied,
-                "pid": os.getpid(), "node": _node_id(), **process_memory()}
+                "pid": os.getpid(), "node": _node_id(), "user_rows_bytes": self.users.describe()["bytes"],
+                **process_memory()}
+
+
+def _load_users(model_dir: Path, shard: int) -> ShardUsers:
+    from pymk.graph.sharded import load_plan
+
+    plan = load_plan(model_dir / "graph")
+    return ShardUsers.empty() if plan is None else ShardUsers.load(model_dir, shard, plan.home, plan.shards)
 
 
 def _node_id() -> str | None:

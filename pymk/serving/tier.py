@@ -24,6 +24,7 @@ from pymk.candidates.fof import FofResult, friends_of_friends, pair_scores
 from pymk.candidates.ppr_push import entry_key, split_key, sum_entries
 from pymk.graph.request_graph import RequestGraph
 from pymk.serving.shard_router import concat_rows
+from pymk.serving.shard_users import merge_nearest
 
 MAX_PUSH_ROUNDS = 64  # a safety bound; forward push ends in a few rounds (residuals fall by 1 - alpha a hop)
 
@@ -137,11 +138,13 @@ def _absorb(router, walk: PprWalk, calls, replies, *, counted: bool = False) -> 
     walk.absorb(got)
 
 
-def two_hop_graph(router, users: np.ndarray, walk: PprWalk | None = None) -> RequestGraph:
+def two_hop_graph(router, users: np.ndarray, walk: PprWalk | None = None, rows: UserRows | None = None
+                  ) -> RequestGraph:
     """The lists of `users` and of their friends, in two rounds: each user's home shard (its list and the
     friends' lists held there), then one call per shard for the other friends' lists. With a `walk`, the
     tier first pushes it over the lists of the first round, and the second round carries the mass on each
-    shard's users too (`ShardServer.lists_push`): PPR's first round costs no round trip of its own."""
+    shard's users too (`ShardServer.lists_push`): PPR's first round costs no round trip of its own. With
+    `rows`, the first round also brings the users' query vectors and feature rows into it."""
     users = np.unique(np.asarray(users, np.int64)[np.asarray(users) >= 0])
     if not users.size:
         return RequestGraph.empty()
@@ -149,10 +152,12 @@ def two_hop_graph(router, users: np.ndarray, walk: PprWalk | None = None) -> Req
     parts, held_all, friends = [], [], []
     for t in np.unique(home).tolist():
         group = users[home == t]
-        first = router.gather(t, group)
+        first = router.gather(t, group, rows is not None)
         if first is None:  # the home shard is down: these users read friendless (flagged degraded)
             continue
-        f_ptr, f_idx, held, h_ptr, h_idx = first
+        f_ptr, f_idx, held, h_ptr, h_idx = first[:5]
+        if rows is not None:
+            rows.add(group, *first[5:])
         parts += [(group, f_ptr, f_idx), (held, h_ptr, h_idx)]
         held_all.append(held)
         friends.append(np.asarray(f_idx, np.int64))
@@ -212,6 +217,90 @@ def with_rows_of(router, view: RequestGraph, users: np.ndarray) -> RequestGraph:
     return view.with_rows(np.concatenate([got, lost]), np.concatenate([ptr, np.full(lost.size, ptr[-1])]), idx)
 
 
+class UserRows:
+    """The per-user rows one request read from the users' home shards: query vectors and feature rows, by
+    global index. Its `fetch` / `width` / `emb_dim` are the feature-store interface
+    (`pymk.features.pairs.pair_features`).
+
+    Args: vec_dim: the query vectors' width (0: none served); width, emb_dim: the feature rows' width and
+    their trailing embedding columns (0: none served).
+    """
+
+    def __init__(self, vec_dim: int = 0, width: int = 0, emb_dim: int = 0):
+        self.vec_dim, self.width, self.emb_dim = int(vec_dim), int(width), int(emb_dim)
+        self._vec = [(np.zeros(0, np.int64), np.zeros((0, self.vec_dim), np.float32), np.zeros(0, bool))]
+        self._feat = [(np.zeros(0, np.int64), np.zeros((0, self.width), np.float32))]
+        self._index = None
+
+    def add(self, users, vec=None, has=None, feat=None) -> None:
+        """Rows of `users` (q,): vec (q, d), has (q,) bool, feat (q, F); any may be None or empty-width."""
+        users = np.asarray(users, np.int64)
+        if vec is not None and self.vec_dim and vec.shape[1] == self.vec_dim:
+            self._vec.append((users, np.asarray(vec, np.float32), np.asarray(has, bool)))
+        if feat is not None and self.width and feat.shape[1] == self.width:
+            self._feat.append((users, np.asarray(feat, np.float32)))
+        self._index = None
+
+    def _tables(self):
+        if self._index is None:
+            vu = np.concatenate([p[0] for p in self._vec])
+            fu = np.concatenate([p[0] for p in self._feat])
+            vo, fo = np.argsort(vu, kind="stable"), np.argsort(fu, kind="stable")
+            self._index = (vu[vo], np.concatenate([p[1] for p in self._vec])[vo],
+                           np.concatenate([p[2] for p in self._vec])[vo],
+                           fu[fo], np.concatenate([p[1] for p in self._feat])[fo])
+        return self._index
+
+    @staticmethod
+    def _find(keys: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.minimum(np.searchsorted(keys, users), max(keys.size - 1, 0))
+        return pos, (keys[pos] == users) if keys.size else np.zeros(users.size, bool)
+
+    def has_features(self, users) -> np.ndarray:
+        """(q,) bool: a feature row of the user was read (or its shard answered that it has none)."""
+        return self._find(self._tables()[3], np.asarray(users, np.int64).ravel())[1]
+
+    def vectors(self, users) -> tuple[np.ndarray, np.ndarray]:
+        """(q, d) float32 query vectors (zeros where none) and (q,) bool has-an-embedding."""
+        vu, vec, has, _, _ = self._tables()
+        users = np.asarray(users, np.int64).ravel()
+        pos, ok = self._find(vu, users)
+        ok &= has[pos] if has.size else ok
+        return np.where(ok[:, None], vec[pos] if vec.size else 0.0, 0.0).astype(np.float32), ok
+
+    def fetch(self, users) -> np.ndarray:
+        """(m,) dense indices -> (m, F) float32 feature rows; NaN rows for users none was read of (-1 too)."""
+        _, _, _, fu, feat = self._tables()
+        users = np.asarray(users, np.int64).ravel()
+        out = np.full((users.size, self.width), np.nan, np.float32)
+        pos, ok = self._find(fu, users)
+        out[ok] = feat[pos[ok]]
+        return out
+
+
+class ShardFeatures:
+    """The learned ranker's feature store on a ranking tier: each user's row from its home shard, one parallel
+    round per `fetch` (a request's rows usually come with its other reads instead: `UserRows`).
+
+    Args: router: the `ShardRouter`; width, emb_dim: the rows' width and trailing embedding columns."""
+
+    def __init__(self, router, width: int, emb_dim: int = 0):
+        self.router, self._width, self.emb_dim = router, int(width), int(emb_dim)
+        self.round_trips = 0
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    def fetch(self, users) -> np.ndarray:
+        users = np.asarray(users, np.int64).ravel()
+        self.round_trips += 1
+        rows = UserRows(0, self._width, self.emb_dim)
+        _, (fu, feat) = self.router.fetch_rows(np.zeros(0, np.int64), users[users >= 0])
+        rows.add(fu, feat=feat)
+        return rows.fetch(users)
+
+
 class TierReads:
     """Stage 1's reads (`pymk.candidates.stage1.GraphReads`' interface) over the shard servers, for one batch.
 
@@ -219,13 +308,26 @@ class TierReads:
         router: the `ShardRouter`. users: (B,) dense, the batch Stage 1 is asked for.
         candidate_lists: read the candidates' lists after Stage 1 (a learned ranker's pair features need them).
         ppr: the PPR config (`PprConfig`) when PPR runs: its walk starts with the friends' lists' round.
+        served: what the shard servers hold besides lists (`ShardRouter.describe`): with embeddings, the
+            embedding source searches the shards' ANN indexes from the users' vectors (read in the first
+            round); with `features`, the users' and the candidates' feature rows come with the first and the
+            last rounds (`rows`, the learned ranker's store for this batch).
+        features: read feature rows (a learned ranker that reads them from the shard servers).
     """
 
-    def __init__(self, router, users: np.ndarray, *, candidate_lists: bool = True, ppr=None):
+    def __init__(self, router, users: np.ndarray, *, candidate_lists: bool = True, ppr=None,
+                 served: dict | None = None, features: bool = False):
         self.router = router
         self.candidate_lists = candidate_lists
+        served = served or {}
+        self.embeddings = served.get("emb_dim", 0) > 0
+        self.features = features and served.get("feature_width", 0) > 0
+        self.rows = None
+        if self.embeddings or self.features:
+            self.rows = UserRows(served.get("emb_dim", 0), served.get("feature_width", 0) if self.features else 0,
+                                 served.get("feature_emb_dim", 0))
         self.walk = PprWalk(users, ppr.alpha, ppr.eps) if ppr is not None else None
-        self.view = two_hop_graph(router, users, self.walk)
+        self.view = two_hop_graph(router, users, self.walk, self.rows)
 
     @property
     def friends_graph(self):
@@ -279,13 +381,50 @@ class TierReads:
             count[b] += add.size
         return before
 
+    def has_embedding(self, users) -> np.ndarray:
+        """(B,) bool: the user's home shard holds its embedding (and has it in its ANN shard)."""
+        return self.rows.vectors(users)[1]
+
+    def embedding_search(self, users, k: int, *, friends=None) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest users by embedding over every shard's ANN index (one parallel round), merged, self and
+        friends excluded, as `pymk.candidates.ann.search_users` does over the whole index.
+        Returns (scores, idx), (B, k) float32 / int64, -inf / -1 padded."""
+        users = np.asarray(users, np.int64)
+        vec, _ = self.rows.vectors(users)
+        out_s = np.full((users.size, k), -np.inf, np.float32)
+        out_i = np.full((users.size, k), -1, np.int64)
+        if not users.size or k <= 0:
+            return out_s, out_i
+        mine = [np.concatenate([[u], self.view.neighbors(u)]) for u in users.tolist()]
+        ask = k + max(x.size for x in mine)  # the excluded can take at most this many of the top slots
+        scores, labels = merge_nearest(self.router.search(vec, ask), ask)
+        if scores is None:
+            return out_s, out_i
+        for b, ex in enumerate(mine):
+            keep = (labels[b] >= 0) & ~np.isin(labels[b], ex)
+            s, i = scores[b][keep][:k], labels[b][keep][:k]
+            out_s[b, :s.size], out_i[b, :i.size] = s, i
+        return out_s, out_i
+
     def finish(self, cand: np.ndarray, count: np.ndarray) -> RequestGraph:
         """After Stage 1: the view, with every candidate's list when the ranker's pair features read them (the
-        filter and the explanations read only the users' and friends' lists)."""
-        if not self.candidate_lists:
+        filter and the explanations read only the users' and friends' lists), and the candidates' feature
+        rows in the same round when the servers serve them."""
+        if not self.candidate_lists and not self.features:
             return self.view
         valid = np.arange(cand.shape[1])[None, :] < count[:, None]
-        self.view = with_rows_of(self.router, self.view, cand[valid])
+        want = np.unique(cand[valid])
+        lists = want[~self.view.has_rows(want)] if self.candidate_lists else np.zeros(0, np.int64)
+        feats = want[~self.rows.has_features(want)] if self.features else np.zeros(0, np.int64)
+        if not lists.size and not feats.size:
+            return self.view
+        (got, ptr, idx), (fu, feat) = self.router.fetch_rows(lists, feats)
+        if self.features:
+            self.rows.add(fu, feat=feat)
+        if lists.size:
+            lost = np.setdiff1d(lists, got, assume_unique=True)  # a shard that did not answer: empty rows, named
+            self.view = self.view.with_rows(np.concatenate([got, lost]),
+                                            np.concatenate([ptr, np.full(lost.size, ptr[-1])]), idx)
         return self.view
 
 

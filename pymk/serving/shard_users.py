@@ -1,0 +1,155 @@
+"""A shard server's share of the per-user data: its users' embeddings, its ANN shard, its users' features.
+
+A user's data lives on its home shard (`plan.home`), as its adjacency list does: the GNN embedding (the query
+vector of the embedding source), the learned ranker's user-feature row, and the user's entry in the ANN
+index, which the build already shards by home (`pymk.candidates.ann.ShardedAnnIndex`, `shard-<s>` files).
+A server reads its users' rows once at start from the model's tables (`gnn/embeddings.npy`,
+`features/users.npy`, memory-mapped then dropped) and keeps only those; the ranking tier holds none of it.
+
+Embedding search on a shard answers over the users homed there: the ANN shard's top k, or an exact top k by
+inner product when the model has no index. The tier merges the shards' answers (`pymk.serving.tier`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class ShardUsersError(RuntimeError):
+    """A model's per-user tables that do not fit together (shape, shard count, another build's index)."""
+
+
+class ShardUsers:
+    """The rows of the users homed on one shard.
+
+    Args:
+        homed: (h,) sorted global dense indices homed here at the build.
+        emb: (h, d) float32 embeddings of `homed` (rows of users past the embedding table are unused), or None.
+        has_emb: (h,) bool: the user has an embedding (and, with an index, is in it).
+        ann: this shard's `AnnIndex` (labels are global indices), or None (exact search over `emb`).
+        feat: (h, F) float32 user-feature rows of `homed` (NaN rows past the table), or None.
+        feat_emb_dim: trailing embedding columns of `feat`.
+    """
+
+    def __init__(self, homed: np.ndarray, emb=None, has_emb=None, ann=None, feat=None, feat_emb_dim: int = 0):
+        self.homed = np.asarray(homed, np.int64)
+        self.emb = emb
+        self.has_emb = np.zeros(self.homed.size, bool) if has_emb is None else np.asarray(has_emb, bool)
+        self.ann = ann
+        self.feat = feat
+        self.feat_emb_dim = int(feat_emb_dim)
+        self._exact = None  # (labels, vectors) of the exact search, made on first use
+
+    @classmethod
+    def empty(cls) -> ShardUsers:
+        return cls(np.zeros(0, np.int64))
+
+    @classmethod
+    def load(cls, model_dir: str | Path, shard: int, home: np.ndarray, shards: int) -> ShardUsers:
+        """The rows of shard `shard` (of `shards`)'s users from the model at `model_dir` (`home`: the plan's
+        home shard per user at the build). Tables the model lacks are left out (None)."""
+        model_dir = Path(model_dir)
+        homed = np.flatnonzero(np.asarray(home) == shard).astype(np.int64)
+        emb = has = ann = feat = None
+        emb_dim = 0
+        p = model_dir / "gnn" / "embeddings.npy"
+        if p.exists():
+            table = np.load(p, mmap_mode="r")
+            has = homed < table.shape[0]
+            emb = np.zeros((homed.size, table.shape[1]), np.float32)
+            emb[has] = table[homed[has]]
+            ann = _load_ann_shard(model_dir / "ann", shard, shards, table)
+            if ann is not None:
+                has &= ann.contains(homed)
+            del table
+        p = model_dir / "features"
+        if (p / "features.json").exists():
+            from pymk.features.store import InProcessFeatureStore
+
+            store = InProcessFeatureStore.load(p, int(np.asarray(home).size))
+            feat = store.fetch(homed)  # NaN rows past the table
+            emb_dim = store.emb_dim
+        return cls(homed, emb, has, ann, feat, emb_dim)
+
+    def describe(self) -> dict:
+        """What this shard serves: the embedding width (0: none), the index kind, the feature width."""
+        return {"emb_dim": 0 if self.emb is None else int(self.emb.shape[1]),
+                "ann": None if self.ann is None else self.ann.kind,
+                "feature_width": 0 if self.feat is None else int(self.feat.shape[1]),
+                "feature_emb_dim": self.feat_emb_dim, "users": int(self.homed.size),
+                "bytes": int(sum(x.nbytes for x in (self.emb, self.feat) if x is not None))}
+
+    def _rows(self, users) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of `users` in `homed` and whether each is homed here. Shapes: (q,) -> (q,), (q,)."""
+        users = np.asarray(users, np.int64).ravel()
+        pos = np.minimum(np.searchsorted(self.homed, users), max(self.homed.size - 1, 0))
+        ok = (self.homed[pos] == users) if self.homed.size else np.zeros(users.size, bool)
+        return pos, ok
+
+    def vectors(self, users) -> tuple[np.ndarray, np.ndarray]:
+        """Query vectors of `users`: (q, d) float32 (zeros where none) and (q,) bool has-an-embedding."""
+        pos, ok = self._rows(users)
+        if self.emb is None:
+            return np.zeros((ok.size, 0), np.float32), np.zeros(ok.size, bool)
+        has = ok & self.has_emb[pos]
+        return np.where(has[:, None], self.emb[pos], 0.0).astype(np.float32), has
+
+    def features(self, users) -> np.ndarray:
+        """(q, F) float32 feature rows of `users`; NaN rows for users not homed here (or joined since)."""
+        if self.feat is None:
+            return np.zeros((np.asarray(users).size, 0), np.float32)
+        pos, ok = self._rows(users)
+        out = np.full((ok.size, self.feat.shape[1]), np.nan, np.float32)
+        out[ok] = self.feat[pos[ok]]
+        return out
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k users homed here nearest to each query by inner product, best first.
+
+        Args: queries (B, d) float32. Returns scores (B, k') float32, labels (B, k') int64 global indices,
+        k' = min(k, users with an embedding here); -inf / -1 pad."""
+        queries = np.ascontiguousarray(queries, np.float32)
+        if self.ann is not None:
+            return self.ann.search(queries, k)
+        if self._exact is None:
+            self._exact = (self.homed[self.has_emb], np.ascontiguousarray(self.emb[self.has_emb]))
+        labels, vecs = self._exact
+        k = int(min(max(k, 0), labels.size))
+        if k == 0 or queries.shape[0] == 0:
+            return np.zeros((queries.shape[0], k), np.float32), np.zeros((queries.shape[0], k), np.int64)
+        sc = queries @ vecs.T
+        top = np.argpartition(-sc, k - 1, axis=1)[:, :k] if k < labels.size else np.tile(np.arange(k), (len(sc), 1))
+        s = np.take_along_axis(sc, top, 1)
+        order = np.argsort(-s, axis=1, kind="stable")
+        return np.take_along_axis(s, order, 1).astype(np.float32), labels[np.take_along_axis(top, order, 1)]
+
+
+def _load_ann_shard(path: Path, shard: int, shards: int, table: np.ndarray):
+    """Shard `shard` of the model's ANN index (None without one); refused when it was built for other
+    embeddings or another shard count."""
+    if not (path / "ann.json").exists():
+        return None
+    from pymk.candidates.ann import AnnError, AnnIndex, checked_ann_meta
+
+    try:
+        meta, config = checked_ann_meta(path, table)
+    except AnnError as exc:
+        raise ShardUsersError(str(exc)) from None
+    if meta["shards"] != shards:
+        raise ShardUsersError(f"{path / 'ann.json'}: an index of {meta['shards']} shard(s), the graph has {shards}; "
+                              f"rebuild the model")
+    return AnnIndex.load(path, f"shard-{shard:03d}", meta["kind"], meta["dim"], config, meta["search_param"])
+
+
+def merge_nearest(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shards' answers (scores (B, k_s), labels (B, k_s)) as one top k per row, best first (-inf / -1
+    pad); equal scores keep the shards' order."""
+    parts = [p for p in parts if p is not None and p[0].shape[1]]
+    if not parts:
+        return None, None
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    labels = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)
