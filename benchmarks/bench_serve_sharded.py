@@ -1,22 +1,28 @@
 """Serving over shard servers on Ray against the unsharded service, side by side in one run.
 
     .venv/bin/python -m benchmarks.bench_serve_sharded [--users 1000000] [--avg-degree 10] [--shards 4]
-        [--methods hash,community] [--requests 1000] [--cache /tmp/pymk-bench] [--json OUT]
+        [--methods hash,community] [--requests 1000] [--cache /tmp/pymk-bench] [--config FILE] [--json OUT]
 
 On `pymk synth --users N --avg-degree D --seed 0` the benchmark builds (once, cached) the unsharded model and
-one model per partition method with `--shards S` (same config: default Stage 1, Adamic-Adar ranker, so no
-training noise separates them), starts a local Ray cluster with one `ShardServer` actor per shard, and
-runs each service's whole request flow (`Service.recommend`, uncached, k = 20) for the same random users,
-the services alternated user by user. It reports:
-    equal       share of users whose (candidate, mutual count) lists equal the unsharded service's; the
+one model per partition method with `--shards S` (same config: by default Stage 1 and an Adamic-Adar ranker,
+so no training noise separates them; `--config` e.g. with a GNN and a learned ranker, whose embeddings, ANN
+shards and user features the shard servers then hold), starts a local Ray cluster with one `ShardServer`
+actor per shard, and runs each service's whole request flow (`Service.recommend`, uncached, k = 20) for
+the same random users, the services alternated user by user. It reports:
+    equal       share of users whose (candidate, mutual count) lists equal those of the same model served
+                whole in this process (the latency baseline is the unsharded build); the
                 sharded service is the stateless ranking tier, whose PPR is pushed by the shard servers (another
                 push order, at most `candidates.ppr.rounds` rounds), so `fof_equal` also counts users whose
-                friends-of-friends candidates, order and mutual counts (that source alone, k = 1000) are identical
+                friends-of-friends candidates, order and mutual counts (that source alone, k = 1000) are identical,
+                and `embedding_equal` those whose embedding source alone (k = 1000) is (with a GNN);
+                `top20_overlap`: the mean share of the whole model's (candidate, mutual count) pairs in the
+                tier's answer (a learned ranker scores PPR's estimate, so its order moves with it)
     latency     p50 / p99 per request, and requests per second, one client
     fan-out     shard servers called and adjacency entries moved per request (8 bytes each, int64)
     memory      measured in a fresh process that runs only the ranking tier (`--tier-memory`): its RSS,
                 file-backed RSS and adjacency bytes mapped, and each shard server's adjacency entries
-                (against total / S), RSS, file-backed RSS and adjacency bytes mapped
+                (against total / S), bytes of its users' rows (embeddings, features), RSS, file-backed RSS
+                and adjacency bytes mapped
     apply       `--events` degree-biased new friendships posted one at a time through `Model.apply` (the
                 change path: the tier's living graph, then every shard holding an end, acknowledged), p50 /
                 p99 against the unsharded model's apply; after each, the next request reads it (checked:
@@ -42,11 +48,14 @@ from pymk.serving.service import Service
 from pymk.serving.settings import ServeSettings
 
 
-def build(g, out: Path, shards: int, method: str) -> Path:
+def build(g, out: Path, shards: int, method: str, config: Path | None = None) -> Path:
     if (out / "model.json").exists():
         return out
-    cfg = PymkConfig()
-    cfg.ranker.kind = "adamic_adar"
+    if config is None:
+        cfg = PymkConfig()
+        cfg.ranker.kind = "adamic_adar"
+    else:
+        cfg = PymkConfig.from_file(config)
     if shards > 1:
         cfg.sharding.shards = shards
         cfg.sharding.method = method
@@ -65,12 +74,12 @@ def answer(svc, user):
     return dt, [(int(r[0]), int(r[2])) for r in req.response], req.degraded
 
 
-def same_fof(plain, tier, user) -> bool:
-    """Whether friends-of-friends (Stage 1's source alone, k = 1000) gives `user` the same candidates, in the
-    same order, with the same mutual counts."""
+def same_source(plain, tier, user, source: str = "fof") -> bool:
+    """Whether one Stage-1 source alone (k = 1000) gives `user` the same candidates, in the same order, with
+    the same mutual counts."""
     out = []
     for m in (plain, tier):
-        c = m.candidates(m.index_of([int(user)]), k=1000, sources=("fof",))
+        c = m.candidates(m.index_of([int(user)]), k=1000, sources=(source,))
         out.append((c.cand[0], c.features["cn"][0]))
     return all(np.array_equal(a, b) for a, b in zip(*out, strict=True))
 
@@ -111,6 +120,7 @@ def run_tier_only(mdir: Path, shards: int) -> None:
            "tier": {"rss_mb": mb(me["rss_bytes"]), "file_rss_mb": mb(me["rss_file_bytes"]),
                     "graph_mapped_mb": mb(me["graph_mapped_bytes"])},
            "servers": [{"shard": s["shard"], "entries": s["entries"], "rss_mb": mb(s["rss_bytes"]),
+                        "user_rows_mb": mb(s["user_rows_bytes"]),
                         "file_rss_mb": mb(s["rss_file_bytes"]), "graph_mapped_mb": mb(s["graph_mapped_bytes"])}
                        for s in servers]}
     svc.close()
@@ -129,6 +139,7 @@ def main():
     ap.add_argument("--cache", type=Path, default=Path("/tmp/pymk-bench"))
     ap.add_argument("--events", type=int, default=500)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--config", type=Path, help="the models' config (TOML; default: default Stage 1, Adamic-Adar)")
     args = ap.parse_args()
     if args.tier_memory:
         return run_tier_only(args.tier_memory, args.shards)
@@ -136,8 +147,8 @@ def main():
 
     args.cache.mkdir(parents=True, exist_ok=True)
     g = load_graph(args.users, args.avg_degree, args.cache)
-    tag = f"{args.users}-{args.avg_degree:g}"
-    plain_dir = build(g, args.cache / f"model-{tag}-plain", 1, "hash")
+    tag = f"{args.users}-{args.avg_degree:g}" + (f"-{args.config.stem}" if args.config else "")
+    plain_dir = build(g, args.cache / f"model-{tag}-plain", 1, "hash", args.config)
     rng = np.random.default_rng(0)
     users = np.asarray(g.ids)[rng.choice(g.num_users, args.requests, replace=False)]
     settings = {"stream": False, "cache_size": 0, "shard_timeout_ms": 10_000}
@@ -146,18 +157,25 @@ def main():
               "avg_degree": args.avg_degree, "shards": args.shards, "requests": args.requests, "methods": {}}
     total_entries = int(g.indices.shape[0])
     for method in args.methods.split(","):
-        mdir = build(g, args.cache / f"model-{tag}-s{args.shards}-{method}", args.shards, method)
+        mdir = build(g, args.cache / f"model-{tag}-s{args.shards}-{method}", args.shards, method, args.config)
         plain = Service.from_settings(ServeSettings(model=str(plain_dir), **settings))  # fresh: no events yet
         plain.warm()
         sharded = Service.from_settings(ServeSettings(model=str(mdir), executor="ray", **settings))
         sharded.warm()
+        # answers are compared with the same model served whole (in this process): with a GNN the two builds'
+        # embeddings differ by training noise; without one the unsharded build answers the same
+        whole = Service.from_settings(ServeSettings(model=str(mdir), tier=False, **settings))
         router = sharded.model.servers
         for u in users[:20]:  # warm both paths
             answer(sharded, u), answer(plain, u)
-        lat_p, lat_s, equal, fof_equal, degraded, calls, moved = [], [], 0, 0, 0, [], []
+        lat_p, lat_s, equal, fof_equal, emb_equal, degraded, calls, moved = [], [], 0, 0, 0, 0, [], []
+        overlap = []
+        has_emb = whole.model.embeddings is not None
         for u in users:
-            fof_equal += same_fof(plain.model, sharded.model, u)
-            dp, want, _ = answer(plain, u)
+            fof_equal += same_source(whole.model, sharded.model, u)
+            emb_equal += has_emb and same_source(whole.model, sharded.model, u, "embedding")
+            want = answer(whole, u)[1]
+            dp = answer(plain, u)[0]
             r0, e0 = router.stats.requests, router.stats.entries
             ds, got, deg = answer(sharded, u)
             calls.append(router.stats.requests - r0)
@@ -165,6 +183,7 @@ def main():
             lat_p.append(dp)
             lat_s.append(ds)
             equal += got == want
+            overlap.append(len(set(got) & set(want)) / max(len(want), 1))  # (candidate, mutual) pairs in both
             degraded += bool(deg)
         from benchmarks.bench_live import degree_biased
         from pymk.stream.log import EdgeEvent
@@ -185,7 +204,10 @@ def main():
         servers = router.server_stats()
         ms = lambda x, q: round(float(np.percentile(x, q)) * 1000, 2)  # noqa: E731
         rep = {
-            "equal_share": equal / len(users), "fof_equal_share": fof_equal / len(users), "degraded": degraded,
+            "equal_share": equal / len(users), "fof_equal_share": fof_equal / len(users),
+            "top20_overlap": round(float(np.mean(overlap)), 4),
+            "embedding_equal_share": emb_equal / len(users) if has_emb else None, "degraded": degraded,
+            "ranker": sharded.model.ranker_kind, "tier_holds_embeddings": sharded.model.embeddings is not None,
             "unsharded_ms": {"p50": ms(lat_p, 50), "p99": ms(lat_p, 99), "rps": round(len(users) / sum(lat_p), 1)},
             "sharded_ms": {"p50": ms(lat_s, 50), "p99": ms(lat_s, 99), "rps": round(len(users) / sum(lat_s), 1)},
             "p99_ratio": round(ms(lat_s, 99) / ms(lat_p, 99), 2),
@@ -202,6 +224,7 @@ def main():
         for h in router.servers:
             ray.kill(h)
         sharded.close()
+        whole.close()
         plain.close()
         report["methods"][method] = rep
         ray.shutdown()  # the memory run starts its own cluster, with nothing else in its process

@@ -127,7 +127,7 @@ class Model:
             if self.servers is None:
                 from pymk.serving.shard_router import in_process_servers
 
-                self.servers = in_process_servers(self.path, self.snapshot, self.plan)
+                self.servers = in_process_servers(self.path, self.snapshot, self.plan, users=False)
             elif self.servers.plan is not self.plan:
                 if not np.array_equal(self.servers.plan.home, self.plan.home):
                     raise ModelError(f"{self.path}: its shard servers serve another partition of its users")
@@ -205,7 +205,7 @@ class Model:
         if store is not None and servers is None:
             from pymk.serving.shard_router import in_process_servers
 
-            servers = in_process_servers(path, graph.snapshot, plan)
+            servers = in_process_servers(path, graph.snapshot, plan, users=False)
         if store is not None:  # lists changed since the build are read from the shard servers, not Redis
             from pymk.serving.shard_router import DeltaOverlay
 

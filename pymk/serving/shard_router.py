@@ -338,9 +338,11 @@ class ShardRouter:
         return out
 
 
-def in_process_servers(model_dir, graph, plan: ShardPlan) -> ShardRouter:
+def in_process_servers(model_dir, graph, plan: ShardPlan, *, users: bool = True) -> ShardRouter:
     """A router over one `ShardServer` per shard in this process: each opens its shard's files when the
-    model has them (`pymk build --shards S`), else takes its lists from `graph`."""
+    model has them (`pymk build --shards S`), else takes its lists from `graph`. `users`: each also holds its
+    users' embeddings, ANN shard and features (what a ranking tier reads from them; a model that holds the
+    whole graph reads its own)."""
     from pathlib import Path
 
     from pymk.graph.shard_graph import ShardGraph, has_shard_files
@@ -350,7 +352,7 @@ def in_process_servers(model_dir, graph, plan: ShardPlan) -> ShardRouter:
     servers = []
     for s in range(plan.shards):
         if files:
-            servers.append(ShardServer(model_dir, s, plan_users=int(plan.home.size)))
+            servers.append(ShardServer(model_dir, s, plan_users=int(plan.home.size), users=users))
         else:
             servers.append(ShardServer(None, s, graph=ShardGraph.from_graph(graph, plan, s)))
     return ShardRouter(plan, servers)

@@ -52,14 +52,16 @@ class ShardServer:
         shard: which shard.
         graph: a ready `ShardGraph` instead of the files.
         compact_share: compact once the delta holds this share of the snapshot's entries.
+        users: also hold the rows of the users homed here (`ShardUsers`: embeddings, ANN shard, features).
     """
 
     def __init__(self, model_dir: str | os.PathLike | None, shard: int, *, graph: ShardGraph | None = None,
-                 plan_users: int | None = None, compact_share: float = 0.25):
+                 plan_users: int | None = None, compact_share: float = 0.25, users: bool = True):
         self.shard = shard
         self.graph = graph if graph is not None else ShardGraph.load(Path(model_dir) / "graph", shard,
                                                                     plan_users=plan_users)
-        self.users = ShardUsers.empty() if model_dir is None else _load_users(Path(model_dir), shard)
+        self.users = ShardUsers.load_for(Path(model_dir), shard) if model_dir is not None and users \
+            else ShardUsers.empty()
         self.compact_share = compact_share
         self.boot = os.urandom(8).hex()  # a restarted server has a new one: the router replays its changes
         self.calls = 0
@@ -170,13 +172,6 @@ class ShardServer:
                 "generation": int(g.live.generation), "calls": self.calls, "applied": self.applied,
                 "pid": os.getpid(), "node": _node_id(), "user_rows_bytes": self.users.describe()["bytes"],
                 **process_memory()}
-
-
-def _load_users(model_dir: Path, shard: int) -> ShardUsers:
-    from pymk.graph.sharded import load_plan
-
-    plan = load_plan(model_dir / "graph")
-    return ShardUsers.empty() if plan is None else ShardUsers.load(model_dir, shard, plan.home, plan.shards)
 
 
 def _node_id() -> str | None:

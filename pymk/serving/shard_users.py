@@ -73,6 +73,14 @@ class ShardUsers:
             emb_dim = store.emb_dim
         return cls(homed, emb, has, ann, feat, emb_dim)
 
+    @classmethod
+    def load_for(cls, model_dir: Path, shard: int) -> ShardUsers:
+        """`load` with the model's own partition (none without one: an unsharded model)."""
+        from pymk.graph.sharded import load_plan
+
+        plan = load_plan(Path(model_dir) / "graph")
+        return cls.empty() if plan is None else cls.load(model_dir, shard, plan.home, plan.shards)
+
     def describe(self) -> dict:
         """What this shard serves: the embedding width (0: none), the index kind, the feature width."""
         return {"emb_dim": 0 if self.emb is None else int(self.emb.shape[1]),
