@@ -326,7 +326,8 @@ class Model:
             learned = hasattr(self.ranker, "predict")
             reads = TierReads(self.servers, np.asarray(users, np.int64).ravel(), candidate_lists=learned,
                               ppr=pc if pc.enabled else None, served=self.served,
-                              features=learned and isinstance(self.features, ShardFeatures))
+                              features=learned and isinstance(self.features, ShardFeatures),
+                              k=self.config.candidates.k if k is None else k)
         return self.stage1.generate(users, k=k, blocked=blocked, sources=sources, reads=reads)
 
     def recommend(self, users, k: int, *, blocked=None) -> RankedBatch:

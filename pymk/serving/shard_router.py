@@ -164,8 +164,16 @@ class ShardRouter:
 
     def search(self, queries: np.ndarray, k: int) -> list:
         """Every shard's k nearest users to each query (one parallel round): [(scores, labels) or None]."""
+        return self.finish_search(self.start_search(queries, k))
+
+    def start_search(self, queries: np.ndarray, k: int) -> tuple:
+        """`search`'s round, sent; `finish_search` waits for it."""
         queries = np.ascontiguousarray(queries, np.float32)
-        got = self.call_many("search", [(s, (queries, int(k))) for s in range(self.plan.shards)])
+        return self.start_many("search", [(s, (queries, int(k))) for s in range(self.plan.shards)])
+
+    def finish_search(self, started: tuple) -> list:
+        got = self.finish_many(started)
+        queries = started[1][0][1][0]
         for s, reply in enumerate(got):
             if reply is not None:
                 self.stats.count(s, 0, (queries.size + reply[0].size + 1) // 2 + reply[1].size)
@@ -204,7 +212,16 @@ class ShardRouter:
     def call_many(self, method: str, calls: list[tuple[int, tuple]]) -> list:
         """One round of `method` calls in parallel, one per (shard, args): each reply without its boot id, or
         None for a shard that did not answer (flagged degraded)."""
-        pending = [self._send(s, method, args) for s, args in calls]
+        return self.finish_many(self.start_many(method, calls))
+
+    def start_many(self, method: str, calls: list[tuple[int, tuple]]) -> tuple:
+        """Sends a round of calls without waiting (on Ray they run while the caller does other work; in process
+        each runs when it is waited for); `finish_many` waits for the replies."""
+        return method, calls, [self._send(s, method, args) for s, args in calls]
+
+    def finish_many(self, started: tuple) -> list:
+        """The replies of a round `start_many` sent (`call_many`'s)."""
+        method, calls, pending = started
         out = []
         for (s, args), p in zip(calls, pending, strict=True):
             try:

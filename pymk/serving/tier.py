@@ -313,10 +313,13 @@ class TierReads:
             round); with `features`, the users' and the candidates' feature rows come with the first and the
             last rounds (`rows`, the learned ranker's store for this batch).
         features: read feature rows (a learned ranker that reads them from the shard servers).
+        k: Stage 1's candidate count: with embeddings, the search round is sent right after the first round,
+            2k deep (Stage 1 asks for at most k + the friends-of-friends count), and its replies read when the
+            embedding source runs (a deeper ask then makes a round of its own).
     """
 
     def __init__(self, router, users: np.ndarray, *, candidate_lists: bool = True, ppr=None,
-                 served: dict | None = None, features: bool = False):
+                 served: dict | None = None, features: bool = False, k: int = 0):
         self.router = router
         self.candidate_lists = candidate_lists
         served = served or {}
@@ -328,6 +331,19 @@ class TierReads:
                                  served.get("feature_emb_dim", 0))
         self.walk = PprWalk(users, ppr.alpha, ppr.eps) if ppr is not None else None
         self.view = two_hop_graph(router, users, self.walk, self.rows)
+        self._search = None
+        # the search round runs on the servers while PPR pushes (not for HNSW, whose depth changes its answers)
+        if self.embeddings and k > 0 and served.get("ann") != "hnsw":
+            self._search = self._start_search(np.asarray(users, np.int64), 2 * k)
+
+    def _start_search(self, users: np.ndarray, k: int) -> tuple:
+        """Sends the embedding search of the users who have a vector, deep enough for `k` after self and
+        friends are dropped. Returns (users searched, the friends excluded per user, depth, the round)."""
+        vec, has = self.rows.vectors(users)
+        users = users[has]
+        mine = [np.concatenate([[u], self.view.neighbors(u)]) for u in users.tolist()]
+        ask = k + max((x.size for x in mine), default=0)  # the excluded take at most this many top slots
+        return users, mine, ask, self.router.start_search(vec[has], ask)
 
     @property
     def friends_graph(self):
@@ -390,14 +406,15 @@ class TierReads:
         friends excluded, as `pymk.candidates.ann.search_users` does over the whole index.
         Returns (scores, idx), (B, k) float32 / int64, -inf / -1 padded."""
         users = np.asarray(users, np.int64)
-        vec, _ = self.rows.vectors(users)
         out_s = np.full((users.size, k), -np.inf, np.float32)
         out_i = np.full((users.size, k), -1, np.int64)
         if not users.size or k <= 0:
             return out_s, out_i
-        mine = [np.concatenate([[u], self.view.neighbors(u)]) for u in users.tolist()]
-        ask = k + max(x.size for x in mine)  # the excluded can take at most this many of the top slots
-        scores, labels = merge_nearest(self.router.search(vec, ask), ask)
+        sent, self._search = self._search, None
+        if sent is None or not np.array_equal(sent[0], users) or sent[2] < k + max(x.size for x in sent[1]):
+            sent = self._start_search(users, k)  # not sent ahead, or not deep enough: its own round now
+        _, mine, ask, started = sent
+        scores, labels = merge_nearest(self.router.finish_search(started), ask)
         if scores is None:
             return out_s, out_i
         for b, ex in enumerate(mine):
