@@ -179,11 +179,12 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
     @asynccontextmanager
     async def lifespan(_app):
         nonlocal swapper
-        from pymk.pipeline.memory import HeapTrimmer
+        from pymk.pipeline.memory import HeapTrimmer, freeze_heap
 
         # no reference to the service is held across the yield: a swapped-out version must be free to go
         settings = app.state.service.settings
         app.state.trimmer = HeapTrimmer(settings.heap_trim_s).start()
+        freeze_heap()  # what start-up made stays out of the collections requests trigger
         if settings.publish_poll_s > 0 and app.state.service.model.path is not None:
             from pymk.serving.swap import Swapper
 
@@ -195,6 +196,9 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
             swapper.stop()
         app.state.service.close()
         app.state.service.metrics.close()
+        import gc
+
+        gc.unfreeze()  # a stopped app's objects (and their reference cycles) are the collector's again
 
     docs = service.settings.docs
     app = FastAPI(title="pymk", version=__version__, lifespan=lifespan,

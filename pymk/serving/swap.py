@@ -16,7 +16,6 @@ until it changes. Swapping back to an older version (a rollback) is the same pat
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -104,9 +103,11 @@ class Swapper:
             self.app.state.keys = KeyStore.of_model(rec["model"])
         old.close()
         del old
-        # N sits in reference cycles (its stream worker's callbacks name it): give its memory back now, not at
-        # the interpreter's next full collection
-        gc.collect()
+        # N sits in reference cycles (its stream worker's callbacks name it), frozen since start-up: give its
+        # memory back now, not at the interpreter's next full collection, and freeze N+1's
+        from pymk.pipeline.memory import refreeze_heap
+
+        refreeze_heap()
 
     def start(self) -> None:
         def loop():

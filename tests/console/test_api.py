@@ -154,6 +154,22 @@ def test_console_needs_the_admin_scope(model_dir):
             assert c.get(path, headers=bearer(admin)).status_code == 200
 
 
+def test_a_started_service_keeps_its_objects_out_of_the_collections_requests_trigger(model_dir):
+    """Once started, the service's objects (model, ranker, libraries) are frozen out of the garbage collector's
+    generations, so the full collections that requests trigger scan only what was made since; stopped, they
+    are the collector's again."""
+    import gc
+
+    with _client(model_dir) as c:
+        svc = c.app.state.service
+        user = Model.load(model_dir).graph.ids[0]
+        assert c.get(f"/v1/users/{user}/recommendations").status_code == 200
+        assert gc.get_freeze_count() > 0
+        tracked = {id(o) for o in gc.get_objects()}
+        assert id(svc) not in tracked and id(svc.model) not in tracked and id(svc.model.meta) not in tracked
+    assert gc.get_freeze_count() == 0 and id(svc.model.meta) in {id(o) for o in gc.get_objects()}
+
+
 def test_the_service_gives_freed_heap_back_while_it_runs(model_dir):
     """`pymk serve`'s heap trimmer runs in the app's lifespan (`PYMK_HEAP_TRIM_S`) and stops with it."""
     import ctypes.util
