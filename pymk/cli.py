@@ -39,10 +39,11 @@ def _user_errors():
     from pymk.ranking.learned import RankerError
     from pymk.serving.auth import AuthError
     from pymk.serving.embeddings import ColdTierError
+    from pymk.serving.shard_users import ShardUsersError
 
     return (AuthError, ColdTierError, ConfigError, IngestError, SnapshotError, ModelError, UsersFileError,
             ShardStoreError, CheckpointError, DeviceError, AnnError, RankerError, ShardGraphError, ExecutorError,
-            FileNotFoundError, FileExistsError, UserNamesError)
+            FileNotFoundError, FileExistsError, UserNamesError, ShardUsersError)
 
 
 @app.command()

@@ -103,7 +103,13 @@ def staged_model(out: Path, verb: str = "building"):
 
 
 def finish_model(work: Path, config: PymkConfig, stages: dict, source: str, executor, **extra) -> dict:
-    """Writes the model directory's model.json (format, version, config, stage summaries); returns it."""
+    """Writes a sharded model's per-shard user rows (`pymk.serving.shard_users.write_shard_rows`), then the model
+    directory's model.json (format, version, config, stage summaries); returns it."""
+    from pymk.serving.shard_users import write_shard_rows
+
+    written = write_shard_rows(work)
+    if written:
+        stages = {**stages, "shard_rows": written}
     meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "pymk_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": source,
             "config": config.to_dict(), "stages": stages, "executor": executor.describe(), **extra}

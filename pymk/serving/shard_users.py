@@ -3,8 +3,11 @@
 A user's data lives on its home shard (`plan.home`), as its adjacency list does: the GNN embedding (the query
 vector of the embedding source), the learned ranker's user-feature row, and the user's entry in the ANN
 index, which the build already shards by home (`pymk.candidates.ann.ShardedAnnIndex`, `shard-<s>` files).
-A server reads its users' rows once at start from the model's tables (`gnn/embeddings.npy`,
-`features/users.npy`, memory-mapped then dropped) and keeps only those; the ranking tier holds none of it.
+`pymk build --shards S` (and `pymk update`) write each shard's rows of those tables to their own files
+(`gnn/shards/<s>.npy`, `features/shards/<s>.npy`, `write_shard_rows`): a server reads only its own file and
+keeps only those rows (the whole embedding table is opened memory-mapped only to check that the ANN index
+was built from it: ~1,000 rows read); the ranking tier holds none of it. A model without the files (built
+before them) is read from the whole tables instead.
 
 Embedding search on a shard answers over the users homed there: the ANN shard's top k, or an exact top k by
 inner product when the model has no index. The tier merges the shards' answers (`pymk.serving.tier`).
@@ -12,9 +15,12 @@ inner product when the model has no index. The tier merges the shards' answers (
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+
+from pymk.candidates.ann import embedding_digest
 
 
 class ShardUsersError(RuntimeError):
@@ -59,18 +65,24 @@ class ShardUsers:
             table = np.load(p, mmap_mode="r")
             has = homed < table.shape[0]
             emb = np.zeros((homed.size, table.shape[1]), np.float32)
-            emb[has] = table[homed[has]]
+            emb[has] = _own_rows(p, table, shard, shards, homed[has])
             ann = _load_ann_shard(model_dir / "ann", shard, shards, table)
             if ann is not None:
                 has &= ann.contains(homed)
             del table
         p = model_dir / "features"
         if (p / "features.json").exists():
-            from pymk.features.store import InProcessFeatureStore
+            from pymk.features.store import FeatureStoreError, InProcessFeatureStore
 
-            store = InProcessFeatureStore.load(p, int(np.asarray(home).size))
-            feat = store.fetch(homed)  # NaN rows past the table
+            try:
+                store = InProcessFeatureStore.load(p, int(np.asarray(home).size))  # memory-mapped, unread
+            except FeatureStoreError as exc:
+                raise ShardUsersError(str(exc)) from None
+            ok = homed < store.table.shape[0]
+            feat = np.full((homed.size, store.width), np.nan, np.float32)  # NaN rows past the table
+            feat[ok] = _own_rows(p / "users.npy", store.table, shard, shards, homed[ok])
             emb_dim = store.emb_dim
+            del store
         return cls(homed, emb, has, ann, feat, emb_dim)
 
     @classmethod
@@ -132,6 +144,59 @@ class ShardUsers:
         s = np.take_along_axis(sc, top, 1)
         order = np.argsort(-s, axis=1, kind="stable")
         return np.take_along_axis(s, order, 1).astype(np.float32), labels[np.take_along_axis(top, order, 1)]
+
+
+SHARD_ROWS = "shards"  # beside a table: shards/<s>.npy (its rows of the users homed on s), shards/rows.json
+
+
+def write_shard_rows(model_dir: str | Path) -> dict:
+    """Writes, beside each per-user table of a sharded model (`gnn/embeddings.npy`, `features/users.npy`), the
+    rows of each shard's homed users to `shards/<s>.npy` (users in index order; users past the table have none),
+    with `shards/rows.json` naming the table's shape and the shard count. Nothing for an unsharded model.
+    Returns {table: bytes written}."""
+    from pymk.graph.sharded import load_plan
+
+    model_dir = Path(model_dir)
+    plan = load_plan(model_dir / "graph")
+    out = {}
+    if plan is None:
+        return out
+    for p in (model_dir / "gnn" / "embeddings.npy", model_dir / "features" / "users.npy"):
+        if not p.exists():
+            continue
+        table = np.load(p, mmap_mode="r")
+        d = p.parent / SHARD_ROWS
+        d.mkdir(exist_ok=True)
+        home = np.asarray(plan.home[:table.shape[0]])
+        written = 0
+        for s in range(plan.shards):
+            rows = np.ascontiguousarray(table[np.flatnonzero(home == s)])
+            np.save(d / f"{s}.npy", rows)
+            written += rows.nbytes
+        (d / "rows.json").write_text(json.dumps({"table": p.name, "shape": list(table.shape), "shards": plan.shards,
+                                                 "digest": embedding_digest(table)}))
+        out[str(p.relative_to(model_dir))] = written
+    return out
+
+
+def _own_rows(path: Path, table: np.ndarray, shard: int, shards: int, users: np.ndarray) -> np.ndarray:
+    """Rows of `users` (sorted, homed on `shard`, all within the table): from the shard's own file when the
+    build wrote one for this table, else from the memory-mapped whole table."""
+    d = path.parent / SHARD_ROWS
+    if not (d / "rows.json").exists():
+        return np.asarray(table[users], np.float32)
+    meta = json.loads((d / "rows.json").read_text())
+    if meta.get("table") != path.name or meta.get("shards") != shards or meta.get("shape") != list(table.shape):
+        raise ShardUsersError(f"{d / 'rows.json'}: rows of a {meta.get('shape')} table in {meta.get('shards')} "
+                              f"shards; {path} is {list(table.shape)} in {shards}: rebuild the model")
+    if meta.get("digest") != embedding_digest(table):
+        raise ShardUsersError(f"{d / 'rows.json'}: rows of another {path.name} (digest {meta.get('digest')} vs "
+                              f"{embedding_digest(table)}): rebuild the model")
+    rows = np.load(d / f"{shard}.npy")
+    if rows.shape != (users.size, table.shape[1]):
+        raise ShardUsersError(f"{d / f'{shard}.npy'}: {rows.shape[0]} rows, shard {shard} homes {users.size} users "
+                              f"of the table: rebuild the model")
+    return rows
 
 
 def _load_ann_shard(path: Path, shard: int, shards: int, table: np.ndarray):

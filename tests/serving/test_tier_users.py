@@ -59,11 +59,29 @@ def test_each_server_holds_only_its_users_rows(model_dir):
     for s, server in enumerate(tier.servers.servers):
         u = server.users
         assert np.array_equal(u.homed, np.flatnonzero(ref.plan.home == s))
+        # the build wrote each shard's rows to its own files, which the server read
+        assert np.array_equal(np.load(model_dir / "gnn" / "shards" / f"{s}.npy"), emb[u.homed])
+        assert np.array_equal(np.load(model_dir / "features" / "shards" / f"{s}.npy"), table[u.homed], equal_nan=True)
         assert np.array_equal(u.emb, emb[u.homed]) and np.array_equal(u.feat, table[u.homed], equal_nan=True)
         assert set(u.ann.labels[u.ann.alive].tolist()) == set(u.homed.tolist())
         seen.append(u.homed)
     assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(USERS))
     assert tier.served["emb_dim"] == emb.shape[1] and tier.served["feature_width"] == table.shape[1]
+
+
+def test_shard_rows_of_another_table_are_refused_by_name(ivf_dir, tmp_path):
+    """Embeddings replaced after the build (same shape, other values): a shard server refuses its rows file,
+    naming it, rather than serving rows of another table."""
+    import shutil
+
+    from pymk.serving.shard_users import ShardUsersError
+
+    m = tmp_path / "m"
+    shutil.copytree(ivf_dir, m)
+    emb = np.load(m / "gnn" / "embeddings.npy")
+    np.save(m / "gnn" / "embeddings.npy", emb[::-1].copy())
+    with pytest.raises(ShardUsersError, match=r"gnn/shards/rows.json: rows of another embeddings.npy"):
+        Model.load(m, tier=True)
 
 
 def test_the_tier_answers_like_the_whole_model_with_embeddings_and_a_learned_ranker(model_dir):
