@@ -184,7 +184,8 @@ def create_app(service: Service | None = None, settings: ServeSettings | None = 
         # no reference to the service is held across the yield: a swapped-out version must be free to go
         settings = app.state.service.settings
         app.state.trimmer = HeapTrimmer(settings.heap_trim_s).start()
-        freeze_heap()  # what start-up made stays out of the collections requests trigger
+        if settings.gc_freeze:
+            freeze_heap()  # what start-up made stays out of the collections requests trigger
         if settings.publish_poll_s > 0 and app.state.service.model.path is not None:
             from pymk.serving.swap import Swapper
 

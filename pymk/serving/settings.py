@@ -58,6 +58,8 @@ class ServeSettings(BaseSettings):
                                   "publish pointer and swaps to the version `pymk publish` named (0: never)")
     heap_trim_s: float = Field(10.0, ge=0, description="give freed heap memory back to the OS this often (glibc "
                                "keeps what request threads free; 0: never)")
+    gc_freeze: bool = Field(True, description="after start-up, move what it made out of the garbage collector's "
+                            "generations, so full collections mid-request scan only what requests made since")
     docs: bool = Field(True, description="serve the OpenAPI spec and the /docs and /redoc pages")
     user_names: str | None = Field(None, description="a CSV file 'id,name' (header first) of display names the "
                                    "console shows beside ids (admin scope only); read at start, a malformed file "

@@ -107,7 +107,12 @@ class Swapper:
         # memory back now, not at the interpreter's next full collection, and freeze N+1's
         from pymk.pipeline.memory import refreeze_heap
 
-        refreeze_heap()
+        if settings.gc_freeze:
+            refreeze_heap()
+        else:
+            import gc
+
+            gc.collect()
 
     def start(self) -> None:
         def loop():
