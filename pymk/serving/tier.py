@@ -206,17 +206,6 @@ def distributed_ppr(router, users: np.ndarray, k: int, *, alpha: float, eps: flo
     return walk.top(k, beta, view, blocked)
 
 
-def with_rows_of(router, view: RequestGraph, users: np.ndarray) -> RequestGraph:
-    """`view` with the lists of `users` not yet in it (one parallel round)."""
-    users = np.unique(np.asarray(users, np.int64))
-    users = users[(users >= 0) & ~view.has_rows(users)]
-    if not users.size:
-        return view
-    got, ptr, idx = router.fetch(users)
-    lost = np.setdiff1d(users, got, assume_unique=True)  # a shard that did not answer: empty rows, named
-    return view.with_rows(np.concatenate([got, lost]), np.concatenate([ptr, np.full(lost.size, ptr[-1])]), idx)
-
-
 class UserRows:
     """The per-user rows one request read from the users' home shards: query vectors and feature rows, by
     global index. Its `fetch` / `width` / `emb_dim` are the feature-store interface
@@ -403,7 +392,8 @@ class TierReads:
 
     def embedding_search(self, users, k: int, *, friends=None) -> tuple[np.ndarray, np.ndarray]:
         """Nearest users by embedding over every shard's ANN index (one parallel round), merged, self and
-        friends excluded, as `pymk.candidates.ann.search_users` does over the whole index.
+        friends excluded, as `pymk.candidates.ann.search_users` does over the whole index (the friends are
+        the view's: `friends` is this view, `friends_graph`).
         Returns (scores, idx), (B, k) float32 / int64, -inf / -1 padded."""
         users = np.asarray(users, np.int64)
         out_s = np.full((users.size, k), -np.inf, np.float32)
