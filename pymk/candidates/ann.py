@@ -473,16 +473,7 @@ class ShardedAnnIndex:
                 return np.zeros((queries.shape[0], k), np.float32), np.zeros((queries.shape[0], k), np.int64)
             scores, labels = self._ivf.search(queries, k, params=_faiss().SearchParametersIVF(nprobe=self.search_param))
             return np.where(labels >= 0, scores, -np.inf).astype(np.float32), labels
-        else:
-            parts = list(self._pool.map(lambda s: s.search(queries, k), self.shards))
-        scores = np.concatenate([p[0] for p in parts], axis=1)
-        labels = np.concatenate([p[1] for p in parts], axis=1)
-        if scores.shape[1] > k:
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            scores = np.take_along_axis(scores, top, 1)
-            labels = np.take_along_axis(labels, top, 1)
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)
+        return merge_nearest(list(self._pool.map(lambda s: s.search(queries, k), self.shards)), k)
 
     def _home(self, users: np.ndarray) -> np.ndarray:
         s = len(self.shards)
@@ -521,6 +512,18 @@ class ShardedAnnIndex:
         shard_of = np.asarray(shard_of, np.int32).copy()
         shard_of[remap[kept]] = self.shard_of[kept]
         self.shard_of = shard_of
+
+
+def merge_nearest(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shards' answers (scores (B, k_s), labels (B, k_s); None for a shard that did not answer) as one top k per
+    row, best first; equal scores keep the shards' order. Returns (None, None) when no shard answered."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None, None
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    labels = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)
 
 
 def _build_shard_task(shared: dict, users: np.ndarray):

@@ -233,15 +233,7 @@ class ShardRouter:
     def fetch(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Lists of any users, one parallel round (one call per home shard). A shard that does not answer
         leaves its users out. Returns (users fetched (r,), ptr (r + 1,), idx (sum,) int64), rows in any order."""
-        users = np.unique(np.asarray(users, np.int64))
-        home = self.plan.home[users]
-        calls = [(int(t), (users[home == t],)) for t in np.unique(home).tolist()]
-        got = self.call_many("lists", calls)
-        parts = [(args[0], *reply) for (_, args), reply in zip(calls, got, strict=True) if reply is not None]
-        for (s, args), reply in zip(calls, got, strict=True):
-            if reply is not None:
-                self.stats.count(s, args[0].size, int(reply[0][-1]))
-        return concat_rows(parts)
+        return self.fetch_rows(users, np.zeros(0, np.int64))[0]
 
     def popular(self, m: int) -> np.ndarray:
         """The m users with the most friends now (ties: lower index first), from every shard's own m."""

@@ -23,6 +23,13 @@ import numpy as np
 from pymk.candidates.ann import embedding_digest
 
 
+def find_sorted(keys: np.ndarray, users) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of `users` in the sorted `keys` and whether each is there. Shapes: (q,) -> (q,), (q,) bool."""
+    users = np.asarray(users, np.int64).ravel()
+    pos = np.minimum(np.searchsorted(keys, users), max(keys.size - 1, 0))
+    return pos, (keys[pos] == users) if keys.size else np.zeros(users.size, bool)
+
+
 class ShardUsersError(RuntimeError):
     """A model's per-user tables that do not fit together (shape, shard count, another build's index)."""
 
@@ -46,7 +53,7 @@ class ShardUsers:
         self.ann = ann
         self.feat = feat
         self.feat_emb_dim = int(feat_emb_dim)
-        self._exact = None  # (labels, vectors) of the exact search, made on first use
+        self._exact = None  # without `ann`: an exact index over the users here, made on first search
 
     @classmethod
     def empty(cls) -> ShardUsers:
@@ -103,10 +110,7 @@ class ShardUsers:
 
     def _rows(self, users) -> tuple[np.ndarray, np.ndarray]:
         """Rows of `users` in `homed` and whether each is homed here. Shapes: (q,) -> (q,), (q,)."""
-        users = np.asarray(users, np.int64).ravel()
-        pos = np.minimum(np.searchsorted(self.homed, users), max(self.homed.size - 1, 0))
-        ok = (self.homed[pos] == users) if self.homed.size else np.zeros(users.size, bool)
-        return pos, ok
+        return find_sorted(self.homed, users)
 
     def vectors(self, users) -> tuple[np.ndarray, np.ndarray]:
         """Query vectors of `users`: (q, d) float32 (zeros where none) and (q,) bool has-an-embedding."""
@@ -130,20 +134,13 @@ class ShardUsers:
 
         Args: queries (B, d) float32. Returns scores (B, k') float32, labels (B, k') int64 global indices,
         k' = min(k, users with an embedding here); -inf / -1 pad."""
-        queries = np.ascontiguousarray(queries, np.float32)
         if self.ann is not None:
             return self.ann.search(queries, k)
-        if self._exact is None:
-            self._exact = (self.homed[self.has_emb], np.ascontiguousarray(self.emb[self.has_emb]))
-        labels, vecs = self._exact
-        k = int(min(max(k, 0), labels.size))
-        if k == 0 or queries.shape[0] == 0:
-            return np.zeros((queries.shape[0], k), np.float32), np.zeros((queries.shape[0], k), np.int64)
-        sc = queries @ vecs.T
-        top = np.argpartition(-sc, k - 1, axis=1)[:, :k] if k < labels.size else np.tile(np.arange(k), (len(sc), 1))
-        s = np.take_along_axis(sc, top, 1)
-        order = np.argsort(-s, axis=1, kind="stable")
-        return np.take_along_axis(s, order, 1).astype(np.float32), labels[np.take_along_axis(top, order, 1)]
+        if self._exact is None:  # a model without an index: an exact one over the users here, made on first use
+            from pymk.candidates.ann import AnnIndex
+
+            self._exact = AnnIndex.build(self.emb[self.has_emb], self.homed[self.has_emb], kind="exact")
+        return self._exact.search(queries, k)
 
 
 SHARD_ROWS = "shards"  # beside a table: shards/<s>.npy (its rows of the users homed on s), shards/rows.json
@@ -214,15 +211,3 @@ def _load_ann_shard(path: Path, shard: int, shards: int, table: np.ndarray):
         raise ShardUsersError(f"{path / 'ann.json'}: an index of {meta['shards']} shard(s), the graph has {shards}; "
                               f"rebuild the model")
     return AnnIndex.load(path, f"shard-{shard:03d}", meta["kind"], meta["dim"], config, meta["search_param"])
-
-
-def merge_nearest(parts: list, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The shards' answers (scores (B, k_s), labels (B, k_s)) as one top k per row, best first (-inf / -1
-    pad); equal scores keep the shards' order."""
-    parts = [p for p in parts if p is not None and p[0].shape[1]]
-    if not parts:
-        return None, None
-    scores = np.concatenate([p[0] for p in parts], axis=1)
-    labels = np.concatenate([p[1] for p in parts], axis=1)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)

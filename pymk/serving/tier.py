@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pymk.candidates.ann import merge_nearest
 from pymk.candidates.fof import FofResult, friends_of_friends, pair_scores
 from pymk.candidates.ppr_push import entry_key, split_key, sum_entries
 from pymk.graph.request_graph import RequestGraph
 from pymk.serving.shard_router import concat_rows
-from pymk.serving.shard_users import merge_nearest
+from pymk.serving.shard_users import find_sorted
 
 MAX_PUSH_ROUNDS = 64  # a safety bound; forward push ends in a few rounds (residuals fall by 1 - alpha a hop)
 
@@ -240,20 +241,15 @@ class UserRows:
                            fu[fo], np.concatenate([p[1] for p in self._feat])[fo])
         return self._index
 
-    @staticmethod
-    def _find(keys: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.minimum(np.searchsorted(keys, users), max(keys.size - 1, 0))
-        return pos, (keys[pos] == users) if keys.size else np.zeros(users.size, bool)
-
     def has_features(self, users) -> np.ndarray:
         """(q,) bool: a feature row of the user was read (or its shard answered that it has none)."""
-        return self._find(self._tables()[3], np.asarray(users, np.int64).ravel())[1]
+        return find_sorted(self._tables()[3], np.asarray(users, np.int64).ravel())[1]
 
     def vectors(self, users) -> tuple[np.ndarray, np.ndarray]:
         """(q, d) float32 query vectors (zeros where none) and (q,) bool has-an-embedding."""
         vu, vec, has, _, _ = self._tables()
         users = np.asarray(users, np.int64).ravel()
-        pos, ok = self._find(vu, users)
+        pos, ok = find_sorted(vu, users)
         ok &= has[pos] if has.size else ok
         return np.where(ok[:, None], vec[pos] if vec.size else 0.0, 0.0).astype(np.float32), ok
 
@@ -262,7 +258,7 @@ class UserRows:
         _, _, _, fu, feat = self._tables()
         users = np.asarray(users, np.int64).ravel()
         out = np.full((users.size, self.width), np.nan, np.float32)
-        pos, ok = self._find(fu, users)
+        pos, ok = find_sorted(fu, users)
         out[ok] = feat[pos[ok]]
         return out
 

@@ -5,12 +5,13 @@ the learned ranker's features and scores), for an exact index and for an IVF ind
 import numpy as np
 import pytest
 
+from pymk.candidates.ann import merge_nearest
 from pymk.config import PymkConfig
 from pymk.graph.edges import EdgeList
 from pymk.pipeline.build import build_from_edges
 from pymk.pipeline.model import Model
 from pymk.serving import batch
-from pymk.serving.shard_users import ShardUsers, merge_nearest
+from pymk.serving.shard_users import ShardUsers
 
 USERS = 500
 
