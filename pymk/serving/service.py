@@ -69,6 +69,7 @@ class Service:
                     log.warning("redis at %s unreachable at start: the model's stores are served from %s",
                                 settings.redis_url, path)
         servers = None
+        tier = (settings.executor == "ray" if settings.tier is None else settings.tier) and has_shard_plan(path)
         if settings.executor == "ray":
             from pymk.graph.sharded import load_plan
             from pymk.pipeline.model import ModelError
@@ -79,11 +80,11 @@ class Service:
                 raise ModelError(f"{path} was built unsharded: `--executor ray` runs one shard server per graph "
                                  f"shard; build with `pymk build --shards S`")
             servers = ray_servers(path, plan, address=settings.ray_address,
-                                  timeout_s=settings.shard_timeout_ms / 1000.0, num_cpus=settings.shard_server_cpus)
-        tier = settings.executor == "ray" if settings.tier is None else settings.tier
+                                  timeout_s=settings.shard_timeout_ms / 1000.0, num_cpus=settings.shard_server_cpus,
+                                  users=tier)
         try:
             model = Model.load(path, shards=shards, redis_client=client, servers=servers,
-                               tier=tier and has_shard_plan(path))
+                               tier=tier)
             if settings.ppr_rounds is not None:  # the operator's latency / fidelity trade, without a rebuild
                 model.config.candidates.ppr.rounds = settings.ppr_rounds
             svc = cls(model, settings, link, metrics)

@@ -413,11 +413,13 @@ class DeltaOverlay:
 
 
 def ray_servers(model_dir, plan: ShardPlan, *, address: str | None = None, timeout_s: float = 2.0,
-                num_cpus: float = 0.25) -> ShardRouter:
+                num_cpus: float = 0.25, users: bool = True) -> ShardRouter:
     """A router over one Ray actor per shard (`ShardServer`, restarted by Ray if its process dies), spread
     over the cluster's nodes, each reserving `num_cpus`. Joins the cluster at `address` (or starts a local one)
     unless Ray is already initialised. Every node must see `model_dir` (one machine, or shared storage). A
-    cluster without the CPUs to place them (a swap holds two versions' servers) is refused at once, not waited on."""
+    cluster without the CPUs to place them (a swap holds two versions' servers) is refused at once, not waited on.
+    `users`: each also holds its users' embeddings, ANN shard and features (what a ranking tier reads; a model
+    that holds the whole graph reads its own, so its servers load only lists)."""
     from pathlib import Path
 
     import ray
@@ -441,7 +443,7 @@ def ray_servers(model_dir, plan: ShardPlan, *, address: str | None = None, timeo
                          f"each need {plan.shards * num_cpus:g} (a swap holds two versions' servers at once): add "
                          f"nodes, or lower PYMK_SHARD_SERVER_CPUS")
     actor = ray_shard_server(num_cpus=num_cpus).options(scheduling_strategy="SPREAD")
-    servers = [actor.remote(model_dir, s, plan_users=int(plan.home.size)) for s in range(plan.shards)]
+    servers = [actor.remote(model_dir, s, plan_users=int(plan.home.size), users=users) for s in range(plan.shards)]
     router = ShardRouter(plan, servers, timeout_s=timeout_s)
     for s in range(plan.shards):  # wait until every shard has opened its files (first call compiles)
         router.boots[s] = router._get(s, servers[s].ping.remote(), "ping", (), 300.0)

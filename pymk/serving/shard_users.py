@@ -6,8 +6,9 @@ index, which the build already shards by home (`pymk.candidates.ann.ShardedAnnIn
 `pymk build --shards S` (and `pymk update`) write each shard's rows of those tables to their own files
 (`gnn/shards/<s>.npy`, `features/shards/<s>.npy`, `write_shard_rows`): a server reads only its own file and
 keeps only those rows (the whole embedding table is opened memory-mapped only to check that the ANN index
-was built from it: ~1,000 rows read); the ranking tier holds none of it. A model without the files (built
-before them) is read from the whole tables instead.
+was built from it: ~1,000 rows read); the ranking tier holds none of it. The feature rows end with the user's
+embedding: a server keeps that part once, served from the embedding rows (`share_embedding_columns`). A model
+without the files (built before them) is read from the whole tables instead.
 
 Embedding search on a shard answers over the users homed there: the ANN shard's top k, or an exact top k by
 inner product when the model has no index. The tier merges the shards' answers (`pymk.serving.tier`).
@@ -43,16 +44,21 @@ class ShardUsers:
         has_emb: (h,) bool: the user has an embedding (and, with an index, is in it).
         ann: this shard's `AnnIndex` (labels are global indices), or None (exact search over `emb`).
         feat: (h, F) float32 user-feature rows of `homed` (NaN rows past the table), or None.
-        feat_emb_dim: trailing embedding columns of `feat`.
+        feat_emb_dim: trailing embedding columns of the feature rows.
+        tail_from_emb: (h,) bool, or None. Given, `feat` holds only the leading F - feat_emb_dim columns and a
+            row's trailing ones are its `emb` row where True, NaN where False (the feature table repeats the
+            embeddings: one copy serves both, `share_embedding_columns`).
     """
 
-    def __init__(self, homed: np.ndarray, emb=None, has_emb=None, ann=None, feat=None, feat_emb_dim: int = 0):
+    def __init__(self, homed: np.ndarray, emb=None, has_emb=None, ann=None, feat=None, feat_emb_dim: int = 0,
+                 tail_from_emb=None):
         self.homed = np.asarray(homed, np.int64)
         self.emb = emb
         self.has_emb = np.zeros(self.homed.size, bool) if has_emb is None else np.asarray(has_emb, bool)
         self.ann = ann
         self.feat = feat
         self.feat_emb_dim = int(feat_emb_dim)
+        self.tail_from_emb = None if tail_from_emb is None else np.asarray(tail_from_emb, bool)
         self._exact = None  # without `ann`: an exact index over the users here, made on first search
 
     @classmethod
@@ -65,12 +71,13 @@ class ShardUsers:
         home shard per user at the build). Tables the model lacks are left out (None)."""
         model_dir = Path(model_dir)
         homed = np.flatnonzero(np.asarray(home) == shard).astype(np.int64)
-        emb = has = ann = feat = None
+        emb = has = ann = feat = in_emb = ok = None
         emb_dim = 0
         p = model_dir / "gnn" / "embeddings.npy"
         if p.exists():
             table = np.load(p, mmap_mode="r")
             has = homed < table.shape[0]
+            in_emb = has.copy()
             emb = np.zeros((homed.size, table.shape[1]), np.float32)
             emb[has] = _own_rows(p, table, shard, shards, homed[has])
             ann = _load_ann_shard(model_dir / "ann", shard, shards, table)
@@ -90,7 +97,8 @@ class ShardUsers:
             feat[ok] = _own_rows(p / "users.npy", store.table, shard, shards, homed[ok])
             emb_dim = store.emb_dim
             del store
-        return cls(homed, emb, has, ann, feat, emb_dim)
+        feat, tail = share_embedding_columns(feat, emb_dim, emb, in_emb, ok)
+        return cls(homed, emb, has, ann, feat, emb_dim, tail)
 
     @classmethod
     def load_for(cls, model_dir: Path, shard: int) -> ShardUsers:
@@ -104,7 +112,7 @@ class ShardUsers:
         """What this shard serves: the embedding width (0: none), the index kind, the feature width."""
         return {"emb_dim": 0 if self.emb is None else int(self.emb.shape[1]),
                 "ann": None if self.ann is None else self.ann.kind,
-                "feature_width": 0 if self.feat is None else int(self.feat.shape[1]),
+                "feature_width": self._feature_width(),
                 "feature_emb_dim": self.feat_emb_dim, "users": int(self.homed.size),
                 "bytes": int(sum(x.nbytes for x in (self.emb, self.feat) if x is not None))}
 
@@ -120,13 +128,22 @@ class ShardUsers:
         has = ok & self.has_emb[pos]
         return np.where(has[:, None], self.emb[pos], 0.0).astype(np.float32), has
 
+    def _feature_width(self) -> int:
+        if self.feat is None:
+            return 0
+        return int(self.feat.shape[1]) + (self.feat_emb_dim if self.tail_from_emb is not None else 0)
+
     def features(self, users) -> np.ndarray:
         """(q, F) float32 feature rows of `users`; NaN rows for users not homed here (or joined since)."""
         if self.feat is None:
             return np.zeros((np.asarray(users).size, 0), np.float32)
         pos, ok = self._rows(users)
-        out = np.full((ok.size, self.feat.shape[1]), np.nan, np.float32)
-        out[ok] = self.feat[pos[ok]]
+        out = np.full((ok.size, self._feature_width()), np.nan, np.float32)
+        lead = self.feat.shape[1]
+        out[ok, :lead] = self.feat[pos[ok]]
+        if self.tail_from_emb is not None:
+            tail = ok & self.tail_from_emb[pos]
+            out[tail, lead:] = self.emb[pos[tail]]
         return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +158,23 @@ class ShardUsers:
 
             self._exact = AnnIndex.build(self.emb[self.has_emb], self.homed[self.has_emb], kind="exact")
         return self._exact.search(queries, k)
+
+
+def share_embedding_columns(feat, emb_dim: int, emb, in_emb, in_feat):
+    """The feature rows without their trailing embedding columns when those are exactly the embedding rows
+    (as the build writes them: the learned ranker's user features end with the user's embedding), so a server
+    holds each vector once; else the rows unchanged.
+
+    Args: feat (h, F) float32 or None; emb (h, d) or None; in_emb, in_feat (h,) bool: the user has a row in the
+        embedding / feature table. Returns (feat or feat[:, :F - d], tail_from_emb (h,) bool or None).
+    """
+    if feat is None or emb is None or emb_dim <= 0 or emb.shape[1] != emb_dim or feat.shape[1] <= emb_dim:
+        return feat, None
+    tail = feat[:, -emb_dim:]
+    both = in_feat & in_emb
+    if not (np.array_equal(tail[both], emb[both]) and np.isnan(tail[in_feat & ~in_emb]).all()):
+        return feat, None  # another table's vectors (an update that refreshed one of them): keep both copies
+    return np.ascontiguousarray(feat[:, :-emb_dim]), both
 
 
 SHARD_ROWS = "shards"  # beside a table: shards/<s>.npy (its rows of the users homed on s), shards/rows.json

@@ -63,7 +63,10 @@ def test_each_server_holds_only_its_users_rows(model_dir):
         # the build wrote each shard's rows to its own files, which the server read
         assert np.array_equal(np.load(model_dir / "gnn" / "shards" / f"{s}.npy"), emb[u.homed])
         assert np.array_equal(np.load(model_dir / "features" / "shards" / f"{s}.npy"), table[u.homed], equal_nan=True)
-        assert np.array_equal(u.emb, emb[u.homed]) and np.array_equal(u.feat, table[u.homed], equal_nan=True)
+        assert np.array_equal(u.emb, emb[u.homed])
+        assert np.array_equal(u.features(u.homed), table[u.homed], equal_nan=True)
+        # each vector held once: the feature rows' trailing embedding columns are served from `emb`
+        assert u.feat.shape[1] == table.shape[1] - emb.shape[1] and u.tail_from_emb.all()
         assert set(u.ann.labels[u.ann.alive].tolist()) == set(u.homed.tolist())
         seen.append(u.homed)
     assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(USERS))
@@ -110,7 +113,8 @@ def test_the_tier_answers_like_the_whole_model_with_embeddings_and_a_learned_ran
 def test_on_ray_servers_the_tier_answers_alike_and_a_dead_shard_is_left_out_and_named(ivf_dir):
     """The same over Ray actors on a 3-node cluster (each server reports the bytes of its users' rows); then
     a shard server killed for good: the embedding source answers from the other shards' indexes, never one
-    of the dead shard's users, and the loss is named."""
+    of the dead shard's users, and the loss is named. Servers started for a model that holds the whole graph hold
+    no user rows and answer alike."""
     ray = pytest.importorskip("ray")
     from pymk.graph.sharded import load_plan
     from pymk.serving.shard_router import ray_servers
@@ -124,8 +128,10 @@ def test_on_ray_servers_the_tier_answers_alike_and_a_dead_shard_is_left_out_and_
             users = np.arange(0, USERS, 3)
             a, b = batch.recommend(ref, users, 20), batch.recommend(tier, users, 20)
             assert np.array_equal(a.cand, b.cand) and np.allclose(a.score, b.score, rtol=1e-5, atol=1e-6)
-            emb_bytes = np.load(ivf_dir / "gnn" / "embeddings.npy").nbytes
-            table_bytes = np.load(ivf_dir / "features" / "users.npy").nbytes
+            emb = np.load(ivf_dir / "gnn" / "embeddings.npy")
+            table = np.load(ivf_dir / "features" / "users.npy")
+            emb_bytes = emb.nbytes
+            table_bytes = table[:, :-emb.shape[1]].nbytes  # the feature rows' embedding columns come from `emb`
             for s, st in enumerate(router.server_stats()):
                 homed = int((plan.home == s).sum())
                 assert st["user_rows_bytes"] == (emb_bytes + table_bytes) // USERS * homed
@@ -137,6 +143,14 @@ def test_on_ray_servers_the_tier_answers_alike_and_a_dead_shard_is_left_out_and_
             assert f"shard {dead}" in router.take_degraded()
         finally:
             router.close()
+        # servers for a model that holds the whole graph (no tier) load lists only: it reads its own rows
+        whole = ray_servers(ivf_dir, plan, timeout_s=10.0, users=False)
+        try:
+            assert [st["user_rows_bytes"] for st in whole.server_stats()] == [0] * plan.shards
+            c = batch.recommend(Model.load(ivf_dir, servers=whole), users, 20)
+            assert np.array_equal(a.cand, c.cand) and np.allclose(a.score, c.score, rtol=1e-5, atol=1e-6)
+        finally:
+            whole.close()
 
 
 def test_merging_the_shards_nearest_lists_keeps_the_score_order_and_skips_a_lost_shard():
@@ -165,3 +179,32 @@ def test_exact_search_on_a_shard_is_the_brute_force_top_k():
     vec, ok = u.vectors(np.array([homed[0], homed[1], 5000, -1]))
     assert ok.tolist() == [bool(has[0]), bool(has[1]), False, False]
     assert np.array_equal(vec[0], emb[0] if has[0] else np.zeros(8))
+
+
+def test_feature_rows_share_the_embedding_columns_only_when_they_are_the_embeddings():
+    """A server keeps one copy of each vector when the feature rows end with exactly the embedding rows
+    (NaN where a user has no embedding), and serves the same rows; rows whose trailing columns are other
+    vectors are kept whole."""
+    from pymk.serving.shard_users import share_embedding_columns
+
+    rng = np.random.default_rng(3)
+    h, d = 9, 4
+    emb = rng.normal(size=(h, d)).astype(np.float32)
+    in_emb = np.arange(h) < 7  # two users joined after the embeddings were trained
+    in_feat = np.arange(h) < 8  # one after the feature table
+    emb[~in_emb] = 0.0
+    feat = np.full((h, 3 + d), np.nan, np.float32)
+    feat[in_feat, :3] = rng.normal(size=(int(in_feat.sum()), 3))
+    feat[in_feat & in_emb, 3:] = emb[in_feat & in_emb]
+    lead, tail = share_embedding_columns(feat, d, emb, in_emb, in_feat)
+    assert lead.shape == (h, 3) and tail.tolist() == (in_emb & in_feat).tolist()
+    u = ShardUsers(np.arange(h) * 2, emb, in_emb, None, lead, d, tail)
+    asked = np.array([0, 4, 12, 14, 16, 5, -1])  # homed users, then users homed elsewhere
+    want = np.full((asked.size, 3 + d), np.nan, np.float32)
+    want[:5] = feat[asked[:5] // 2]
+    assert np.array_equal(u.features(asked), want, equal_nan=True)
+    assert u.describe()["feature_width"] == 3 + d
+    other = feat.copy()
+    other[0, 3] += 1.0  # the feature table holds another vector for one user
+    kept, none = share_embedding_columns(other, d, emb, in_emb, in_feat)
+    assert none is None and kept is other
