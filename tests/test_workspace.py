@@ -33,3 +33,42 @@ def test_each_thread_gets_its_own():
     t.start()
     t.join()
     assert seen[0] is seen[1] and seen[0] is not mine
+
+
+def test_a_thread_that_ends_leaves_its_scratch_to_the_next():
+    """A new thread takes the scratch an ended thread used (clean, as kernels leave it) instead of building
+    one; scratch of another size is not handed out."""
+    made = []
+
+    def make(n):
+        made.append(n)
+        return np.zeros(n)
+
+    seen = []
+
+    def worker(n):
+        seen.append(thread_scratch("t_spare", n, make))
+
+    for n in (8, 8, 9, 9):
+        t = threading.Thread(target=worker, args=(n,))
+        t.start()
+        t.join()  # the thread's locals are gone once join returns
+    assert seen[1] is seen[0] and seen[3] is seen[2] and seen[2] is not seen[0]
+    assert made == [8, 9]
+
+
+def test_threads_alive_together_never_share():
+    """Scratch is handed over only when a thread ends: threads running side by side each get their own."""
+    barrier = threading.Barrier(4)
+    seen = []
+
+    def worker():
+        seen.append(thread_scratch("t_side", 5, lambda n: np.zeros(n)))
+        barrier.wait()  # all four hold theirs at once
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(x) for x in seen}) == 4
