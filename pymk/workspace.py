@@ -8,7 +8,7 @@ A thread's scratch outlives the thread: the service's request threads come and g
 thread idle for 10 s go, and starts new ones in a burst), and a new thread that built its own would pay for
 fresh O(n) arrays and their first page faults on its first requests (measured on 1M users: a new thread's
 first request p50 16.8 ms, max 198 ms, against 8.6 ms on a warm thread). So when a thread ends, its scratch
-goes to a spare list that the next thread takes from (at most `SPARE` a key are kept).
+goes to a spare list that the next thread takes from (at most `SPARE` a key and size are kept).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _local = threading.local()
-_spare: dict[str, tuple[int, list]] = {}  # key -> (n, scratch that ended threads left, clean)
+_spare: dict[str, dict[int, list]] = {}  # key -> n -> scratch that ended threads left (clean)
 _lock = threading.Lock()
 SPARE = max(4, 2 * (os.cpu_count() or 1))
+SIZES = 2
 
 
 class _Held:
@@ -38,18 +39,21 @@ class _Held:
 
 def _give_back(key: str, n: int, value) -> None:
     with _lock:
-        size, spare = _spare.get(key, (n, []))
-        if size != n:  # sized for another graph: those are of no more use
-            spare = []
-        if len(spare) < SPARE:
+        spare = _spare.get(key, {}).get(n)
+        if spare is not None and len(spare) < SPARE:  # a size still asked for
             spare.append(value)
-        _spare[key] = (n, spare)
 
 
 def _take(key: str, n: int):
+    """A spare of size n, or None. The sizes asked for most recently (`SIZES`: a swap serves two graphs at
+    once) keep their spares; older sizes' go."""
     with _lock:
-        size, spare = _spare.get(key, (n, []))
-        return spare.pop() if size == n and spare else None
+        by_size = _spare.setdefault(key, {})
+        spare = by_size.pop(n, [])
+        by_size[n] = spare  # most recently asked last
+        while len(by_size) > SIZES:
+            del by_size[next(iter(by_size))]
+        return spare.pop() if spare else None
 
 
 def thread_scratch(key: str, n: int, make: Callable[[int], T]) -> T:

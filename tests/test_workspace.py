@@ -72,3 +72,20 @@ def test_threads_alive_together_never_share():
     for t in threads:
         t.join()
     assert len({id(x) for x in seen}) == 4
+
+
+def test_spares_are_kept_for_the_two_sizes_asked_last():
+    """While a swap serves two graphs both sizes keep their spares; a third size drops the least recent."""
+    def run(n):
+        out = []
+        t = threading.Thread(target=lambda: out.append(thread_scratch("t_grow", n, lambda m: np.zeros(m))))
+        t.start()
+        t.join()
+        return out[0]
+
+    a, b = run(10), run(11)
+    assert a.shape == (10,) and b.shape == (11,)
+    assert run(10) is a and run(11) is b  # both sizes served side by side
+    c = run(12)  # a third size: 10, asked least recently, loses its spare
+    assert c.shape == (12,) and run(11) is b and run(12) is c
+    assert run(10) is not a
