@@ -7,7 +7,8 @@ candidates (so its learned ranker is trained on, and scores, lists that deep), t
 over the evaluation users' test edges as `pymk eval` does:
 
     ceiling      the 2-hop ceiling (every 2-hop non-friend a candidate)
-    stage1@1000  what Stage 1 keeps at 1,000 (its own order)
+    stage1@1000  the pool's first 1,000 (Stage 1's own order; the default k = 1000 differs a little: PPR's
+                 quota is a share of k)
     pool         what the deeper list holds
     ranked@1000  what the learned ranker's top 1,000 of the pool holds: every pair feature pymk has (paths3,
                  PPR, ridge, ranks, degrees, sources, ...) with a model trained for this graph
