@@ -58,7 +58,12 @@ def test_a_thread_that_ends_leaves_its_scratch_to_the_next():
 
 
 def test_threads_alive_together_never_share():
-    """Scratch is handed over only when a thread ends: threads running side by side each get their own."""
+    """Scratch is handed over only when a thread ends: threads running side by side each get their own, even
+    when spares are there to take."""
+    for _ in range(4):  # four ended threads leave four spares
+        t = threading.Thread(target=lambda: thread_scratch("t_side", 5, lambda n: np.zeros(n)))
+        t.start()
+        t.join()
     barrier = threading.Barrier(4)
     seen = []
 

@@ -243,7 +243,7 @@ class UserRows:
 
     def has_features(self, users) -> np.ndarray:
         """(q,) bool: a feature row of the user was read (or its shard answered that it has none)."""
-        return find_sorted(self._tables()[3], np.asarray(users, np.int64).ravel())[1]
+        return find_sorted(self._tables()[3], users)[1]
 
     def vectors(self, users) -> tuple[np.ndarray, np.ndarray]:
         """(q, d) float32 query vectors (zeros where none) and (q,) bool has-an-embedding."""
